@@ -1,0 +1,75 @@
+"""Plain-data events that leave the engine (to the CLI, the app, the run folder).
+
+The engine never calls Qt. Anything that wants to watch a run passes a callable that
+takes one of these dataclasses; the app wraps that callable in a Qt signal queued onto
+the GUI thread. Events must be cheap to build and safe to hand to another thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class MetricEvent:
+    """One row of metrics: a training step, a validation, or one worker's step.
+
+    ``values`` holds e.g. train_loss, val_loss, learning_rate, grad_norm, tokens_per_s,
+    peak_memory_gb, step_time_s, compute_s, comm_s. ``worker`` is None for run-wide rows.
+    """
+
+    step: int
+    values: dict[str, float]
+    kind: str = "train"  # "train" | "val" | "worker"
+    worker: int | None = None
+    time: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"step": self.step, "kind": self.kind, "time": self.time}
+        if self.worker is not None:
+            row["worker"] = self.worker
+        row.update(self.values)
+        return row
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    step: int
+    total_steps: int
+    elapsed_s: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    """The run's life cycle: preparing, running, checkpointed, finished, failed, stopped."""
+
+    state: str
+    message: str = ""
+    run_dir: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    level: str  # "info" | "warning" | "error"
+    message: str
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """A worker appeared, changed or went away (from discovery or a manual add)."""
+
+    change: str  # "added" | "updated" | "removed"
+    peer: dict[str, Any]
+
+
+Event = MetricEvent | ProgressEvent | StateEvent | LogEvent | PeerEvent
+EventSink = Callable[[Event], None]
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    return {"type": type(event).__name__, **asdict(event)}
