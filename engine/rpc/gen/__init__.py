@@ -1,0 +1,1 @@
+"""Generated from ../orchard.proto by scripts/gen_proto.py."""
