@@ -57,17 +57,25 @@ class DataSpec:
     path: str = _f(DEMO_DATASET, "Dataset file or folder (train/valid/test), or 'demo'")
     format: str = _f("auto", "Dataset format, or 'auto' to detect it", choices=DATA_FORMATS)
     valid_path: str = _f("", "Validation file; empty means split from the training data")
-    valid_fraction: float = _f(0.1, "Share held out for validation when no valid file is given", min=0.0, max=0.5)
-    max_seq_len: int = _f(512, "Longest sequence in tokens; longer records are truncated", min=8, max=131072)
+    valid_fraction: float = _f(
+        0.1, "Share held out for validation when no valid file is given", min=0.0, max=0.5
+    )
+    max_seq_len: int = _f(
+        512, "Longest sequence in tokens; longer records are truncated", min=8, max=131072
+    )
     mask_prompt: bool = _f(True, "Train only on response tokens (prompt tokens are masked)")
     packing: bool = _f(False, "Pack several short records into one sequence")
-    max_problems: int = _f(50, "How many dataset problems to list before summarising", min=1, max=100000)
+    max_problems: int = _f(
+        50, "How many dataset problems to list before summarising", min=1, max=100000
+    )
 
 
 @dataclass
 class LoraSpec:
     rank: int = _f(8, "LoRA rank r", min=1, max=1024)
-    alpha: float = _f(16.0, "LoRA alpha; the update is scaled by alpha / rank", min=0.0, max=100000.0)
+    alpha: float = _f(
+        16.0, "LoRA alpha; the update is scaled by alpha / rank", min=0.0, max=100000.0
+    )
     dropout: float = _f(0.0, "Dropout on the LoRA input", min=0.0, max=0.9)
     target_modules: list[str] = _f(
         ["q_proj", "k_proj", "v_proj", "o_proj"], "Linear modules to adapt (names as in the model)"
@@ -79,27 +87,50 @@ class LoraSpec:
 @dataclass
 class OptimSpec:
     learning_rate: float = _f(1e-3, "Peak learning rate", min=0.0, max=10.0)
-    schedule: str = _f("cosine", "Learning-rate schedule after warmup", choices=("constant", "linear", "cosine"))
+    schedule: str = _f(
+        "cosine", "Learning-rate schedule after warmup", choices=("constant", "linear", "cosine")
+    )
     warmup_steps: int = _f(0, "Linear warmup steps", min=0, max=10_000_000)
-    min_lr_ratio: float = _f(0.1, "Final learning rate as a share of the peak (linear, cosine)", min=0.0, max=1.0)
+    min_lr_ratio: float = _f(
+        0.1, "Final learning rate as a share of the peak (linear, cosine)", min=0.0, max=1.0
+    )
     weight_decay: float = _f(0.01, "Decoupled weight decay (AdamW)", min=0.0, max=10.0)
     decay_norms_and_biases: bool = _f(False, "Also apply weight decay to biases and norm weights")
     beta1: float = _f(0.9, "Adam beta1", min=0.0, max=0.999999)
     beta2: float = _f(0.999, "Adam beta2", min=0.0, max=0.99999999)
     eps: float = _f(1e-8, "Adam epsilon", min=0.0, max=1.0)
-    grad_clip: float = _f(1.0, "Clip the global gradient norm to this; 0 turns clipping off", min=0.0, max=1e6)
+    grad_clip: float = _f(
+        1.0, "Clip the global gradient norm to this; 0 turns clipping off", min=0.0, max=1e6
+    )
 
 
 @dataclass
 class RunSpec:
     steps: int = _f(200, "Optimizer steps (ignored when epochs > 0)", min=1, max=100_000_000)
-    epochs: float = _f(0.0, "Train for this many epochs instead of a step count; 0 uses steps", min=0.0, max=10000.0)
-    batch_size: int = _f(8, "Global batch size in sequences, split across workers", min=1, max=65536)
-    grad_accum: int = _f(1, "Micro-batches accumulated per optimizer step (per worker)", min=1, max=4096)
-    precision: str = _f("fp32", "Compute precision (master weights stay fp32)", choices=("fp32", "bf16", "fp16"))
-    val_every: int = _f(50, "Validate every N steps; 0 turns validation off", min=0, max=100_000_000)
-    val_batches: int = _f(4, "Batches per validation; 0 means the whole validation set", min=0, max=100000)
-    checkpoint_every: int = _f(100, "Checkpoint every N steps; 0 means only at the end", min=0, max=100_000_000)
+    epochs: float = _f(
+        0.0,
+        "Train for this many epochs instead of a step count; 0 uses steps",
+        min=0.0,
+        max=10000.0,
+    )
+    batch_size: int = _f(
+        8, "Global batch size in sequences, split across workers", min=1, max=65536
+    )
+    grad_accum: int = _f(
+        1, "Micro-batches accumulated per optimizer step (per worker)", min=1, max=4096
+    )
+    precision: str = _f(
+        "fp32", "Compute precision (master weights stay fp32)", choices=("fp32", "bf16", "fp16")
+    )
+    val_every: int = _f(
+        50, "Validate every N steps; 0 turns validation off", min=0, max=100_000_000
+    )
+    val_batches: int = _f(
+        4, "Batches per validation; 0 means the whole validation set", min=0, max=100000
+    )
+    checkpoint_every: int = _f(
+        100, "Checkpoint every N steps; 0 means only at the end", min=0, max=100_000_000
+    )
     keep_checkpoints: int = _f(2, "How many complete checkpoints to keep", min=1, max=1000)
     seed: int = _f(0, "Seed for shuffling, dropout and initialisation", min=0, max=2**31 - 1)
     out_dir: str = _f("runs", "Folder that holds run folders")
@@ -114,7 +145,9 @@ class DistSpec:
     compression: str = _f("none", "Gradient encoding on the wire", choices=("none", "bf16", "fp16"))
     bucket_mb: float = _f(32.0, "Gradient bucket size in MiB", min=0.0625, max=4096.0)
     max_failures: int = _f(3, "Worker failures a run survives before it stops", min=0, max=1000)
-    step_timeout_s: float = _f(120.0, "A step that takes longer than this marks its worker as lost", min=1.0, max=86400.0)
+    step_timeout_s: float = _f(
+        120.0, "A step that takes longer than this marks its worker as lost", min=1.0, max=86400.0
+    )
 
 
 @dataclass
@@ -239,7 +272,9 @@ def _build_section(name: str, klass: type, raw: dict[str, Any], problems: list[s
     known = {f.name for f in dataclasses.fields(klass)}
     for key in raw:
         if key not in known:
-            problems.append(f"{name}.{key}: unknown setting (expected one of {', '.join(sorted(known))})")
+            problems.append(
+                f"{name}.{key}: unknown setting (expected one of {', '.join(sorted(known))})"
+            )
     values = {}
     for f in dataclasses.fields(klass):
         if f.name not in raw:
@@ -285,7 +320,9 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is list:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
 
 
 def _check_rules(key: str, value: Any, meta: Any, problems: list[str]) -> None:

@@ -8,8 +8,9 @@ the GUI thread. Events must be cheap to build and safe to hand to another thread
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

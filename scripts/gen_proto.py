@@ -20,25 +20,40 @@ def generate(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     include = str(Path(protoc.__file__).parent / "_proto")
     code = protoc.main(
-        ["grpc_tools.protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out_dir}",
-         f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", str(PROTO_DIR / "orchard.proto")]
+        [
+            "grpc_tools.protoc",
+            f"-I{PROTO_DIR}",
+            f"-I{include}",
+            f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            str(PROTO_DIR / "orchard.proto"),
+        ]
     )
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
     grpc_file = out_dir / "orchard_pb2_grpc.py"
     # grpc_tools writes an absolute import; make it package-relative.
-    text = re.sub(r"^import orchard_pb2 as", "from . import orchard_pb2 as", grpc_file.read_text(), flags=re.M)
+    text = re.sub(
+        r"^import orchard_pb2 as", "from . import orchard_pb2 as", grpc_file.read_text(), flags=re.M
+    )
     # The version guard pins the exact grpcio used to generate; any grpcio >= our minimum is fine.
     text = re.sub(r"GRPC_GENERATED_VERSION = '[^']+'", "GRPC_GENERATED_VERSION = '1.66.0'", text)
     grpc_file.write_text(text)
-    (out_dir / "__init__.py").write_text('"""Generated from ../orchard.proto by scripts/gen_proto.py."""\n')
+    (out_dir / "__init__.py").write_text(
+        '"""Generated from ../orchard.proto by scripts/gen_proto.py."""\n'
+    )
 
 
 def main() -> int:
     if "--check" in sys.argv:
         with tempfile.TemporaryDirectory() as tmp:
             generate(Path(tmp))
-            drift = [p.name for p in Path(tmp).iterdir() if p.read_text() != (GEN_DIR / p.name).read_text()]
+            drift = [
+                p.name
+                for p in Path(tmp).iterdir()
+                if p.read_text() != (GEN_DIR / p.name).read_text()
+            ]
         if drift:
             sys.stderr.write(f"generated code is out of date: {drift}; run `make proto`\n")
             return 1

@@ -1,0 +1,291 @@
+"""The `orchard` command: app, demo, train, resume, worker, discover, pair, inspect-*, export.
+
+Each subcommand is a thin adapter from argv to an engine function; imports are lazy so
+`orchard --help` is instant and a missing optional part names itself instead of crashing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.config import SYNC_MODES, ConfigError, JobSpec
+
+log = logging.getLogger("orchard")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"orchard: {text}\n")
+
+
+def _stop_on_sigint(stop: threading.Event) -> None:
+    """First Ctrl-C asks the run to checkpoint and stop; a second one exits at once."""
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        _err("stopping after the current step (Ctrl-C again to abort)")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _run_job(job: JobSpec) -> int:
+    """Run a job: one in-process trainer when a single local worker is asked for,
+    otherwise the coordinator with gRPC workers."""
+    from engine.cli.progress import TerminalProgress
+
+    sink = TerminalProgress()
+    stop = threading.Event()
+    _stop_on_sigint(stop)
+    if job.dist.workers == 1 and not job.dist.hosts:
+        from engine.train.run_local import run_local
+
+        result = run_local(job, sink, stop)
+    else:
+        from engine.runtime import start_run
+
+        handle = start_run(job, sink, stop_event=stop)
+        result = handle.wait()
+    return _report(result)
+
+
+def _report(result: object) -> int:
+    status = getattr(result, "status", "finished")
+    run_dir = getattr(result, "run_dir", None)
+    adapter = getattr(result, "adapter_dir", None)
+    if run_dir:
+        _out(f"run folder: {run_dir}")
+    if adapter:
+        _out(f"adapter:    {adapter}")
+    if status == "failed":
+        _err(getattr(result, "message", "the run failed"))
+        return 1
+    if status == "stopped":
+        _out("stopped; resume with: orchard resume " + str(run_dir))
+        return 130
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    job = JobSpec()
+    overrides = [
+        f"run.steps={args.steps}",
+        f"dist.workers={args.workers}",
+        f'dist.mode="{args.mode}"',
+    ]
+    if args.out:
+        overrides.append(f'run.out_dir="{Path(args.out).resolve()}"')
+    job = job.with_overrides(overrides + list(args.set or []))
+    _out(
+        "Demo: the bundled TinyStories-260K model (a tiny pretrained story model, not an "
+        "assistant) learns stories about Pip, a robot in an apple orchard."
+    )
+    code = _run_job(job)
+    if code == 0 and not args.no_sample:
+        _sample_after(job)
+    return code
+
+
+def _sample_after(job: JobSpec) -> None:
+    from engine.sample import last_adapter_samples
+
+    for title, text in last_adapter_samples(job):
+        _out(f"--- {title} ---\n{text}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    job = JobSpec.load(args.job) if args.job else JobSpec()
+    overrides = list(args.set or [])
+    for flag, key in (("steps", "run.steps"), ("workers", "dist.workers")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    for flag, key in (
+        ("out", "run.out_dir"),
+        ("mode", "dist.mode"),
+        ("data", "data.path"),
+        ("model", "model.path"),
+    ):
+        if getattr(args, flag) is not None:
+            overrides.append(f'{key}="{getattr(args, flag)}"')
+    return _run_job(job.with_overrides(overrides) if overrides else job)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from engine.cli.progress import TerminalProgress
+
+    sink = TerminalProgress()
+    stop = threading.Event()
+    _stop_on_sigint(stop)
+    job = JobSpec.load(Path(args.run_dir) / "job.toml")
+    if args.workers is not None:
+        job = job.with_overrides([f"dist.workers={args.workers}"])
+    if job.dist.workers == 1 and not job.dist.hosts:
+        from engine.train.run_local import resume_local
+
+        return _report(resume_local(args.run_dir, sink, stop))
+    from engine.runtime import start_run
+
+    return _report(start_run(job, sink, stop_event=stop, resume_from=args.run_dir).wait())
+
+
+def cmd_inspect_data(args: argparse.Namespace) -> int:
+    from engine.data import inspect_dataset
+
+    tokenizer = None
+    if args.model:
+        from engine.model import load_tokenizer
+
+        tokenizer = load_tokenizer(args.model)
+    report = inspect_dataset(
+        args.path, fmt=args.format, tokenizer=tokenizer, max_seq_len=args.max_seq_len
+    )
+    _out(report.format_text())
+    return 1 if report.has_errors else 0
+
+
+def cmd_inspect_model(args: argparse.Namespace) -> int:
+    from engine.model import estimate_memory, inspect_model
+
+    info = inspect_model(args.path)
+    _out(info.format_text())
+    job = JobSpec.load(args.job) if args.job else JobSpec()
+    est = estimate_memory(info, job, workers=max(1, job.dist.workers))
+    _out(est.format_text())
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    # The engine never imports the app: the app plugs itself in through an entry point.
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="orchard.commands", name="app")
+    if not found:
+        _err("the desktop app is not installed (pip install -e . from the Orchard folder)")
+        return 2
+    app_main = next(iter(found)).load()
+    return int(app_main([sys.argv[0], *args.qt_args]) or 0)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.worker.__main__ import main as worker_main
+
+    argv = ["--port", str(args.port)]
+    if args.local:
+        argv.append("--local")
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    return worker_main(argv)
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from engine.cli.discover import discover_main
+
+    return discover_main(timeout_s=args.timeout, watch=args.watch)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="orchard",
+        description="Fine-tune language models with LoRA/QLoRA on a cluster of Macs.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    s = add("app", cmd_app, "open the desktop app")
+    s.add_argument("qt_args", nargs=argparse.REMAINDER)
+
+    s = add("demo", cmd_demo, "train the bundled demo end to end on this machine")
+    s.add_argument("--steps", type=int, default=JobSpec().run.steps)
+    s.add_argument("--out", help="folder for the run folder (default: ./runs)")
+    s.add_argument(
+        "--workers", type=int, default=JobSpec().dist.workers, help="local worker processes"
+    )
+    s.add_argument("--mode", choices=SYNC_MODES, default=JobSpec().dist.mode)
+    s.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override any job setting"
+    )
+    s.add_argument("--no-sample", action="store_true", help="skip the before/after generation")
+
+    s = add("train", cmd_train, "train from a job file (TOML); flags override its fields")
+    s.add_argument("job", nargs="?", help="job.toml (defaults to the built-in job)")
+    s.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override any job setting"
+    )
+    s.add_argument("--steps", type=int)
+    s.add_argument("--workers", type=int)
+    s.add_argument("--mode", choices=SYNC_MODES)
+    s.add_argument("--out")
+    s.add_argument("--data")
+    s.add_argument("--model")
+
+    s = add("resume", cmd_resume, "continue a stopped run from its last checkpoint")
+    s.add_argument("run_dir")
+    s.add_argument("--workers", type=int, help="resume onto a different number of local workers")
+
+    s = add(
+        "inspect-data", cmd_inspect_data, "check a dataset: format, statistics and every problem"
+    )
+    s.add_argument("path")
+    s.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "alpaca", "sharegpt", "chat", "completion", "text"),
+    )
+    s.add_argument("--model", help="tokenize with this model's tokenizer for token statistics")
+    s.add_argument("--max-seq-len", type=int, default=JobSpec().data.max_seq_len)
+
+    s = add("inspect-model", cmd_inspect_model, "describe a model without loading its weights")
+    s.add_argument("path")
+    s.add_argument("--job", help="job.toml for the memory estimate")
+
+    s = add("worker", cmd_worker, "run the worker agent on this machine")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--local", action="store_true", help="loopback only, started by a coordinator")
+    s.add_argument("--data-dir")
+
+    s = add("discover", cmd_discover, "list Orchard workers on the local network")
+    s.add_argument("--timeout", type=float, default=3.0)
+    s.add_argument("--watch", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.fn(args) or 0)
+    except ConfigError as e:
+        for problem in e.problems:
+            _err(problem)
+        return 2
+    except KeyboardInterrupt:
+        _err("aborted")
+        return 130
+    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as e:
+        _err(str(e))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
