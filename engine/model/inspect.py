@@ -1,0 +1,276 @@
+"""Describe a model from config.json and safetensors headers alone (no weights are read).
+
+This is what the app shows before a run: architecture, size, dtype, quantization and the
+linear modules LoRA can target, for a checkpoint of any size, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlx_lm.utils import MODEL_ARCHITECTURE_REMAPPING, MODEL_REMAPPING
+
+from engine.config import resolve_model_path
+from engine.model.errors import ModelError
+from engine.model.safetensors_header import TensorHeader, read_header
+
+WEIGHT_GLOB = "model*.safetensors"  # the files mlx_lm.utils.load_model reads
+INDEX_FILE = "model.safetensors.index.json"
+_LAYER_RE = re.compile(r"^(?P<prefix>(?:.*\.)?layers)\.(?P<idx>\d+)\.(?P<rest>.+)$")
+_DTYPE_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+_CONFIG_ALIASES = {
+    "num_layers": ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
+    "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
+    "intermediate_size": ("intermediate_size", "ffn_dim", "n_inner"),
+    "num_heads": ("num_attention_heads", "n_head", "n_heads"),
+}
+
+
+@dataclass(frozen=True)
+class LinearModule:
+    """One linear module inside a transformer layer: a LoRA target choice."""
+
+    name: str  # path inside a layer, e.g. "self_attn.q_proj"
+    in_features: int
+    out_features: int
+    has_bias: bool
+    quantized: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    model_type: str
+    architectures: tuple[str, ...]
+    supported: bool  # mlx-lm has an implementation for this model_type
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    num_heads: int
+    num_kv_heads: int
+    param_count: int  # logical parameters (a quantized weight counts as out x in)
+    weight_bytes: int  # bytes of tensor data on disk
+    dtype: str  # the floating dtype holding most parameters
+    quantization: dict[str, Any] | None  # config "quantization" (bits, group_size, ...)
+    tied_embeddings: bool
+    layer_prefix: str  # e.g. "model.layers"
+    linear_modules: tuple[LinearModule, ...]
+    bias_params: int  # parameters in tensors whose leaf name is "bias"
+    weight_files: tuple[str, ...]
+    tensors: dict[str, TensorHeader] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def module_names(self) -> list[str]:
+        return [m.name for m in self.linear_modules]
+
+    def format_text(self) -> str:
+        """A few lines for a terminal or a tooltip."""
+        quant = self.quantization
+        lines = [
+            f"model       {self.path}",
+            f"type        {self.model_type}{'' if self.supported else ' (not supported by mlx-lm)'}",
+            f"size        {self.param_count / 1e6:.3f}M parameters, {self.weight_bytes / 2**20:.1f} MiB on disk",
+            f"shape       {self.num_layers} layers, hidden {self.hidden_size}, "
+            f"MLP {self.intermediate_size}, vocab {self.vocab_size}, heads {self.num_heads}/{self.num_kv_heads}",
+            f"dtype       {self.dtype}"
+            + (f", quantized {quant.get('bits')}-bit group {quant.get('group_size')}" if quant else ""),
+            f"embeddings  {'tied' if self.tied_embeddings else 'separate lm_head'}",
+            "modules     " + ", ".join(
+                f"{m.name} ({m.in_features}->{m.out_features}{', bias' if m.has_bias else ''})"
+                for m in self.linear_modules
+            ),
+        ]  # fmt: skip
+        return "\n".join(lines)
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """config.json as a dict; ModelError naming the file (and line) when it is missing or bad."""
+    cfg = folder / "config.json"
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such model folder")
+    if not cfg.is_file():
+        raise ModelError(f"{folder}: no config.json (expected a Hugging Face or MLX model folder)")
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{cfg}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"{cfg}: cannot read: {e}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{cfg}: expected a JSON object")
+    if not isinstance(data.get("model_type"), str):
+        raise ModelError(f'{cfg}: model_type: missing (expected e.g. "llama" or "qwen2")')
+    return data
+
+
+def mlx_model_type(config: dict[str, Any]) -> str:
+    """The mlx_lm.models module name for a config, with mlx-lm's own remapping."""
+    model_type = config["model_type"]
+    archs = config.get("architectures") or ()
+    for arch in [archs] if isinstance(archs, str) else archs:
+        if (model_type, arch) in MODEL_ARCHITECTURE_REMAPPING:
+            return MODEL_ARCHITECTURE_REMAPPING[(model_type, arch)]
+    return MODEL_REMAPPING.get(model_type, model_type)
+
+
+def is_supported(config: dict[str, Any]) -> bool:
+    name = mlx_model_type(config)
+    return name.isidentifier() and importlib.util.find_spec(f"mlx_lm.models.{name}") is not None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files mlx-lm would load; checks a shard index against the folder."""
+    files = sorted(folder.glob(WEIGHT_GLOB))
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            listed = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"{index}: expected a JSON object with a weight_map") from None
+        missing = sorted(f for f in listed if not (folder / f).is_file())
+        if missing:
+            raise ModelError(f"{index}: shard files missing from the folder: {', '.join(missing)}")
+    if not files:
+        others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".gguf"))
+        hint = f" (found {', '.join(others)}; convert with mlx_lm.convert)" if others else ""
+        raise ModelError(f"{folder}: no weights: no {WEIGHT_GLOB} files{hint}")
+    return files
+
+
+def inspect_model(path: str | Path) -> ModelInfo:
+    """ModelInfo of a local folder (or 'demo') from config.json and safetensors headers only."""
+    folder = Path(resolve_model_path(str(path))).expanduser()
+    config = read_config(folder)
+    text = {**config, **(config.get("text_config") or {})}  # multimodal configs nest it
+    tensors: dict[str, TensorHeader] = {}
+    files = weight_files(folder)
+    for f in files:
+        tensors.update(read_header(f))
+    quant = config.get("quantization") or config.get("quantization_config")
+    prefix, layer_idx, linears = _layer_modules(tensors, quant)
+    hidden = _get(text, "hidden_size")
+    vocab = int(text.get("vocab_size") or 0)
+    heads = _get(text, "num_heads")
+    return ModelInfo(
+        path=str(folder),
+        model_type=str(config["model_type"]),
+        architectures=tuple(config.get("architectures") or ()),
+        supported=is_supported(config),
+        num_layers=_get(text, "num_layers") or len(layer_idx),
+        hidden_size=hidden,
+        intermediate_size=_get(text, "intermediate_size"),
+        vocab_size=vocab,
+        num_heads=heads,
+        num_kv_heads=int(text.get("num_key_value_heads") or heads),
+        param_count=_param_count(tensors, quant),
+        weight_bytes=sum(t.nbytes for t in tensors.values()),
+        dtype=_main_dtype(tensors),
+        quantization=quant if isinstance(quant, dict) else None,
+        tied_embeddings=bool(
+            text.get("tie_word_embeddings", config.get("tie_word_embeddings", True))
+        )
+        and not any(n.endswith("lm_head.weight") for n in tensors),
+        layer_prefix=prefix,
+        linear_modules=tuple(linears),
+        bias_params=sum(t.size for n, t in tensors.items() if n.endswith(".bias")),
+        weight_files=tuple(str(f) for f in files),
+        tensors=tensors,
+    )
+
+
+def quant_bits(quant: dict[str, Any] | None, module_path: str) -> int:
+    """Bits of one quantized module, honouring mlx-lm's per-path overrides."""
+    if not isinstance(quant, dict):
+        return 4
+    override = quant.get(module_path)
+    if isinstance(override, dict) and "bits" in override:
+        return int(override["bits"])
+    return int(quant.get("bits", 4))
+
+
+def is_quantized_weight(tensors: dict[str, TensorHeader], name: str) -> bool:
+    return name.endswith(".weight") and name[: -len("weight")] + "scales" in tensors
+
+
+def _get(config: dict[str, Any], key: str) -> int:
+    for alias in _CONFIG_ALIASES[key]:
+        if isinstance(config.get(alias), int):
+            return int(config[alias])
+    return 0
+
+
+def _layer_modules(
+    tensors: dict[str, TensorHeader], quant: Any
+) -> tuple[str, set[int], list[LinearModule]]:
+    """The layer prefix, the layer indices and the 2-D weights of the layers (union, in order)."""
+    prefixes: Counter[str] = Counter()
+    for name in tensors:
+        m = _LAYER_RE.match(name)
+        if m:
+            prefixes[m["prefix"]] += 1
+    if not prefixes:
+        return "", set(), []
+    prefix = prefixes.most_common(1)[0][0]
+    indices: set[int] = set()
+    found: dict[str, LinearModule] = {}
+    for name, t in tensors.items():
+        m = _LAYER_RE.match(name)
+        if not m or m["prefix"] != prefix:
+            continue
+        indices.add(int(m["idx"]))
+        rest = m["rest"]
+        if not rest.endswith(".weight") or len(t.shape) != 2:
+            continue
+        module = rest[: -len(".weight")]
+        if module in found:
+            continue
+        quantized = is_quantized_weight(tensors, name)
+        in_features = t.shape[1]
+        if quantized:
+            in_features = in_features * 32 // quant_bits(quant, name[: -len(".weight")])
+        found[module] = LinearModule(
+            name=module,
+            in_features=in_features,
+            out_features=t.shape[0],
+            has_bias=f"{prefix}.{m['idx']}.{module}.bias" in tensors,
+            quantized=quantized,
+        )
+    return prefix, indices, sorted(found.values(), key=lambda lm: lm.name)
+
+
+def _param_count(tensors: dict[str, TensorHeader], quant: Any) -> int:
+    total = 0
+    for name, t in tensors.items():
+        base = name.rsplit(".", 1)[0]
+        if name.endswith((".scales", ".biases")) and f"{base}.weight" in tensors:
+            if is_quantized_weight(tensors, f"{base}.weight"):
+                continue  # quantization metadata, not parameters
+        if is_quantized_weight(tensors, name):
+            total += t.size * 32 // quant_bits(quant, base)
+        else:
+            total += t.size
+    return total
+
+
+def _main_dtype(tensors: dict[str, TensorHeader]) -> str:
+    sizes: Counter[str] = Counter()
+    for t in tensors.values():
+        if t.dtype in _DTYPE_NAMES:
+            sizes[t.dtype] += t.size
+    return _DTYPE_NAMES[sizes.most_common(1)[0][0]] if sizes else "unknown"
+
+
+def match_targets(available: list[str], targets: list[str]) -> dict[str, list[str]]:
+    """Each target -> the in-layer module paths it names: an exact path or a dotted suffix.
+
+    "q_proj" matches "self_attn.q_proj"; "mlp.down_proj" matches only that path. A target
+    that matches nothing maps to an empty list, so callers can name it in their error.
+    """
+    return {t: [n for n in available if n == t or n.endswith("." + t)] for t in targets}
