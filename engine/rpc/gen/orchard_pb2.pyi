@@ -77,7 +77,7 @@ class HasFileReply(_message.Message):
     def __init__(self, present: _Optional[bool] = ...) -> None: ...
 
 class SetupJobRequest(_message.Message):
-    __slots__ = ("job_toml", "rank", "world_size", "peers", "run_id", "files", "group_token")
+    __slots__ = ("job_toml", "rank", "world_size", "peers", "run_id", "files", "group_token", "mlx_hostfile")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class SetupJobRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     GROUP_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MLX_HOSTFILE_FIELD_NUMBER: _ClassVar[int]
     job_toml: str
     rank: int
     world_size: int
@@ -99,7 +100,8 @@ class SetupJobRequest(_message.Message):
     run_id: str
     files: _containers.ScalarMap[str, str]
     group_token: str
-    def __init__(self, job_toml: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., group_token: _Optional[str] = ...) -> None: ...
+    mlx_hostfile: str
+    def __init__(self, job_toml: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., group_token: _Optional[str] = ..., mlx_hostfile: _Optional[str] = ...) -> None: ...
 
 class SetupJobReply(_message.Message):
     __slots__ = ("train_items", "trainable_params", "message")
@@ -158,10 +160,12 @@ class EvaluateReply(_message.Message):
     def __init__(self, loss_sum: _Optional[float] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ("step",)
+    __slots__ = ("step", "adapter")
     STEP_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
     step: int
-    def __init__(self, step: _Optional[int] = ...) -> None: ...
+    adapter: bool
+    def __init__(self, step: _Optional[int] = ..., adapter: _Optional[bool] = ...) -> None: ...
 
 class StateChunk(_message.Message):
     __slots__ = ("name", "tensor", "meta_json", "offset", "last")
@@ -228,3 +232,41 @@ class CollectiveAck(_message.Message):
     OP_ID_FIELD_NUMBER: _ClassVar[int]
     op_id: int
     def __init__(self, op_id: _Optional[int] = ...) -> None: ...
+
+class PairStartRequest(_message.Message):
+    __slots__ = ("client_id", "client_name", "client_fingerprint", "worker_fingerprint", "spake_msg")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SPAKE_MSG_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    client_name: str
+    client_fingerprint: str
+    worker_fingerprint: str
+    spake_msg: bytes
+    def __init__(self, client_id: _Optional[str] = ..., client_name: _Optional[str] = ..., client_fingerprint: _Optional[str] = ..., worker_fingerprint: _Optional[str] = ..., spake_msg: _Optional[bytes] = ...) -> None: ...
+
+class PairStartReply(_message.Message):
+    __slots__ = ("session_id", "worker_id", "spake_msg")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAKE_MSG_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    worker_id: str
+    spake_msg: bytes
+    def __init__(self, session_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., spake_msg: _Optional[bytes] = ...) -> None: ...
+
+class PairFinishRequest(_message.Message):
+    __slots__ = ("session_id", "client_confirm")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    client_confirm: bytes
+    def __init__(self, session_id: _Optional[str] = ..., client_confirm: _Optional[bytes] = ...) -> None: ...
+
+class PairFinishReply(_message.Message):
+    __slots__ = ("worker_confirm",)
+    WORKER_CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    worker_confirm: bytes
+    def __init__(self, worker_confirm: _Optional[bytes] = ...) -> None: ...

@@ -497,6 +497,8 @@ class CollectiveStub:
     """===================================================================================
     Data plane: workers exchange collective chunks peer to peer. (Section owned by engine/dist.)
     ===================================================================================
+    Parts larger than the message limit travel as several pieces (offset/total). Send carries
+    one piece per call (no stream set-up: the low-latency path); Push streams many pieces.
     """
 
     def __init__(self, channel):
@@ -510,15 +512,28 @@ class CollectiveStub:
                 request_serializer=orchard__pb2.CollectiveChunk.SerializeToString,
                 response_deserializer=orchard__pb2.CollectiveAck.FromString,
                 _registered_method=True)
+        self.Send = channel.unary_unary(
+                '/orchard.v1.Collective/Send',
+                request_serializer=orchard__pb2.CollectiveChunk.SerializeToString,
+                response_deserializer=orchard__pb2.CollectiveAck.FromString,
+                _registered_method=True)
 
 
 class CollectiveServicer:
     """===================================================================================
     Data plane: workers exchange collective chunks peer to peer. (Section owned by engine/dist.)
     ===================================================================================
+    Parts larger than the message limit travel as several pieces (offset/total). Send carries
+    one piece per call (no stream set-up: the low-latency path); Push streams many pieces.
     """
 
     def Push(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Send(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -529,6 +544,11 @@ def add_CollectiveServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Push': grpc.stream_unary_rpc_method_handler(
                     servicer.Push,
+                    request_deserializer=orchard__pb2.CollectiveChunk.FromString,
+                    response_serializer=orchard__pb2.CollectiveAck.SerializeToString,
+            ),
+            'Send': grpc.unary_unary_rpc_method_handler(
+                    servicer.Send,
                     request_deserializer=orchard__pb2.CollectiveChunk.FromString,
                     response_serializer=orchard__pb2.CollectiveAck.SerializeToString,
             ),
@@ -544,6 +564,8 @@ class Collective:
     """===================================================================================
     Data plane: workers exchange collective chunks peer to peer. (Section owned by engine/dist.)
     ===================================================================================
+    Parts larger than the message limit travel as several pieces (offset/total). Send carries
+    one piece per call (no stream set-up: the low-latency path); Push streams many pieces.
     """
 
     @staticmethod
@@ -563,6 +585,163 @@ class Collective:
             '/orchard.v1.Collective/Push',
             orchard__pb2.CollectiveChunk.SerializeToString,
             orchard__pb2.CollectiveAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Send(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchard.v1.Collective/Send',
+            orchard__pb2.CollectiveChunk.SerializeToString,
+            orchard__pb2.CollectiveAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PairingStub:
+    """===================================================================================
+    Pairing: a coordinator and a worker agree on a shared secret with SPAKE2, using the code
+    the worker shows its user. The code never crosses the network; both TLS certificate
+    fingerprints are bound into the exchange. (Section owned by engine/trust + rpc/pairing_service.)
+    ===================================================================================
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PairStart = channel.unary_unary(
+                '/orchard.v1.Pairing/PairStart',
+                request_serializer=orchard__pb2.PairStartRequest.SerializeToString,
+                response_deserializer=orchard__pb2.PairStartReply.FromString,
+                _registered_method=True)
+        self.PairFinish = channel.unary_unary(
+                '/orchard.v1.Pairing/PairFinish',
+                request_serializer=orchard__pb2.PairFinishRequest.SerializeToString,
+                response_deserializer=orchard__pb2.PairFinishReply.FromString,
+                _registered_method=True)
+
+
+class PairingServicer:
+    """===================================================================================
+    Pairing: a coordinator and a worker agree on a shared secret with SPAKE2, using the code
+    the worker shows its user. The code never crosses the network; both TLS certificate
+    fingerprints are bound into the exchange. (Section owned by engine/trust + rpc/pairing_service.)
+    ===================================================================================
+    """
+
+    def PairStart(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PairFinish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PairingServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PairStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.PairStart,
+                    request_deserializer=orchard__pb2.PairStartRequest.FromString,
+                    response_serializer=orchard__pb2.PairStartReply.SerializeToString,
+            ),
+            'PairFinish': grpc.unary_unary_rpc_method_handler(
+                    servicer.PairFinish,
+                    request_deserializer=orchard__pb2.PairFinishRequest.FromString,
+                    response_serializer=orchard__pb2.PairFinishReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'orchard.v1.Pairing', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('orchard.v1.Pairing', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Pairing:
+    """===================================================================================
+    Pairing: a coordinator and a worker agree on a shared secret with SPAKE2, using the code
+    the worker shows its user. The code never crosses the network; both TLS certificate
+    fingerprints are bound into the exchange. (Section owned by engine/trust + rpc/pairing_service.)
+    ===================================================================================
+    """
+
+    @staticmethod
+    def PairStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchard.v1.Pairing/PairStart',
+            orchard__pb2.PairStartRequest.SerializeToString,
+            orchard__pb2.PairStartReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PairFinish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchard.v1.Pairing/PairFinish',
+            orchard__pb2.PairFinishRequest.SerializeToString,
+            orchard__pb2.PairFinishReply.FromString,
             options,
             channel_credentials,
             insecure,
