@@ -1,6 +1,6 @@
 PY ?= .venv/bin/python
 
-.PHONY: setup run demo test test-fast lint format proto bench screenshots
+.PHONY: setup run demo test test-fast lint format proto bench screenshots package-linux package-macos
 
 setup:
 	./scripts/setup.sh
@@ -31,3 +31,9 @@ bench:
 
 screenshots:
 	$(PY) scripts/screenshots.py
+
+package-linux:
+	./packaging/build_linux.sh
+
+package-macos:
+	./packaging/build_macos.sh

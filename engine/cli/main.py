@@ -40,7 +40,7 @@ def _stop_on_sigint(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _run_job(job: JobSpec) -> int:
+def _run_job(job: JobSpec) -> tuple[object, int]:
     """Run a job: one in-process trainer when a single local worker is asked for,
     otherwise the coordinator with gRPC workers."""
     from engine.cli.progress import TerminalProgress
@@ -57,7 +57,7 @@ def _run_job(job: JobSpec) -> int:
 
         handle = start_run(job, sink, stop_event=stop)
         result = handle.wait()
-    return _report(result)
+    return result, _report(result)
 
 
 def _report(result: object) -> int:
@@ -91,17 +91,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "Demo: the bundled TinyStories-260K model (a tiny pretrained story model, not an "
         "assistant) learns stories about Pip, a robot in an apple orchard."
     )
-    code = _run_job(job)
-    if code == 0 and not args.no_sample:
-        _sample_after(job)
+    result, code = _run_job(job)
+    adapter = getattr(result, "adapter_dir", None)
+    if code == 0 and adapter and not args.no_sample:
+        from engine.sample import compare_with_adapter
+
+        for s in compare_with_adapter(job.model, adapter):
+            _out(f"--- {s.title}: {s.prompt}\n{s.text}")
     return code
-
-
-def _sample_after(job: JobSpec) -> None:
-    from engine.sample import last_adapter_samples
-
-    for title, text in last_adapter_samples(job):
-        _out(f"--- {title} ---\n{text}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -118,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ):
         if getattr(args, flag) is not None:
             overrides.append(f'{key}="{getattr(args, flag)}"')
-    return _run_job(job.with_overrides(overrides) if overrides else job)
+    return _run_job(job.with_overrides(overrides) if overrides else job)[1]
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -186,6 +183,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
     return worker_main(argv)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.cli.export_cmd import export_main
+
+    return export_main(args.run_dir, args.format, args.out, dequantize=args.dequantize)
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
@@ -260,6 +263,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--local", action="store_true", help="loopback only, started by a coordinator")
     s.add_argument("--data-dir")
+
+    s = add("export", cmd_export, "export a run's adapter for other tools")
+    s.add_argument("run_dir")
+    s.add_argument("--format", choices=("mlx", "peft", "fused"), default="mlx")
+    s.add_argument("--out", required=True, help="a new (or empty) folder")
+    s.add_argument(
+        "--dequantize", action="store_true", help="fused: save a QLoRA base in full precision"
+    )
 
     s = add("discover", cmd_discover, "list Orchard workers on the local network")
     s.add_argument("--timeout", type=float, default=3.0)
