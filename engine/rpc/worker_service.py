@@ -1,0 +1,133 @@
+"""The Worker gRPC servicer: translates protobuf to the plain JobRunner/FileStore calls.
+
+No training logic lives here. Errors map to status codes: a caller's mistake is
+INVALID_ARGUMENT, a call out of order is FAILED_PRECONDITION, anything else INTERNAL (logged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from engine.config import ConfigError
+from engine.rpc.gen import orchard_pb2 as pb
+from engine.rpc.gen import orchard_pb2_grpc
+from engine.rpc.state_stream import decode_state, encode_state
+from engine.worker.errors import InvalidRequest, OutOfOrder
+from engine.worker.files import FileStore, Piece
+from engine.worker.job import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+def _fail(context: grpc.ServicerContext, method: str, e: Exception) -> None:
+    if isinstance(e, OutOfOrder):
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{method}: {e}")
+    if isinstance(e, (InvalidRequest, ConfigError, ValueError)):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: {e}")
+    log.exception("%s failed", method)
+    context.abort(grpc.StatusCode.INTERNAL, f"{method}: {type(e).__name__}: {e}")
+
+
+def _guard(method: Callable) -> Callable:
+    """Run a handler, turning exceptions into a status with a message that names the call."""
+    name = method.__name__
+
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as e:  # noqa: BLE001 - every failure must reach the caller as a status
+            if isinstance(e, grpc.RpcError) or context.code() is not None:
+                raise
+            _fail(context, name, e)
+
+    wrapper.__name__ = name
+    return wrapper
+
+
+class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
+    def __init__(self, runner: JobRunner, store: FileStore, info: Callable[[], dict[str, Any]]):
+        self._runner = runner
+        self._store = store
+        self._info = info
+
+    @_guard
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.WorkerInfo:
+        return pb.WorkerInfo(**self._info(), busy=self._runner.busy)
+
+    @_guard
+    def PutFile(
+        self, request_iterator: Iterator[pb.FileChunk], context: grpc.ServicerContext
+    ) -> pb.PutFileReply:
+        pieces = (Piece(c.sha256, c.name, c.offset, c.data, c.last) for c in request_iterator)
+        digest, size = self._store.receive(pieces)
+        return pb.PutFileReply(sha256=digest, size=size)
+
+    @_guard
+    def HasFile(self, request: pb.HasFileRequest, context: grpc.ServicerContext) -> pb.HasFileReply:
+        return pb.HasFileReply(present=self._store.has(request.sha256))
+
+    @_guard
+    def SetupJob(
+        self, request: pb.SetupJobRequest, context: grpc.ServicerContext
+    ) -> pb.SetupJobReply:
+        r = self._runner.setup(
+            job_toml=request.job_toml,
+            rank=request.rank,
+            world=request.world_size,
+            peers=list(request.peers),
+            files=dict(request.files),
+            run_id=request.run_id,
+            group_token=request.group_token,
+            mlx_hostfile=request.mlx_hostfile,
+        )
+        return pb.SetupJobReply(
+            train_items=r.train_items, trainable_params=r.trainable_params, message=r.message
+        )
+
+    @_guard
+    def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.StepReply:
+        r = self._runner.step(request.step, request.learning_rate)
+        return pb.StepReply(
+            step=r.step, loss_sum=r.loss_sum, tokens=r.tokens, grad_norm=r.grad_norm,
+            compute_s=r.compute_s, comm_s=r.comm_s, peak_memory_bytes=r.peak_memory_bytes,
+            skipped=r.skipped, loss_scale=r.loss_scale,
+        )  # fmt: skip
+
+    @_guard
+    def Evaluate(
+        self, request: pb.EvaluateRequest, context: grpc.ServicerContext
+    ) -> pb.EvaluateReply:
+        loss_sum, tokens = self._runner.evaluate(request.step, request.max_batches)
+        return pb.EvaluateReply(loss_sum=loss_sum, tokens=tokens)
+
+    def GetState(
+        self, request: pb.GetStateRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StateChunk]:
+        try:
+            meta, tensors = self._runner.get_state(request.step, request.adapter)
+        except Exception as e:  # noqa: BLE001
+            _fail(context, "GetState", e)
+        yield from encode_state(meta, tensors)
+
+    @_guard
+    def PutState(
+        self, request_iterator: Iterator[pb.StateChunk], context: grpc.ServicerContext
+    ) -> pb.PutStateReply:
+        meta, tensors = decode_state(request_iterator)
+        return pb.PutStateReply(step=self._runner.put_state(meta, tensors))
+
+    def StreamMetrics(
+        self, request: pb.MetricsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.MetricRow]:
+        for row in self._runner.metric_rows(context.is_active):
+            yield pb.MetricRow(json=json.dumps(row).encode())
+
+    @_guard
+    def Stop(self, request: pb.StopRequest, context: grpc.ServicerContext) -> pb.StopReply:
+        self._runner.stop(request.reason)
+        return pb.StopReply()

@@ -1,0 +1,174 @@
+"""The workers of one run, driven together: start or connect, ship files, set up, step, stop.
+
+Every call goes to all workers at once (a thread per worker) and waits for all of them;
+a failure names the worker. Local workers are processes this object started and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from engine.config import JobSpec, resolve_data_path, resolve_model_path
+from engine.rpc.auth import TOKEN_ENV, new_token
+from engine.rpc.worker_client import StepOutcome, WorkerCallError, WorkerClient
+from engine.runtime.local_workers import LocalWorker, start_local_worker, stop_local_workers
+from engine.worker.agent import default_data_dir
+from engine.worker.files import sha256_file
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def files_to_ship(job: JobSpec, remote: bool) -> dict[str, Path]:
+    """role -> local file: the dataset (its train and valid files when it is a folder), and
+    for remote workers the model folder's files when the model is a local folder (else the
+    worker fetches it by its Hugging Face id)."""
+    out: dict[str, Path] = {}
+    data = Path(resolve_data_path(job.data.path)).expanduser()
+    if data.is_dir():
+        from engine.data.dataset import find_split_files
+        from engine.data.problems import ProblemLog
+
+        problems = ProblemLog()
+        splits = find_split_files(data, problems)
+        if problems.errors:
+            raise ValueError("; ".join(str(p) for p in problems.kept))
+        out["dataset"] = splits["train"]
+        if "valid" in splits:
+            out["valid"] = splits["valid"]
+    else:
+        out["dataset"] = data
+    if job.data.valid_path:
+        out["valid"] = Path(job.data.valid_path).expanduser()
+    model = Path(resolve_model_path(job.model.path)).expanduser()
+    if remote and model.is_dir():
+        for f in sorted(model.iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                out[f"model/{f.name}"] = f
+    for role, f in out.items():
+        if not f.is_file():
+            raise ValueError(f"{role}: {f} is not a file")
+    return out
+
+
+class Cluster:
+    def __init__(self, job: JobSpec, run_dir: Path, data_dir: Path | None = None):
+        self.job = job
+        self.run_dir = run_dir
+        self.remote = bool(job.dist.hosts)
+        self.data_dir = data_dir or default_data_dir()
+        self.token = os.environ.get(TOKEN_ENV, "") if self.remote else new_token()
+        self.group_token = new_token()
+        self.local: list[LocalWorker] = []
+        self.clients: list[WorkerClient] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.clients)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [c.address for c in self.clients]
+
+    def start(self) -> None:
+        """Start the local workers (or connect to the hosts) and wait until all answer."""
+        if self.remote:
+            if not self.token:
+                raise ValueError(
+                    f"dist.hosts: set {TOKEN_ENV} to the workers' token to reach remote workers"
+                )
+            addresses = list(self.job.dist.hosts)
+        else:
+            n = self.job.dist.workers
+            for r in range(n):
+                log_path = self.run_dir / "workers" / f"worker{r}.log"
+                self.local.append(
+                    start_local_worker(self.token, self.data_dir, log_path, workers_on_host=n)
+                )
+            addresses = [w.address for w in self.local]
+        self.clients = [WorkerClient(a, self.token, timeout_s=30.0) for a in addresses]
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, len(self.clients)), thread_name_prefix="orchard-cluster"
+        )
+        self.all(lambda c: c.wait_ready(timeout_s=30.0))
+
+    def all(self, fn: Callable[[WorkerClient], T]) -> list[T]:
+        """``fn(client)`` on every worker concurrently; results by rank."""
+        return self.all_ranked(lambda _rank, c: fn(c))
+
+    def ship_files(self) -> dict[str, str]:
+        """Send each file a worker does not hold yet (by sha256); returns role -> sha256."""
+        files = files_to_ship(self.job, self.remote)
+        hashes = {role: sha256_file(p) for role, p in files.items()}
+
+        def ship(c: WorkerClient) -> None:
+            for role, path in files.items():
+                if not c.has_file(hashes[role]):
+                    name = role.split("/", 1)[1] if role.startswith("model/") else path.name
+                    c.put_file(path, hashes[role], name=name)
+
+        self.all(ship)
+        return hashes
+
+    def setup(
+        self, files: dict[str, str], run_id: str, mlx_hostfile: str = ""
+    ) -> list[dict[str, Any]]:
+        job_toml = self.job.to_toml()
+        peers = self.addresses
+        return self.all_ranked(
+            lambda rank, c: c.setup_job(
+                job_toml, rank, len(peers), peers, run_id, files, self.group_token, mlx_hostfile
+            )
+        )
+
+    def all_ranked(self, fn: Callable[[int, WorkerClient], T]) -> list[T]:
+        """``fn(rank, client)`` on every worker; waits for all, then raises the most telling
+        error: a worker that cannot be reached is the cause, its peers' failures the effect."""
+        assert self._pool is not None, "Cluster.start() first"
+        futures = [self._pool.submit(fn, r, c) for r, c in enumerate(self.clients)]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            lost = [e for e in errors if isinstance(e, WorkerCallError) and e.unreachable]
+            raise (lost or errors)[0]
+        return [f.result() for f in futures]
+
+    def step(self, step: int, lr: float) -> list[StepOutcome]:
+        timeout = self.job.dist.step_timeout_s
+        return self.all(lambda c: c.step(step, lr, timeout_s=timeout))
+
+    def evaluate(self, step: int, max_batches: int) -> tuple[float, int]:
+        timeout = self.job.dist.step_timeout_s
+        parts = self.all(lambda c: c.evaluate(step, max_batches, timeout_s=timeout))
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+    def get_states(self, step: int) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+        return self.all(lambda c: c.get_state(step))
+
+    def put_states(self, states: list[tuple[dict[str, Any], dict[str, np.ndarray]]]) -> list[int]:
+        return self.all_ranked(lambda r, c: c.put_state(*states[r]))
+
+    def adapter_files(self, step: int) -> dict[str, bytes]:
+        """The adapter folder's files from rank 0 (every rank holds the same weights)."""
+        meta, tensors = self.clients[0].get_state(step, adapter=True)
+        return {name: tensors[name].tobytes() for name in meta.get("files", [])}
+
+    def stop(self, reason: str) -> None:
+        """Stop every worker (best effort: a dead one must not block the others)."""
+        for c in self.clients:
+            try:
+                c.stop(reason, timeout_s=5.0)
+            except Exception as e:  # noqa: BLE001 - stopping continues past a lost worker
+                log.info("worker %s: stop: %s", c.address, e)
+            c.close()
+        if self.local:
+            stop_local_workers(self.local, grace_s=10.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

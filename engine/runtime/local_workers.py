@@ -1,0 +1,143 @@
+"""Start and stop worker processes on this machine (the embedded default cluster).
+
+Each worker gets the run token on its stdin (never argv), keeps that pipe as its lifeline,
+runs in its own session (a Ctrl-C in the terminal reaches only the engine, which then
+checkpoints and stops the workers in order), and logs to a file in the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import engine
+from engine.rpc.auth import TOKEN_ENV
+from engine.worker.agent import PARENT_PID_ENV, PORT_LINE
+from engine.worker.blas import worker_env
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0
+
+
+class WorkerStartError(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalWorker:
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    stdin: IO[bytes] | None = field(repr=False, default=None)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def _read_port(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> int:
+    """Read the first stdout line (``ORCHARD_WORKER_PORT=<n>``) within ``timeout_s``."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout_s
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WorkerStartError(
+                f"worker pid {proc.pid} did not report its port within {timeout_s:.0f}s (log: {log_path})"
+            )
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            piece = os.read(fd, 256)
+            if not piece:
+                code = proc.wait(timeout=5)
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+                raise WorkerStartError(
+                    f"worker exited with code {code} before serving (log: {log_path}):\n{tail}"
+                )
+            buf += piece
+    line = buf.split(b"\n", 1)[0].decode(errors="replace").strip()
+    if not line.startswith(PORT_LINE) or not line[len(PORT_LINE) :].isdigit():
+        raise WorkerStartError(
+            f"worker pid {proc.pid}: expected '{PORT_LINE}<n>' first, got {line!r}"
+        )
+    return int(line[len(PORT_LINE) :])
+
+
+def start_local_worker(
+    token: str,
+    data_dir: Path,
+    log_path: Path,
+    workers_on_host: int = 1,
+    timeout_s: float = START_TIMEOUT_S,
+) -> LocalWorker:
+    """Spawn ``python -m engine.worker --local`` and wait until it reports its port."""
+    root = str(Path(engine.__file__).resolve().parent.parent)
+    env = worker_env(os.environ, workers_on_host)
+    env[PARENT_PID_ENV] = str(os.getpid())
+    env.pop(TOKEN_ENV, None)  # the token goes through stdin only
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.worker", "--local", "--data-dir", str(data_dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=env,
+            start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(token.encode() + b"\n")
+        proc.stdin.flush()
+        port = _read_port(proc, log_path, timeout_s)
+    except BaseException:
+        _kill(proc)
+        raise
+    log.info("local worker pid %d on 127.0.0.1:%d (log %s)", proc.pid, port, log_path)
+    return LocalWorker(proc=proc, port=port, log_path=log_path, stdin=proc.stdin)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def stop_local_workers(workers: list[LocalWorker], grace_s: float = 10.0) -> None:
+    """Close each lifeline (the worker exits at once), then terminate/kill what remains."""
+    for w in workers:
+        if w.stdin is not None:
+            try:
+                w.stdin.close()
+            except OSError:
+                pass
+    deadline = time.monotonic() + grace_s
+    for w in workers:
+        try:
+            w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("worker pid %d did not exit in %.0fs; terminating", w.pid, grace_s)
+            w.proc.terminate()
+            try:
+                w.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill(w.proc)

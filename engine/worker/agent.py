@@ -1,0 +1,152 @@
+"""The worker process: serve Worker + Collective on a socket until stopped or orphaned.
+
+``--local`` is how the engine starts workers on its own machine: bind 127.0.0.1 on a free
+port, read the per-run token from the first stdin line (never argv: other users can read
+argv), announce the port as the first stdout line, and die with the parent (lifeline.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from engine.rpc.auth import TOKEN_ENV
+from engine.rpc.server import serve
+from engine.rpc.worker_service import WorkerServicer
+from engine.worker.blas import openblas_loaded
+from engine.worker.info import worker_info
+from engine.worker.job import JobRunner
+from engine.worker.lifeline import set_parent_death_signal, start_watchdog
+
+log = logging.getLogger("engine.worker")
+
+PORT_LINE = "ORCHARD_WORKER_PORT="
+PARENT_PID_ENV = "ORCHARD_PARENT_PID"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("ORCHARD_HOME", Path.home() / ".orchard")) / "worker"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="orchard worker", description="Run an Orchard worker.")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="started by a local engine: 127.0.0.1, free port, token on stdin, exit with the parent",
+    )
+    p.add_argument(
+        "--host",
+        default=None,
+        help="address to bind (default 127.0.0.1 with --local, else 0.0.0.0)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default: a free port with --local, else 50051)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="cache for files and jobs (default ~/.orchard/worker)",
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def read_token(local: bool) -> str:
+    """Local: the first stdin line (the engine's per-run token). Else ORCHARD_WORKER_TOKEN."""
+    token = os.environ.pop(TOKEN_ENV, "")  # never left for child processes to inherit
+    if local:
+        line = b""
+        while not line.endswith(b"\n"):  # byte by byte: nothing past the token is consumed
+            piece = os.read(sys.stdin.fileno(), 1)
+            if not piece:
+                break
+            line += piece
+        token = line.decode(errors="replace").strip()
+    return token
+
+
+def _parent_gone(reason: str, done: threading.Event) -> None:
+    """Shut down in order; if that hangs (a step stuck in MLX), exit hard after 10 s."""
+    if not done.is_set():
+        log.info("lifeline closed (%s); worker exits", reason)
+    done.set()
+    timer = threading.Timer(10.0, lambda: os._exit(3))
+    timer.daemon = True
+    timer.start()
+
+
+def _preload() -> None:
+    """Import the training stack while the engine ships files: SetupJob then starts at once."""
+    import importlib
+
+    try:
+        for name in ("engine.worker.training", "engine.model.load", "engine.lora.adapters",
+                     "engine.data", "engine.train", "engine.dist.dist_optimizer", "engine.dist.factory"):  # fmt: skip
+            importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - SetupJob reports import errors with its own message
+        log.debug("preload failed", exc_info=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )  # fmt: skip
+    if args.local:
+        set_parent_death_signal(signal.SIGTERM)
+        parent = int(os.environ.get(PARENT_PID_ENV, os.getppid()))
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            log.error("parent %d is already gone", parent)
+            return 3
+    token = read_token(args.local)
+    if not token:
+        log.error("no token: set %s or, with --local, send it as the first stdin line", TOKEN_ENV)
+        return 2
+    done = threading.Event()
+    if args.local:
+        start_watchdog(
+            parent, sys.stdin.fileno(), on_parent_gone=lambda why: _parent_gone(why, done)
+        )
+    host = args.host or ("127.0.0.1" if args.local else "0.0.0.0")
+    port = args.port if args.port is not None else (0 if args.local else 50051)
+    data_dir = args.data_dir or default_data_dir()
+    log.info("OpenBLAS %s", "preloaded" if openblas_loaded() else "not loaded")
+
+    runner = JobRunner(data_dir)
+    info = worker_info(f"{os.uname().nodename}-{os.getpid()}")
+    server = serve(
+        WorkerServicer(runner, runner.store, lambda: info),
+        runner.collective_servicer(),
+        token,
+        host,
+        port,
+    )
+    # The parent reads exactly one line; afterwards stdout goes to stderr so that a library
+    # printing to stdout can never fill an unread pipe and block the worker.
+    sys.stdout.write(f"{PORT_LINE}{server.port}\n")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    threading.Thread(target=_preload, name="preload", daemon=True).start()
+    while not done.wait(0.5):
+        pass
+    log.info("shutting down")
+    runner.close()
+    server.stop(grace_s=2.0)
+    if args.local:  # a handler thread stuck in a collective must not hold the exit
+        logging.shutdown()
+        os._exit(0)
+    return 0

@@ -1,0 +1,235 @@
+"""One worker's share of a distributed job: model, data shard, group, optimizer, step.
+
+Built from the SetupJob request. Each step computes the token-sum loss and gradients over
+this rank's micro-batches of the *global* batch (engine.data.BatchSampler), then the
+DistributedAdamW combines them with the peers and updates the LoRA weights; so N workers
+follow the same curve as one worker on the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from engine.config import JobSpec
+from engine.train.update import DTYPES
+from engine.worker.errors import InvalidRequest, OutOfOrder
+from engine.worker.job import SetupResult, StepResult
+
+log = logging.getLogger(__name__)
+
+
+def _apply_files(job: JobSpec, paths: dict[str, Path]) -> None:
+    """Point the job at the files the coordinator shipped (worker-side paths)."""
+    if "dataset" in paths:
+        job.data.path = str(paths["dataset"])
+    if "valid" in paths:
+        job.data.valid_path = str(paths["valid"])
+    model_files = [p for role, p in paths.items() if role.startswith("model/")]
+    if model_files:
+        job.model.path = str(model_files[0].parent)
+
+
+class TrainingJob:
+    def __init__(self, job: JobSpec, rank: int, world: int, model: Any, tokenizer: Any,
+                 data: Any, sampler: Any, group: Any, optimizer: Any, base_model_id: str):  # fmt: skip
+        from engine.data import collate
+        from engine.train import Evaluator, GradientStep
+
+        self.job, self.rank, self.world = job, rank, world
+        self.model, self.tokenizer, self.data = model, tokenizer, data
+        self.sampler, self.group, self.optimizer = sampler, group, optimizer
+        self.base_model_id = base_model_id
+        self.collate = collate
+        self.pad_id = data.pad_id
+        self.grad_step = GradientStep(model)
+        self.evaluator = Evaluator(model)
+        self.steps_done = 0
+        model.train()
+
+    @classmethod
+    def build(cls, job_toml: str, rank: int, world: int, peers: list[str], paths: dict[str, Path],
+              mailbox: Any, group_token: str, mlx_hostfile: str = "", job_dir: Path | None = None) -> TrainingJob:  # fmt: skip
+        job = JobSpec.from_toml(
+            job_toml, source="SetupJob.job_toml"
+        )  # bad settings fail first, fast
+
+        from engine.data import BatchSampler, prepare_data
+        from engine.dist.dist_optimizer import DistributedAdamW
+        from engine.dist.factory import make_group
+        from engine.lora.apply import apply_lora
+        from engine.model.load import load_model
+        from engine.train import cast_for_compute
+
+        base_model_id = job.model.path
+        _apply_files(job, paths)
+        t0 = time.perf_counter()
+        loaded = load_model(job.model)
+        model = loaded.model
+        apply_lora(model, job.lora, seed=job.run.seed)
+        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed)
+        sampler = BatchSampler(data.train.lengths(), job.run.batch_size, seed=job.run.seed)
+        if job.dist.mode == "mlx" and world > 1:
+            _set_mlx_env(mlx_hostfile, rank, job_dir or Path("."))
+        group = make_group(
+            job.dist.mode, rank, peers or ["self"], group_token, mailbox,
+            compression=job.dist.compression, timeout_s=job.dist.step_timeout_s,
+        )  # fmt: skip
+        if group.size != world:
+            raise InvalidRequest(
+                f"the {job.dist.mode} group has {group.size} ranks, expected {world}"
+            )
+        d = job.dist
+        # fp32 masters live in the optimizer; the model then computes in run.precision
+        optimizer = DistributedAdamW(
+            group, d.mode, job.optim, model.trainable_parameters(), d.compression, d.bucket_mb
+        )
+        cast_for_compute(model, job.run.precision)
+        log.info(
+            "rank %d/%d ready in %.1fs (%s)", rank, world, time.perf_counter() - t0, job.dist.mode
+        )
+        return cls(
+            job,
+            rank,
+            world,
+            model,
+            loaded.tokenizer,
+            data,
+            sampler,
+            group,
+            optimizer,
+            base_model_id,
+        )
+
+    # ---- plain calls -----------------------------------------------------------------------
+    def describe(self) -> SetupResult:
+        n = sum(v.size for _, v in tree_flatten(self.model.trainable_parameters()))
+        msg = f"rank {self.rank}/{self.world}: {len(self.data.train)} train items, {n} trainable parameters"
+        return SetupResult(train_items=len(self.data.train), trainable_params=int(n), message=msg)
+
+    def step(self, step: int, lr: float) -> StepResult:
+        t0 = time.perf_counter()
+        # dropout keys are a pure function of (seed, rank, step): a resume needs no RNG state
+        mx.random.seed((self.job.run.seed * 1_000_003 + step * 4_099 + self.rank) % 2**32)
+        parts = [
+            p
+            for p in self.sampler.micro_batches(
+                step, self.rank, self.world, self.job.run.grad_accum
+            )
+            if len(p)
+        ]
+        if parts:
+            batches = [
+                self.collate([self.data.train[i] for i in idx], self.pad_id) for idx in parts
+            ]
+            loss_sum, ntok, grads = self.grad_step(batches)
+        else:  # more ranks than sequences this step: contribute nothing, still take part
+            loss_sum, ntok = mx.array(0.0), mx.array(0.0)
+            grads = tree_map(
+                lambda p: mx.zeros(p.shape, mx.float32), self.model.trainable_parameters()
+            )
+        mx.eval(loss_sum, ntok, grads)
+        local_loss, local_tokens = float(loss_sum.item()), int(ntok.item())
+        new_params, stats = self.optimizer.step(grads, local_loss, local_tokens, lr)
+        dtype = DTYPES[self.job.run.precision]
+        self.model.update(
+            new_params if dtype == mx.float32 else tree_map(lambda p: p.astype(dtype), new_params)
+        )
+        mx.eval(self.model.trainable_parameters())
+        t2 = time.perf_counter()
+        self.steps_done = step + 1
+        return StepResult(
+            step=step, loss_sum=local_loss, tokens=local_tokens, grad_norm=float(stats.grad_norm),
+            compute_s=(t2 - t0) - stats.comm_s, comm_s=stats.comm_s,
+            peak_memory_bytes=float(mx.get_peak_memory()), skipped=bool(stats.skipped), loss_scale=1.0,
+        )  # fmt: skip
+
+    def evaluate(self, max_batches: int) -> tuple[float, int]:
+        from engine.train import validation_sums
+
+        if not self.data.valid:
+            return 0.0, 0
+        self.model.eval()
+        try:
+            total, ntok = validation_sums(self.evaluator, self.data.valid, self.job.run.batch_size, max_batches,
+                                          self.collate, self.pad_id, self.rank, self.world)  # fmt: skip
+        finally:
+            self.model.train()
+        return float(total), int(ntok)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """This rank's resumable state: parameters and its optimizer (shard), fp32 numpy."""
+        state = self.optimizer.state_dict()
+        tensors = {k: np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
+        meta = {k: v for k, v in state.items() if k not in tensors}
+        meta = {
+            **meta,
+            "rank": self.rank,
+            "world": self.world,
+            "mode": self.job.dist.mode,
+            "step": self.steps_done,
+        }
+        return meta, tensors
+
+    def put_state(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> int:
+        if meta.get("world") != self.world or meta.get("mode") != self.job.dist.mode:
+            raise OutOfOrder(
+                f"PutState: state is from {meta.get('world')} workers in mode {meta.get('mode')!r}, "
+                f"this job has {self.world} in {self.job.dist.mode!r}"
+            )
+        try:
+            self.optimizer.load_state_dict({**meta, **tensors})
+        except (KeyError, ValueError) as e:
+            raise InvalidRequest(f"PutState: {e}") from None
+        dtype = DTYPES[self.job.run.precision]
+        params = self.optimizer.layout.unflatten(self.optimizer.params)
+        self.model.update(
+            params if dtype == mx.float32 else tree_map(lambda p: p.astype(dtype), params)
+        )
+        self.steps_done = int(meta.get("step", 0))
+        return self.steps_done
+
+    def adapter_files(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The adapter folder (mlx-lm format) as uint8 tensors named by file (rank 0 calls)."""
+        import tempfile
+
+        from engine.lora.adapters import save_adapter
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_adapter(self.model, tmp, self.job, self.base_model_id)
+            files = {
+                p.name: np.frombuffer(p.read_bytes(), dtype=np.uint8)
+                for p in Path(tmp).iterdir()
+                if p.is_file()
+            }
+        return {"files": sorted(files), "step": self.steps_done}, files
+
+    def close(self) -> None:
+        try:
+            self.group.close()
+        except Exception:  # noqa: BLE001 - closing must never mask the reason we stop
+            log.exception("closing the group failed")
+
+
+def _set_mlx_env(hostfile_json: str, rank: int, job_dir: Path) -> None:
+    """Write the coordinator's MLX ring hostfile and set MLX_HOSTFILE/MLX_RANK for init."""
+    from engine.dist.mlx_env import ring_env
+
+    if not hostfile_json:
+        raise InvalidRequest("mlx_hostfile: required for dist.mode 'mlx' with more than one worker")
+    try:
+        json.loads(hostfile_json)
+    except ValueError as e:
+        raise InvalidRequest(f"mlx_hostfile: not valid JSON ({e})") from None
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / f"mlx_hostfile_rank{rank}.json"
+    path.write_text(hostfile_json, encoding="utf-8")
+    os.environ.update(ring_env(path, rank))
