@@ -78,19 +78,11 @@ def _report(result: object) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    job = JobSpec()
-    overrides = [
-        f"run.steps={args.steps}",
-        f"dist.workers={args.workers}",
-        f'dist.mode="{args.mode}"',
-    ]
-    if args.out:
-        overrides.append(f'run.out_dir="{Path(args.out).resolve()}"')
-    job = job.with_overrides(overrides + list(args.set or []))
-    _out(
-        "Demo: the bundled TinyStories-260K model (a tiny pretrained story model, not an "
-        "assistant) learns stories about Pip, a robot in an apple orchard."
-    )
+    from engine.runtime.demo import DEMO_NOTICE, demo_job
+
+    out = args.out or JobSpec().run.out_dir
+    job = demo_job(args.steps, out, args.workers, args.mode, list(args.set or []))
+    _out(DEMO_NOTICE)
     result, code = _run_job(job)
     adapter = getattr(result, "adapter_dir", None)
     if code == 0 and adapter and not args.no_sample:
@@ -280,9 +272,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The terminal shows warnings (or everything with -v); a run's own log.txt keeps INFO.
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[console]
     )
     try:
         return int(args.fn(args) or 0)
