@@ -14,7 +14,7 @@ def reference_adamw(theta, grads, lrs, b1, b2, eps, wd, decay=1.0):
     m = np.zeros_like(theta)
     v = np.zeros_like(theta)
     out = []
-    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+    for t, (g, lr) in enumerate(zip(grads, lrs, strict=True), start=1):
         g = g.astype(np.float64)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
@@ -30,14 +30,17 @@ def test_matches_numpy_reference_over_several_steps():
     w0 = rng.normal(size=(4, 3)).astype(np.float32)
     b0 = rng.normal(size=(3,)).astype(np.float32)
     grads = [
-        {"w": rng.normal(size=(4, 3)).astype(np.float32), "b": rng.normal(size=(3,)).astype(np.float32)}
+        {
+            "w": rng.normal(size=(4, 3)).astype(np.float32),
+            "b": rng.normal(size=(3,)).astype(np.float32),
+        }
         for _ in range(6)
     ]
     lrs = [1e-2, 2e-2, 3e-2, 2e-2, 1e-2, 5e-3]
     opt = AdamW(learning_rate=lrs[0], betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)
     params = {"layer": {"weight": mx.array(w0), "bias": mx.array(b0)}}
     got_w, got_b = [], []
-    for g, lr in zip(grads, lrs):
+    for g, lr in zip(grads, lrs, strict=True):
         opt.learning_rate = lr
         tree = {"layer": {"weight": mx.array(g["w"]), "bias": mx.array(g["b"])}}
         params = opt.apply_gradients(tree, params)
@@ -78,8 +81,12 @@ def test_flat_shard_with_mask_equals_tree_update():
     for _ in range(4):
         gw = rng.normal(size=(5, 2)).astype(np.float32)
         gb = rng.normal(size=(2,)).astype(np.float32)
-        params = tree_opt.apply_gradients({"proj": {"weight": mx.array(gw), "bias": mx.array(gb)}}, params)
-        flat = flat_opt.update_flat(flat, mx.array(np.concatenate([gw.ravel(), gb])), state, 0.05, mask)
+        params = tree_opt.apply_gradients(
+            {"proj": {"weight": mx.array(gw), "bias": mx.array(gb)}}, params
+        )
+        flat = flat_opt.update_flat(
+            flat, mx.array(np.concatenate([gw.ravel(), gb])), state, 0.05, mask
+        )
     want = np.concatenate([np.array(v).ravel() for _, v in tree_flatten(params)])
     np.testing.assert_allclose(np.array(flat), want, rtol=1e-6, atol=1e-7)
     assert state["step"] == 4

@@ -1,0 +1,190 @@
+"""AdamW with decoupled weight decay, in mlx's optimizer template.
+
+The maths lives once, in :func:`adamw_update`, so the tree optimizer (one AdamW per
+process) and a sharded optimizer working on flat 1-D slices (ZeRO-1) run the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import mlx.core as mx
+from mlx.optimizers import Optimizer
+from mlx.utils import tree_flatten, tree_map, tree_map_with_path
+
+# Parameter-name parts that mark biases and norm weights (no decay on them by default,
+# as in most LLM recipes: decaying a norm's gain towards 0 only hurts).
+_NO_DECAY_PARTS = ("bias", "norm", "ln_", "layernorm", "rmsnorm")
+
+
+def is_no_decay_name(name: str) -> bool:
+    """True for a bias or a norm weight, judged from its dotted parameter name."""
+    parts = name.lower().split(".")
+    return any(marker in part for part in parts for marker in _NO_DECAY_PARTS)
+
+
+def adamw_update(
+    param: mx.array,
+    grad: mx.array,
+    m: mx.array,
+    v: mx.array,
+    step: mx.array | int,
+    lr: mx.array | float,
+    betas: Sequence[float],
+    eps: float,
+    weight_decay: float,
+    decay: mx.array | float = 1.0,
+    bias_correction: bool = True,
+) -> tuple[mx.array, mx.array, mx.array]:
+    """One AdamW update of one array (any shape, also a flat 1-D shard).
+
+    ``step`` is the 1-based number of this update; ``decay`` multiplies the weight decay
+    and may be a scalar or an array of ``param``'s shape (a per-element 0/1 mask for flat
+    shards that mix decayed and undecayed parameters). Returns ``(param, m, v)``.
+    """
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * mx.square(grad)
+    if bias_correction:
+        step = mx.array(step, mx.float32)
+        m_hat = m / (1 - mx.power(mx.array(b1, mx.float32), step))
+        v_hat = v / (1 - mx.power(mx.array(b2, mx.float32), step))
+    else:
+        m_hat, v_hat = m, v
+    decayed = param * (1 - lr * weight_decay * decay)
+    new = decayed - lr * m_hat / (mx.sqrt(v_hat) + eps)
+    return new.astype(param.dtype), m, v
+
+
+class AdamW(Optimizer):
+    r"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight
+    Decay Regularization", ICLR 2019, Algorithm 2), with Adam's bias correction (Kingma & Ba,
+    ICLR 2015). With learning rate :math:`\alpha_t` (from a schedule) and decay :math:`\lambda`:
+
+    .. math::
+
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+        v_t &= \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \hat m_t &= m_t / (1 - \beta_1^t), \quad \hat v_t = v_t / (1 - \beta_2^t) \\
+        \theta_t &= \theta_{t-1} - \alpha_t \lambda d\, \theta_{t-1}
+                    - \alpha_t \hat m_t / (\sqrt{\hat v_t} + \epsilon)
+
+    The decay is *decoupled*: it shrinks the weights directly instead of entering the
+    gradient, so Adam's per-coordinate scaling does not weaken it. :math:`d` is the decay
+    multiplier of the parameter: 0 for biases and norm weights unless
+    ``decay_norms_and_biases`` is set, else 1.
+
+    Two ways to pass decay explicitly (ZeRO-1 shards): ``apply_gradients(grads, params,
+    decay=tree)`` with a tree of multipliers (scalars or arrays shaped like the parameter),
+    or :meth:`update_flat` on one flat vector with a per-element mask.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float | Callable[[mx.array], mx.array],
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        decay_norms_and_biases: bool = False,
+        bias_correction: bool = True,
+    ):
+        super().__init__()
+        if not callable(learning_rate) and not 0.0 <= float(learning_rate):
+            raise ValueError(f"AdamW learning_rate should be >= 0, got {learning_rate}")
+        if len(betas) != 2:
+            raise ValueError(f"AdamW betas should be two numbers, got {betas!r}")
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"AdamW beta{i + 1} should be in [0, 1), got {beta}")
+        if not eps >= 0.0:
+            raise ValueError(f"AdamW eps should be >= 0, got {eps}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"AdamW weight_decay should be >= 0, got {weight_decay}")
+        self._maybe_schedule("learning_rate", learning_rate)
+        self.betas = tuple(float(b) for b in betas)
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.decay_norms_and_biases = decay_norms_and_biases
+        self.bias_correction = bias_correction
+        self._decay_cache: tuple[tuple[str, ...], Any] | None = None
+
+    def init_single(self, parameter: mx.array, state: dict) -> None:
+        """Moments start at zero, in the parameter's dtype (fp32 for master weights)."""
+        state["m"] = mx.zeros_like(parameter)
+        state["v"] = mx.zeros_like(parameter)
+
+    def apply_single(
+        self, gradient: mx.array, parameter: mx.array, state: dict, decay: Any = 1.0
+    ) -> mx.array:
+        """Update one parameter and its moments in ``state``; returns the new parameter."""
+        lr = self.learning_rate.astype(gradient.dtype)
+        new, state["m"], state["v"] = adamw_update(
+            parameter,
+            gradient,
+            state["m"],
+            state["v"],
+            self.step,
+            lr,
+            self.betas,
+            self.eps,
+            self.weight_decay,
+            decay,
+            self.bias_correction,
+        )
+        return new
+
+    def decay_tree(self, gradients: dict) -> Any:
+        """Per-parameter decay multipliers judged from the names (cached by name list)."""
+        names = tuple(k for k, _ in tree_flatten(gradients))
+        if self._decay_cache is None or self._decay_cache[0] != names:
+
+            def mult(path: str, _g: Any) -> float:
+                return 1.0 if self.decay_norms_and_biases or not is_no_decay_name(path) else 0.0
+
+            self._decay_cache = (names, tree_map_with_path(mult, gradients))
+        return self._decay_cache[1]
+
+    def apply_gradients(self, gradients: dict, parameters: dict, decay: Any = None) -> Any:
+        """As mlx's, plus ``decay``: a tree of decay multipliers (default: by name)."""
+        if not self._initialized:
+            self.init(gradients)
+        for param, scheduler in self._schedulers.items():
+            self.state[param] = scheduler(self.step)
+        self.state["step"] = self.step + 1
+        if decay is None:
+            decay = self.decay_tree(gradients)
+        return tree_map(self.apply_single, gradients, parameters, self.state, decay)
+
+    def update_flat(
+        self,
+        param: mx.array,
+        grad: mx.array,
+        state: dict,
+        lr: mx.array | float,
+        decay_mask: mx.array | float = 1.0,
+    ) -> mx.array:
+        """Update one flat vector (a ZeRO-1 shard) whose moments live in ``state``.
+
+        ``state`` holds ``m``, ``v`` (created on first use) and ``step`` (updates done so
+        far, advanced here); ``decay_mask`` is 0/1 per element. The optimizer's own tree
+        state is not touched, so one AdamW instance can serve any number of shards.
+        """
+        if "m" not in state:
+            self.init_single(param, state)
+            state["step"] = 0
+        state["step"] = int(state["step"]) + 1
+        new, state["m"], state["v"] = adamw_update(
+            param,
+            grad,
+            state["m"],
+            state["v"],
+            state["step"],
+            mx.array(lr, mx.float32),
+            self.betas,
+            self.eps,
+            self.weight_decay,
+            decay_mask,
+            self.bias_correction,
+        )
+        return new
