@@ -78,10 +78,11 @@ def _report(result: object) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.runtime.demo import DEMO_NOTICE, demo_job
+    from engine.runtime.demo import DEMO_NOTICE, DEMO_STEPS, demo_job
 
     out = args.out or JobSpec().run.out_dir
-    job = demo_job(args.steps, out, args.workers, args.mode, list(args.set or []))
+    steps = args.steps or DEMO_STEPS
+    job = demo_job(steps, out, args.workers, args.mode, list(args.set or []))
     _out(DEMO_NOTICE)
     result, code = _run_job(job)
     adapter = getattr(result, "adapter_dir", None)
@@ -169,7 +170,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from engine.worker.__main__ import main as worker_main
 
-    argv = ["--port", str(args.port)]
+    argv = [] if args.port is None else ["--port", str(args.port)]
     if args.local:
         argv.append("--local")
     if args.data_dir:
@@ -181,6 +182,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.cli.export_cmd import export_main
 
     return export_main(args.run_dir, args.format, args.out, dequantize=args.dequantize)
+
+
+def cmd_pair(args: argparse.Namespace) -> int:
+    from engine.cli.pair_cmd import pair_main
+
+    return pair_main(args.target, args.code)
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
@@ -208,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("qt_args", nargs=argparse.REMAINDER)
 
     s = add("demo", cmd_demo, "train the bundled demo end to end on this machine")
-    s.add_argument("--steps", type=int, default=JobSpec().run.steps)
+    s.add_argument("--steps", type=int, help="optimizer steps (default: the demo's own, 150)")
     s.add_argument("--out", help="folder for the run folder (default: ./runs)")
     s.add_argument(
         "--workers", type=int, default=JobSpec().dist.workers, help="local worker processes"
@@ -252,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--job", help="job.toml for the memory estimate")
 
     s = add("worker", cmd_worker, "run the worker agent on this machine")
-    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--port", type=int, help="default 50051 (a free port with --local)")
     s.add_argument("--local", action="store_true", help="loopback only, started by a coordinator")
     s.add_argument("--data-dir")
 
@@ -263,6 +270,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--dequantize", action="store_true", help="fused: save a QLoRA base in full precision"
     )
+
+    s = add("pair", cmd_pair, "pair with a worker using the code it shows")
+    s.add_argument("target", metavar="HOST[:PORT]", help="the worker (default port 50051)")
+    s.add_argument("--code", help="the pairing code (asked for when not given)")
 
     s = add("discover", cmd_discover, "list Orchard workers on the local network")
     s.add_argument("--timeout", type=float, default=3.0)
