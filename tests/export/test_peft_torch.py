@@ -1,11 +1,15 @@
 """PEFT export proved with PEFT itself: transformers + peft on torch CPU give mlx-lm's logits.
 
-Needs the optional test extra: pip install torch==2.13.0 peft (see packaging/README.md).
+The torch side runs in its own venv (.venv-interop/, made once by tests/export/interop_venv.py)
+through tests/export/peft_logits.py, so torch never enters the main environment. This
+process computes the mlx-lm/Orchard logits; tokens and logits cross as .npy files.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,23 +22,36 @@ from mlx_lm.utils import load, load_model
 from engine.cli.export_cmd import export_main
 from engine.export import export_peft, read_adapter
 from tests.export.conftest import STORIES, TOKENS, job_for, write_mlx_adapter, write_orchard_adapter
-
-torch = pytest.importorskip("torch", reason="PEFT export test needs torch (pip install torch)")
-peft = pytest.importorskip("peft", reason="PEFT export test needs peft (pip install peft)")
-transformers = pytest.importorskip("transformers", reason="needs transformers")
+from tests.export.interop_venv import IndexUnreachable, ensure_interop_venv
+from tests.export.torch_side import TorchSide
 
 TOL = 1e-4
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+# The first test may also make the interop venv (minutes); every step in it has its own deadline.
+pytestmark = pytest.mark.timeout(1800)
+QWEN2 = {
+    "vocab_size": 128, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True,
+}  # fmt: skip
 
 
-def hf_logits(base_dir: Path, peft_dir: Path | None, cls_name: str) -> np.ndarray:
-    cls = getattr(transformers, cls_name)
-    model = cls.from_pretrained(str(base_dir), dtype=torch.float32)
-    if peft_dir is not None:
-        model = peft.PeftModel.from_pretrained(model, str(peft_dir))
-    model.eval()
-    with torch.no_grad():
-        return model(torch.tensor(TOKENS)).logits.numpy()
+@pytest.fixture(scope="session")
+def torch_side(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchSide]:
+    try:
+        python = ensure_interop_venv()
+    except IndexUnreachable as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must run the PEFT interop tests, but: {e}")
+        pytest.skip(f"no PEFT interop venv: {e}")
+    side = TorchSide(python, tmp_path_factory.mktemp("torch-side"))
+    yield side
+    side.close()
+
+
+def max_diff(folder: Path, mlx_logits: np.ndarray, torch_logits: np.ndarray) -> float:
+    """Both sides' logits are kept next to the inputs, for a look when a comparison fails."""
+    np.save(folder / "mlx_logits.npy", mlx_logits)
+    np.save(folder / "torch_logits.npy", torch_logits)
+    return float(np.abs(torch_logits - mlx_logits).max())
 
 
 def drop_module(adapter_dir: Path, module: str) -> None:
@@ -54,7 +71,7 @@ def drop_module(adapter_dir: Path, module: str) -> None:
     ids=["some-layers", "all-layers-all-linears", "uneven-regex"],
 )
 def test_peft_matches_mlx_lm_on_stories(
-    tmp_path: Path, num_layers: int, keys, dropped, layers
+    tmp_path: Path, torch_side: TorchSide, num_layers: int, keys, dropped, layers
 ) -> None:
     adapter_dir = write_mlx_adapter(tmp_path / "adapter", num_layers=num_layers, keys=keys)
     if dropped:
@@ -67,21 +84,16 @@ def test_peft_matches_mlx_lm_on_stories(
 
     model, _ = load(str(STORIES), adapter_path=str(adapter_dir))
     mlx_logits = np.array(model(mx.array(TOKENS)).astype(mx.float32))
-    torch_logits = hf_logits(STORIES, out, "LlamaForCausalLM")
-    base_logits = hf_logits(STORIES, None, "LlamaForCausalLM")
+    torch_logits = torch_side.logits(STORIES, TOKENS, out, "LlamaForCausalLM")
+    base_logits = torch_side.logits(STORIES, TOKENS, None, "LlamaForCausalLM")
 
     assert np.abs(torch_logits - base_logits).max() > 0.05, "the adapter must change the logits"
-    assert np.abs(torch_logits - mlx_logits).max() < TOL
+    assert max_diff(tmp_path, mlx_logits, torch_logits) < TOL
 
 
-def tiny_qwen2(folder: Path) -> Path:
+def tiny_qwen2(torch_side: TorchSide, folder: Path) -> Path:
     """A random Qwen2 (q/k/v biases) saved by transformers, loadable by both sides."""
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(
-        vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )  # fmt: skip
-    transformers.Qwen2ForCausalLM(cfg).save_pretrained(str(folder))
+    torch_side.tiny_model(folder, QWEN2, "Qwen2")
     # transformers 5 writes rope_parameters only; mlx-lm reads rope_theta (default 1e6).
     config = json.loads((folder / "config.json").read_text())
     config["rope_theta"] = config.get("rope_parameters", {}).get("rope_theta", 10000.0)
@@ -99,8 +111,10 @@ def tiny_qwen2(folder: Path) -> Path:
         ),
     ],
 )
-def test_peft_carries_trained_biases(tmp_path: Path, bias_keys: tuple[str, ...], mode: str) -> None:
-    base = tiny_qwen2(tmp_path / "qwen2")
+def test_peft_carries_trained_biases(
+    tmp_path: Path, torch_side: TorchSide, bias_keys: tuple[str, ...], mode: str
+) -> None:
+    base = tiny_qwen2(torch_side, tmp_path / "qwen2")
     adapter_dir = write_mlx_adapter(
         tmp_path / "adapter", base, num_layers=2, keys=["self_attn.q_proj", "self_attn.v_proj"],
         rank=2, scale=1.5, bias_keys=bias_keys,
@@ -119,19 +133,15 @@ def test_peft_carries_trained_biases(tmp_path: Path, bias_keys: tuple[str, ...],
     tokens = [[t % 128 for t in TOKENS[0]]]
     mlx_logits = np.array(model(mx.array(tokens)))
 
-    hf = peft.PeftModel.from_pretrained(
-        transformers.Qwen2ForCausalLM.from_pretrained(str(base), dtype=torch.float32), str(out)
-    ).eval()
-    with torch.no_grad():
-        torch_logits = hf(torch.tensor(tokens)).logits.numpy()
-    assert np.abs(torch_logits - mlx_logits).max() < TOL
+    torch_logits = torch_side.logits(base, tokens, out, "Qwen2ForCausalLM")
+    assert max_diff(tmp_path, mlx_logits, torch_logits) < TOL
 
 
 @pytest.mark.parametrize("bias", ["none", "lora_only", "all"])
-def test_peft_of_orchard_runs(tmp_path: Path, bias: str) -> None:
+def test_peft_of_orchard_runs(tmp_path: Path, torch_side: TorchSide, bias: str) -> None:
     """Adapters saved by engine.lora: chosen layers (padded in the file), side-file biases."""
     qwen = bias != "none"
-    base = tiny_qwen2(tmp_path / "qwen2") if qwen else STORIES
+    base = tiny_qwen2(torch_side, tmp_path / "qwen2") if qwen else STORIES
     job = job_for(base, rank=4, alpha=4.0, layers=[0, 2], bias=bias,
                   target_modules=["q_proj", "v_proj", "down_proj"])  # fmt: skip
     trained = write_orchard_adapter(tmp_path / "run", job)
@@ -141,10 +151,6 @@ def test_peft_of_orchard_runs(tmp_path: Path, bias: str) -> None:
 
     tokens = [[t % 128 for t in TOKENS[0]]] if qwen else TOKENS
     mlx_logits = np.array(trained(mx.array(tokens)))
-    cls = transformers.Qwen2ForCausalLM if qwen else transformers.LlamaForCausalLM
-    hf = peft.PeftModel.from_pretrained(
-        cls.from_pretrained(str(base), dtype=torch.float32), str(tmp_path / "peft")
-    ).eval()
-    with torch.no_grad():
-        torch_logits = hf(torch.tensor(tokens)).logits.numpy()
-    assert np.abs(torch_logits - mlx_logits).max() < TOL
+    cls = "Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"
+    torch_logits = torch_side.logits(base, tokens, tmp_path / "peft", cls)
+    assert max_diff(tmp_path, mlx_logits, torch_logits) < TOL
