@@ -206,6 +206,8 @@ class JobSpec:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError([f"{p}: no such job file"]) from None
+        except IsADirectoryError:
+            raise ConfigError([f"{p}: is a folder; expected a job file (.toml)"]) from None
         except UnicodeDecodeError:
             raise ConfigError([f"{p}: not UTF-8 text"]) from None
         return cls.from_toml(text, source=str(p))

@@ -160,6 +160,9 @@ def _tools(obj: dict[str, Any], c: Checker) -> list | None:
         except json.JSONDecodeError as e:
             c.error(("tools",), f"a string that is not valid JSON ({e.msg})")
             return None
+        except (RecursionError, ValueError):
+            c.error(("tools",), "a JSON string nested too deeply or with a number too long")
+            return None
     if tools is not None and not isinstance(tools, list):
         c.error(("tools",), f"expected a list of tool descriptions; got {describe(tools)}")
         return None

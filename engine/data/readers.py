@@ -164,6 +164,9 @@ def _read_array(path: Path, display: str, problems: ProblemLog, max_item: int) -
             line, col = index.line_col(e.pos)
             problems.error(display, line, f"not valid JSON: {e.msg}", column=col)
             return items
+        except (RecursionError, ValueError) as e:  # nesting or integer size past Python's limits
+            problems.error(display, index.line_col(i)[0], f"not readable JSON: {_limit_reason(e)}")
+            return items
         line, _ = index.line_col(i)
         if len(text[i:end].encode("utf-8")) > max_item:
             problems.error(display, line, f"record is over the {_mib(max_item)} limit per record")
@@ -215,6 +218,10 @@ def _parse_lines(
             continue
         except json.JSONDecodeError as e:
             error = e
+        except (RecursionError, ValueError) as e:  # nesting or integer size past Python's limits
+            problems.error(display, no, f"not readable JSON: {_limit_reason(e)}")
+            k += 1
+            continue
         spread = _spread_object(lines, k) if _incomplete(text, error) else None
         if spread is None:
             problems.error(display, no, f"not valid JSON: {error.msg}", column=error.colno)
@@ -234,6 +241,12 @@ def _parse_lines(
     return items
 
 
+def _limit_reason(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return f"a value past the parser's limits ({e})"
+
+
 def _incomplete(text: str, e: json.JSONDecodeError) -> bool:
     """The line ended before its JSON value did (so it may continue on the next lines)."""
     return e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
@@ -248,7 +261,7 @@ def _spread_object(lines: list[tuple[int, str]], k: int) -> tuple[Any, int, str]
         joined = "\n".join(t for _, t in chunk)
         try:
             value, end = _DECODER.raw_decode(joined, _skip(joined, 0))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError, ValueError):
             if len(chunk) < window:
                 return None
             continue

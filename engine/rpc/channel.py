@@ -17,6 +17,8 @@ KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.lookahead_bytes", 8 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
+    # grpcio waits this long for a ping's answer; its 60 s default hid a dead link for 70 s.
+    ("grpc.http2.ping_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
@@ -42,6 +44,13 @@ def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str
     ]
 
 
-def open_channel(address: str, max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.Channel:
-    """An insecure channel to a peer on the cluster's network (chunks carry the group token)."""
+def open_channel(
+    address: str, max_message_bytes: int = MAX_MESSAGE_BYTES, cert_pem: bytes | None = None
+) -> grpc.Channel:
+    """A channel to a peer (chunks carry the group token): plain TCP between local workers,
+    TLS pinned to ``cert_pem`` between remote workers (the coordinator's pins, via SetupJob)."""
+    if cert_pem:
+        from engine.rpc.tls import pinned_channel
+
+        return pinned_channel(address, cert_pem, options=channel_options(max_message_bytes))
     return grpc.insecure_channel(address, options=channel_options(max_message_bytes))

@@ -48,12 +48,6 @@ def test_a_call_to_a_cut_off_worker_fails_at_its_deadline(cut_worker):
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/rpc/channel.py:16-22 KEEPALIVE_OPTIONS sets grpc.keepalive_timeout_ms=5000 but "
-    "grpcio 1.85 waits grpc.http2.ping_timeout_ms (default 60 s) for the ping ack: a cut link is "
-    "found after ~70 s, not ~15 s; adding ('grpc.http2.ping_timeout_ms', 5000) gives 15.1 s",
-)
 def test_a_long_call_to_a_cut_off_worker_fails_by_keepalive_not_its_deadline(cut_worker):
     w, token, relay = cut_worker
     deadline_s = KEEPALIVE_S + 5.0  # keepalive (10 s idle + 5 s for the ack) with room for load

@@ -175,12 +175,6 @@ ESCAPES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/data/readers.py:162,213,250 and formats.py:159 catch only JSONDecodeError: "
-    "deeply nested JSON raises RecursionError and an integer over 4300 digits raises ValueError "
-    "out of read_dataset (which promises never to raise for bad data)",
-)
 @pytest.mark.parametrize("name", sorted(ESCAPES))
 def test_pathological_json_is_a_problem_not_an_exception(tmp_path, tok, name):
     path = _write(tmp_path, name, ESCAPES[name])

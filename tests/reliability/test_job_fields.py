@@ -160,11 +160,6 @@ def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path):
     assert missing.returncode == 2 and "no such job file" in missing.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/config.py:206 JobSpec.load catches FileNotFoundError and UnicodeDecodeError "
-    "only: a job path that is a folder raises IsADirectoryError (a traceback from the CLI)",
-)
 def test_a_folder_given_as_the_job_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as e:
         JobSpec.load(tmp_path)
