@@ -68,6 +68,7 @@ class Cluster:
         self.group_token = new_token()
         self.local: list[LocalWorker] = []
         self.clients: list[WorkerClient] = []
+        self.peer_certs: list[str] = []  # paired remote workers' pinned certificates, by rank
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -81,11 +82,9 @@ class Cluster:
     def start(self) -> None:
         """Start the local workers (or connect to the hosts) and wait until all answer."""
         if self.remote:
-            if not self.token:
-                raise ValueError(
-                    f"dist.hosts: set {TOKEN_ENV} to the workers' token to reach remote workers"
-                )
             addresses = list(self.job.dist.hosts)
+            if not self.token:  # network workers: pinned TLS + signed calls, or a clear refusal
+                self._connect_paired(addresses)
         else:
             n = self.job.dist.workers
             for r in range(n):
@@ -94,11 +93,28 @@ class Cluster:
                     start_local_worker(self.token, self.data_dir, log_path, workers_on_host=n)
                 )
             addresses = [w.address for w in self.local]
-        self.clients = [WorkerClient(a, self.token, timeout_s=30.0) for a in addresses]
+        if not self.clients:  # local workers, or hosts that take ORCHARD_WORKER_TOKEN (--local)
+            self.clients = [WorkerClient(a, self.token, timeout_s=30.0) for a in addresses]
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(self.clients)), thread_name_prefix="orchard-cluster"
         )
         self.all(lambda c: c.wait_ready(timeout_s=30.0))
+
+    def _connect_paired(self, addresses: list[str]) -> None:
+        from engine.rpc.paired_client import connect_paired
+        from engine.trust import open_trust_home
+
+        home = open_trust_home()
+        try:
+            for address in addresses:
+                client, peer = connect_paired(address, home, timeout_s=30.0)
+                self.clients.append(client)
+                self.peer_certs.append(peer.cert_pem)
+        except BaseException:
+            for c in self.clients:
+                c.close()
+            self.clients, self.peer_certs = [], []
+            raise
 
     def all(self, fn: Callable[[WorkerClient], T]) -> list[T]:
         """``fn(client)`` on every worker concurrently; results by rank."""
@@ -125,7 +141,15 @@ class Cluster:
         peers = self.addresses
         return self.all_ranked(
             lambda rank, c: c.setup_job(
-                job_toml, rank, len(peers), peers, run_id, files, self.group_token, mlx_hostfile
+                job_toml,
+                rank,
+                len(peers),
+                peers,
+                run_id,
+                files,
+                self.group_token,
+                mlx_hostfile,
+                peer_certs=self.peer_certs,
             )
         )
 
@@ -159,6 +183,32 @@ class Cluster:
         """The adapter folder's files from rank 0 (every rank holds the same weights)."""
         meta, tensors = self.clients[0].get_state(step, adapter=True)
         return {name: tensors[name].tobytes() for name in meta.get("files", [])}
+
+    def reachable(self, rank: int, timeout_s: float = 2.0) -> bool:
+        """Is this worker alive? A local process that exited is not; else a health check."""
+        if self.local and self.local[rank].proc.poll() is not None:
+            return False
+        try:
+            self.clients[rank].wait_ready(timeout_s=timeout_s)
+        except WorkerCallError:
+            return False
+        return True
+
+    def drop(self, ranks: list[int]) -> None:
+        """Forget lost workers (a local one is killed) and take a fresh group token, so the
+        survivors form a new group whose op ids never meet the old one's stray frames.
+        Call setup() again afterwards: the ranks have changed."""
+        gone = set(ranks)
+        for r in sorted(gone):
+            self.clients[r].close()
+            if self.local:
+                stop_local_workers([self.local[r]], grace_s=0.1)
+        self.clients = [c for r, c in enumerate(self.clients) if r not in gone]
+        if self.local:
+            self.local = [w for r, w in enumerate(self.local) if r not in gone]
+        if self.peer_certs:  # remote workers: the pins follow their ranks
+            self.peer_certs = [p for r, p in enumerate(self.peer_certs) if r not in gone]
+        self.group_token = new_token()
 
     def stop(self, reason: str) -> None:
         """Stop every worker (best effort: a dead one must not block the others)."""

@@ -15,15 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlx.core as mx
-import numpy as np
-
 from engine.config import JobSpec
 from engine.events import EventSink, LogEvent, MetricEvent, StateEvent
 from engine.optim import make_schedule
 from engine.runtime.cluster import Cluster
+from engine.runtime.full_state import FullState, from_checkpoint, gather, split, to_checkpoint
+from engine.runtime.recovery import Watcher, WorkerLost
 from engine.runtime.run_folder import ADAPTER_DIR, attach_run_log, create_run_dir, detach_run_log
-from engine.train.checkpoint import load_latest_checkpoint, save_checkpoint
+from engine.train.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import MetricsLog, Progress
 from engine.train.trainer import total_steps_for
 
@@ -42,28 +41,8 @@ class RunResult:
     message: str = ""
 
 
-def state_to_arrays(
-    states: list[tuple[dict, dict[str, np.ndarray]]],
-) -> tuple[dict[str, mx.array], dict]:
-    """Checkpoint arrays: the parameters once, every rank's optimizer moments (ZeRO shards)."""
-    arrays: dict[str, mx.array] = {"params": mx.array(states[0][1]["params"])}
-    for rank, (_, tensors) in enumerate(states):
-        for key, value in tensors.items():
-            if key != "params":
-                arrays[f"rank{rank}.{key}"] = mx.array(value)
-    return arrays, {"workers": [meta for meta, _ in states]}
-
-
-def arrays_to_state(
-    arrays: dict[str, mx.array], meta: dict
-) -> list[tuple[dict, dict[str, np.ndarray]]]:
-    out = []
-    params = np.array(arrays["params"])
-    for rank, wmeta in enumerate(meta["workers"]):
-        prefix = f"rank{rank}."
-        tensors = {k[len(prefix) :]: np.array(v) for k, v in arrays.items() if k.startswith(prefix)}
-        out.append((wmeta, {"params": params, **tensors}))
-    return out
+class RunHalted(RuntimeError):
+    """The run cannot go on (too many lost workers, none left); its checkpoint is intact."""
 
 
 class Coordinator:
@@ -76,6 +55,10 @@ class Coordinator:
         self.data_dir = data_dir
         self.run_dir: Path | None = None
         self.cluster: Cluster | None = None
+        self.watcher: Watcher | None = None
+        self.snapshot: FullState | None = None  # the state a recovery restarts from
+        self.failures = 0
+        self._files: dict[str, str] = {}
 
     def run(self) -> RunResult:
         job = self.job
@@ -89,6 +72,8 @@ class Coordinator:
             self.emit(StateEvent("failed", msg, str(self.run_dir)))
             return RunResult("failed", self.run_dir, message=msg)
         finally:
+            if self.watcher is not None:
+                self.watcher.close()
             if self.cluster is not None:
                 self.cluster.stop("run ended")
             detach_run_log(handler)
@@ -104,6 +89,8 @@ class Coordinator:
             self._mlx_hostfile(cluster) if job.dist.mode == "mlx" and cluster.size > 1 else ""
         )
         infos = cluster.setup(files, run_dir.name, hostfile)
+        self._files = files
+        self.watcher = Watcher(cluster, abort_survivors=job.dist.mode != "mlx")
         for i in infos:
             log.info("%s", i["message"])
         total = total_steps_for(job, infos[0]["train_items"])
@@ -111,12 +98,13 @@ class Coordinator:
         start = 0
         if self.resume_from is not None:
             ckpt = load_latest_checkpoint(run_dir)
-            if len(ckpt.meta.get("workers", [])) != cluster.size:
-                raise ValueError(f"{ckpt.path}: saved by {len(ckpt.meta.get('workers', []))} workers, "
-                                 f"this run has {cluster.size}; resume with the same number of workers")  # fmt: skip
-            cluster.put_states(arrays_to_state(ckpt.arrays, ckpt.meta))
+            self.snapshot = from_checkpoint(ckpt.arrays, ckpt.meta, ckpt.step)
+            cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
             start = ckpt.step
-            self.emit(LogEvent("info", f"resumed from {ckpt.path.name} at step {start}"))
+            self.emit(LogEvent("info", f"resumed from {ckpt.path.name} at step {start} "
+                                       f"({ckpt.meta.get('world', '?')} -> {cluster.size} workers)"))  # fmt: skip
+        else:
+            self.snapshot = self._gather_state(0)
         metrics = MetricsLog(run_dir, self.emit, resume_step=start if self.resume_from else None)
         progress = Progress(start, total)
         self.emit(StateEvent("running", f"{total - start} steps on {cluster.size} workers", str(run_dir),
@@ -124,23 +112,38 @@ class Coordinator:
         train_loss = val_loss = None
         step, saved_at, stopped = start, start, False
         try:
-            for i in range(start, total):
+            while step < total:
                 if self.stop_event.is_set():
                     stopped = True
                     break
-                t0 = time.perf_counter()
-                outs = cluster.step(i, schedule(i))
-                dt = time.perf_counter() - t0
-                step = i + 1
-                train_loss = self._step_metrics(metrics, step, schedule(i), outs, dt)
-                self.emit(progress.event(step))
-                if r.val_every and (step % r.val_every == 0 or step == total):
-                    val_loss = self._validate(metrics, cluster, step) or val_loss
-                if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total:
-                    self._checkpoint(cluster, step, total)
-                    saved_at = step
+                i = step
+                try:
+                    t0, began = time.perf_counter(), time.time()
+                    outs = self.watcher.call(
+                        "Step",
+                        lambda _r, c, i=i: c.step(i, schedule(i), timeout_s=call_deadline(job)),
+                    )
+                    dt = time.perf_counter() - t0
+                    step = i + 1
+                    train_loss = self._step_metrics(metrics, step, schedule(i), outs, dt)
+                    self.emit(progress.event(step))
+                    if r.val_every and (step % r.val_every == 0 or step == total):
+                        val_loss = self._validate(metrics, step) or val_loss
+                    if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total:
+                        self._checkpoint(step, total)
+                        saved_at = step
+                except WorkerLost as lost:
+                    metrics.close()
+                    step = self._recover(lost, i, began)
+                    saved_at = min(saved_at, step)
+                    metrics = MetricsLog(run_dir, self.emit, resume_step=step)
             if stopped and step != saved_at:
-                self._checkpoint(cluster, step, total)
+                self._checkpoint(step, total)
+        except RunHalted as e:
+            self.emit(StateEvent("failed", str(e), str(run_dir), {"step": self.snapshot.step}))
+            return RunResult(
+                "failed", run_dir, self.snapshot.step, total, train_loss, val_loss, message=str(e)
+            )
         finally:
             metrics.close()
         adapter_dir = self._write_adapter(cluster, step)
@@ -151,6 +154,43 @@ class Coordinator:
             )
         )
         return RunResult(status, run_dir, step, total, train_loss, val_loss, adapter_dir)
+
+    def _recover(self, lost: WorkerLost, failed_step: int, began: float) -> int:
+        """Re-form the group without the lost workers and restart from the last snapshot;
+        returns the step to continue from. Raises RunHalted past dist.max_failures."""
+        job, cluster, snap = self.job, self.cluster, self.snapshot
+        assert cluster is not None and snap is not None
+        self.failures += 1
+        detect_s = max(0.0, lost.detected_at - began)
+        what = (f"worker {', '.join(lost.addresses)} lost during step {failed_step + 1} "
+                f"({lost.cause}); detected {detect_s:.2f}s into the step")  # fmt: skip
+        log.warning("%s", what)
+        kept = _checkpoint_note(self.run_dir)
+        if self.failures > job.dist.max_failures:
+            raise RunHalted(f"{what}. That is failure {self.failures}, more than dist.max_failures="
+                            f"{job.dist.max_failures}: the run stopped. {kept}")  # fmt: skip
+        if job.dist.mode == "mlx":
+            raise RunHalted(f"{what}. dist.mode 'mlx' cannot re-form its group in the same "
+                            f"processes (MLX initialises once per process). {kept}")  # fmt: skip
+        if cluster.size - len(lost.ranks) < 1:
+            raise RunHalted(f"{what}. No worker is left. {kept}")
+        t0 = time.perf_counter()
+        self.emit(StateEvent("recovering", what, str(self.run_dir),
+                             {"lost": lost.addresses, "detected_at": lost.detected_at, "step": failed_step + 1}))  # fmt: skip
+        cluster.drop(lost.ranks)
+        cluster.setup(self._files, self.run_dir.name, "")
+        cluster.put_states(split(snap, job.dist.mode, cluster.size))
+        msg = (f"{what}; group re-formed with {cluster.size} workers in {time.perf_counter() - t0:.1f}s; "
+               f"redoing steps {snap.step + 1}..{failed_step + 1} from the step-{snap.step} state "
+               f"(failure {self.failures} of at most {job.dist.max_failures})")  # fmt: skip
+        log.warning("%s", msg)
+        self.emit(LogEvent("warning", msg))
+        self.emit(StateEvent("running", msg, str(self.run_dir), {
+            "recovered": True, "lost": lost.addresses, "detected_at": lost.detected_at,
+            "detect_s": detect_s, "redo_from": snap.step, "failed_step": failed_step + 1,
+            "steps_redone": failed_step + 1 - snap.step, "workers": cluster.size, "failures": self.failures,
+        }))  # fmt: skip
+        return snap.step
 
     def _step_metrics(
         self, metrics: MetricsLog, step: int, lr: float, outs: list, dt: float
@@ -167,6 +207,12 @@ class Coordinator:
         }  # fmt: skip
         if any(o.skipped for o in outs):
             values["skipped"] = 1.0
+            log.warning("step %d: update skipped (fp16 overflow or no target tokens)", step)
+        if self.job.run.precision == "fp16":
+            values["loss_scale"] = outs[0].loss_scale
+            if len({o.loss_scale for o in outs}) > 1:  # every rank sees the same global norm
+                log.error("step %d: workers disagree on the loss scale: %s", step,
+                          [o.loss_scale for o in outs])  # fmt: skip
         metrics.emit(MetricEvent(step=step, values=values))
         for rank, o in enumerate(outs):
             row = {"loss": o.loss_sum / max(o.tokens, 1), "tokens": float(o.tokens), "compute_s": o.compute_s,
@@ -174,8 +220,11 @@ class Coordinator:
             metrics.emit(MetricEvent(step=step, values=row, kind="worker", worker=rank))
         return loss
 
-    def _validate(self, metrics: MetricsLog, cluster: Cluster, step: int) -> float | None:
-        loss_sum, ntok = cluster.evaluate(step, self.job.run.val_batches)
+    def _validate(self, metrics: MetricsLog, step: int) -> float | None:
+        assert self.watcher is not None
+        n, timeout = self.job.run.val_batches, call_deadline(self.job)
+        parts = self.watcher.call("Evaluate", lambda _r, c: c.evaluate(step, n, timeout_s=timeout))
+        loss_sum, ntok = sum(p[0] for p in parts), sum(p[1] for p in parts)
         if ntok == 0:
             return None
         val = loss_sum / ntok
@@ -183,9 +232,16 @@ class Coordinator:
         log.info("step %d: val_loss %.4f", step, val)
         return val
 
-    def _checkpoint(self, cluster: Cluster, step: int, total: int) -> None:
-        arrays, meta = state_to_arrays(cluster.get_states(step))
-        meta.update({"total_steps": total, "mode": self.job.dist.mode, "world": cluster.size})
+    def _gather_state(self, step: int) -> FullState:
+        assert self.watcher is not None
+        return gather(self.watcher.call("GetState", lambda _r, c: c.get_state(step)))
+
+    def _checkpoint(self, step: int, total: int) -> None:
+        """Save the world-size-independent state; it is also what a recovery restarts from."""
+        assert self.cluster is not None
+        self.snapshot = self._gather_state(step)
+        arrays, meta = to_checkpoint(self.snapshot)
+        meta.update({"total_steps": total, "mode": self.job.dist.mode, "world": self.cluster.size})
         path = save_checkpoint(
             self.run_dir, step, arrays, meta, self.job.to_toml(), self.job.run.keep_checkpoints
         )
@@ -213,3 +269,15 @@ class Coordinator:
 
         hosts = [a.rsplit(":", 1)[0] for a in cluster.addresses]
         return json.dumps(write_ring_hostfile(self.run_dir / "mlx_hostfile.json", hosts))
+
+
+def call_deadline(job: JobSpec) -> float:
+    """The deadline of one Step/Evaluate call: past it the worker counts as hung."""
+    return job.dist.step_timeout_s
+
+
+def _checkpoint_note(run_dir: Path | None) -> str:
+    found = list_checkpoints(run_dir) if run_dir else []
+    if not found:
+        return "No checkpoint was written yet."
+    return f"Its last checkpoint ({found[0].name}) is intact: resume it to go on."

@@ -53,11 +53,15 @@ class TrainingJob:
         self.grad_step = GradientStep(model)
         self.evaluator = Evaluator(model)
         self.steps_done = 0
+        # fp16: every rank keeps the same DynamicLossScale; all see the same global gradient
+        # norm, so they skip (and back off) on the same steps and never drift apart
+        self.loss_scale = fp16_loss_scale() if job.run.precision == "fp16" else None
         model.train()
 
     @classmethod
     def build(cls, job_toml: str, rank: int, world: int, peers: list[str], paths: dict[str, Path],
-              mailbox: Any, group_token: str, mlx_hostfile: str = "", job_dir: Path | None = None) -> TrainingJob:  # fmt: skip
+              mailbox: Any, group_token: str, mlx_hostfile: str = "", job_dir: Path | None = None,
+              peer_certs: list[str] | None = None) -> TrainingJob:  # fmt: skip
         job = JobSpec.from_toml(
             job_toml, source="SetupJob.job_toml"
         )  # bad settings fail first, fast
@@ -82,6 +86,7 @@ class TrainingJob:
         group = make_group(
             job.dist.mode, rank, peers or ["self"], group_token, mailbox,
             compression=job.dist.compression, timeout_s=job.dist.step_timeout_s,
+            peer_certs=peer_certs or (),
         )  # fmt: skip
         if group.size != world:
             raise InvalidRequest(
@@ -93,6 +98,7 @@ class TrainingJob:
             group, d.mode, job.optim, model.trainable_parameters(), d.compression, d.bucket_mb
         )
         cast_for_compute(model, job.run.precision)
+        mx.eval(model.parameters())
         log.info(
             "rank %d/%d ready in %.1fs (%s)", rank, world, time.perf_counter() - t0, job.dist.mode
         )
@@ -117,6 +123,7 @@ class TrainingJob:
 
     def step(self, step: int, lr: float) -> StepResult:
         t0 = time.perf_counter()
+        scale = self.loss_scale.scale if self.loss_scale is not None else 1.0
         # dropout keys are a pure function of (seed, rank, step): a resume needs no RNG state
         mx.random.seed((self.job.run.seed * 1_000_003 + step * 4_099 + self.rank) % 2**32)
         parts = [
@@ -130,7 +137,7 @@ class TrainingJob:
             batches = [
                 self.collate([self.data.train[i] for i in idx], self.pad_id) for idx in parts
             ]
-            loss_sum, ntok, grads = self.grad_step(batches)
+            loss_sum, ntok, grads = self.grad_step(batches, scale)
         else:  # more ranks than sequences this step: contribute nothing, still take part
             loss_sum, ntok = mx.array(0.0), mx.array(0.0)
             grads = tree_map(
@@ -138,7 +145,11 @@ class TrainingJob:
             )
         mx.eval(loss_sum, ntok, grads)
         local_loss, local_tokens = float(loss_sum.item()), int(ntok.item())
-        new_params, stats = self.optimizer.step(grads, local_loss, local_tokens, lr)
+        new_params, stats = self.optimizer.step(
+            grads, local_loss, local_tokens, lr, grad_scale=scale
+        )
+        if self.loss_scale is not None:
+            self.loss_scale.update(bool(np.isfinite(stats.grad_norm)))
         dtype = DTYPES[self.job.run.precision]
         self.model.update(
             new_params if dtype == mx.float32 else tree_map(lambda p: p.astype(dtype), new_params)
@@ -149,7 +160,7 @@ class TrainingJob:
         return StepResult(
             step=step, loss_sum=local_loss, tokens=local_tokens, grad_norm=float(stats.grad_norm),
             compute_s=(t2 - t0) - stats.comm_s, comm_s=stats.comm_s,
-            peak_memory_bytes=float(mx.get_peak_memory()), skipped=bool(stats.skipped), loss_scale=1.0,
+            peak_memory_bytes=float(mx.get_peak_memory()), skipped=bool(stats.skipped), loss_scale=scale,
         )  # fmt: skip
 
     def evaluate(self, max_batches: int) -> tuple[float, int]:
@@ -176,6 +187,7 @@ class TrainingJob:
             "world": self.world,
             "mode": self.job.dist.mode,
             "step": self.steps_done,
+            "loss_scale": self.loss_scale.state_dict() if self.loss_scale is not None else None,
         }
         return meta, tensors
 
@@ -194,6 +206,11 @@ class TrainingJob:
         self.model.update(
             params if dtype == mx.float32 else tree_map(lambda p: p.astype(dtype), params)
         )
+        # MLX streams are per thread and the next Step may run on another gRPC thread:
+        # leave no lazy graph behind (same at the end of build)
+        mx.eval(self.model.parameters(), self.optimizer.state)
+        if self.loss_scale is not None and meta.get("loss_scale"):
+            self.loss_scale.load_state_dict(meta["loss_scale"])
         self.steps_done = int(meta.get("step", 0))
         return self.steps_done
 
@@ -217,6 +234,13 @@ class TrainingJob:
             self.group.close()
         except Exception:  # noqa: BLE001 - closing must never mask the reason we stop
             log.exception("closing the group failed")
+
+
+def fp16_loss_scale() -> Any:
+    """The distributed path's loss scale: the same start as engine.train's Updater."""
+    from engine.optim import DynamicLossScale
+
+    return DynamicLossScale(init_scale=2.0**10)
 
 
 def _set_mlx_env(hostfile_json: str, rank: int, job_dir: Path) -> None:

@@ -1,6 +1,6 @@
 """The coordinator's life cycle: stop with a final checkpoint, exact resume of ZeRO shards,
 Ctrl-C to the engine process, and a clear failure message. (kill -9 of an engine process:
-tests/worker/test_lifeline.py.)"""
+tests/worker/test_lifeline.py; kill -9 of a worker: test_recovery.py.)"""
 
 import os
 import signal
@@ -55,8 +55,9 @@ def test_resume_of_zero_shards_continues_the_same_curve(tmp_path):
     assert first.status == "finished", first
     full = train_losses(first.run_dir)
     ckpt = load_latest_checkpoint(first.run_dir)
-    assert {"rank0.m", "rank1.m", "params"} <= set(ckpt.arrays)
-    assert ckpt.arrays["rank0.m"].size + ckpt.arrays["rank1.m"].size == ckpt.arrays["params"].size
+    # the whole moments, joined from the ZeRO shards (any worker count can resume them)
+    assert {"params", "m", "v"} <= set(ckpt.arrays) and ckpt.meta["world"] == 2
+    assert ckpt.arrays["m"].size == ckpt.arrays["params"].size
     # roll the run folder back to the step-4 checkpoint, as after a crash at step 6
     newest = list_checkpoints(first.run_dir)[0]
     assert newest.name == "step_0000008"
@@ -100,17 +101,3 @@ def test_sigint_to_the_engine_checkpoints_and_leaves_no_worker(tmp_path):
     assert wait_gone(pids, 15) == []
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert load_latest_checkpoint(run_dir).step >= 1
-
-
-@pytest.mark.timeout(300)
-def test_a_worker_that_dies_fails_the_run_with_its_name_and_nothing_hangs(tmp_path):
-    reached, sink = _after_step(2)
-    job = tiny_job(tmp_path, steps=100_000, **{"dist.step_timeout_s": 30.0})
-    handle = start_run(job, sink, data_dir=tmp_path / "cache")
-    assert reached.wait(240), "no training step within 240 s"
-    workers = handle._coordinator.cluster.local
-    os.kill(workers[1].pid, signal.SIGKILL)
-    result = handle.wait(120)
-    assert result is not None and result.status == "failed", result
-    assert workers[1].address in result.message
-    assert wait_gone([w.pid for w in workers], 15) == []

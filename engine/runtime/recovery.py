@@ -1,0 +1,104 @@
+"""Notice a lost worker fast and stop its peers from waiting for it.
+
+A step goes to every worker at once; we watch the calls rather than wait for all of them:
+the first call that fails (or a local worker process that exits) triggers a health probe of
+every worker. The ones that do not answer are lost; the survivors get ``Stop``, which fails
+their collective mailbox at once, so a peer blocked in a collective returns within
+milliseconds instead of waiting out ``dist.step_timeout_s``. The Step deadline remains the
+backstop for a worker that hangs without dying.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+from engine.rpc.worker_client import WorkerCallError, WorkerClient
+from engine.runtime.cluster import Cluster
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+POLL_S = 0.25  # how often a running step checks for exited local worker processes
+PROBE_TIMEOUT_S = 2.0  # a health check slower than this counts as a lost worker
+
+
+class WorkerLost(RuntimeError):
+    """Workers that stopped answering during a call; the survivors have been told to stop."""
+
+    def __init__(self, ranks: list[int], addresses: list[str], detected_at: float, cause: str):
+        self.ranks, self.addresses, self.detected_at, self.cause = (
+            ranks,
+            addresses,
+            detected_at,
+            cause,
+        )
+        super().__init__(f"lost worker {', '.join(addresses)}: {cause}")
+
+
+class Watcher:
+    """Runs a call on every worker and turns a vanished worker into :class:`WorkerLost`."""
+
+    def __init__(self, cluster: Cluster, abort_survivors: bool = True):
+        self.cluster = cluster
+        # mlx: a Stop cannot interrupt MLX's C++ collective, and the group is not re-formed
+        self.abort_survivors = abort_survivors
+        self._pool = ThreadPoolExecutor(  # the calls plus the Stop calls that abort them
+            max_workers=2 * max(1, cluster.size), thread_name_prefix="orchard-watch"
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def call(self, name: str, fn: Callable[[int, WorkerClient], T]) -> list[T]:
+        """``fn(rank, client)`` on every worker; raises WorkerLost, or the first error when
+        every worker still answers (a real failure, not a lost worker)."""
+        c = self.cluster
+        futures = [self._pool.submit(fn, r, cl) for r, cl in enumerate(c.clients)]
+        while True:
+            done, pending = wait(futures, timeout=POLL_S, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            exited = [r for r, w in enumerate(c.local) if w.proc.poll() is not None]
+            if not pending and not failed:
+                return [f.result() for f in futures]
+            if failed or exited:
+                break
+        detected_at = time.time()
+        lost = [r for r in range(c.size) if r in exited or not c.reachable(r, PROBE_TIMEOUT_S)]
+        if not lost:
+            for f in futures:  # every worker answers: the error is real, report it as before
+                f.exception()
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            raise errors[0]
+        cause = _first_cause(futures, lost) or "process exited"
+        log.warning("%s: lost %s (%s)", name, [c.addresses[r] for r in lost], cause)
+        if self.abort_survivors:
+            self._abort(futures, [r for r in range(c.size) if r not in lost])
+        raise WorkerLost(lost, [c.addresses[r] for r in lost], detected_at, cause)
+
+    def _abort(self, futures: list[Future], survivors: list[int]) -> None:
+        """Stop the survivors' job (their collectives fail at once) and wait for their calls."""
+
+        def stop(rank: int) -> None:
+            try:
+                self.cluster.clients[rank].stop("a peer was lost", timeout_s=30.0)
+            except WorkerCallError as e:
+                log.warning(
+                    "worker %s: stop after a lost peer: %s", self.cluster.addresses[rank], e
+                )
+
+        for f in [self._pool.submit(stop, r) for r in survivors]:
+            f.result()
+        for r in survivors:
+            futures[r].exception()  # bounded: their mailboxes failed, Step has a deadline
+
+
+def _first_cause(futures: list[Future], lost: list[int]) -> str:
+    for r in lost:
+        f = futures[r]
+        if f.done() and f.exception() is not None:
+            return str(f.exception())
+    return ""

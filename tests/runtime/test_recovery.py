@@ -1,0 +1,297 @@
+"""A worker killed with SIGKILL (mid-step or while its peers wait in a collective) is noticed
+fast, the group re-forms with the survivors from the last snapshot, and the loss curve goes
+on exactly as a run that never failed; past dist.max_failures the run stops with its
+checkpoint intact. Detection and recovery times are printed (run with -s to see them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.events import LogEvent, MetricEvent, StateEvent
+from engine.runtime import start_run
+from engine.train.checkpoint import load_latest_checkpoint, verify_checkpoint
+from tests.runtime.helpers import reference_run, tiny_job, train_losses
+from tests.worker.test_lifeline import wait_gone
+
+pytestmark = pytest.mark.slow
+STEPS = 12
+TIMEOUT_S = 60.0  # dist.step_timeout_s: recovery must not wait for it
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The curve of a run that never failed (one process; equal to N workers, see
+    test_distributed_matches_single)."""
+    work = tmp_path_factory.mktemp("ref")
+    return train_losses(reference_run(tiny_job(work / "runs", STEPS), work / "reference"))
+
+
+class Recorder:
+    """An EventSink that timestamps events and signals once a given step is done."""
+
+    def __init__(self, after_step: int):
+        self.events: list[tuple[float, object]] = []
+        self.after_step = after_step
+        self.reached = threading.Event()
+
+    def __call__(self, event: object) -> None:
+        self.events.append((time.time(), event))
+        if isinstance(event, MetricEvent) and event.kind == "train":
+            if event.step >= self.after_step:
+                self.reached.set()
+
+    def recovery(self) -> dict:
+        found = [
+            e.detail
+            for _, e in self.events
+            if isinstance(e, StateEvent) and e.detail.get("recovered")
+        ]
+        assert found, "no recovery was reported"
+        return found[0]
+
+    def first_step_after(self, t: float) -> float:
+        """Wall time of the first completed step after the group re-formed (after ``t``)."""
+        recovered = min(
+            ts
+            for ts, e in self.events
+            if isinstance(e, StateEvent) and e.detail.get("recovered") and ts >= t
+        )
+        return min(
+            ts
+            for ts, e in self.events
+            if isinstance(e, MetricEvent) and e.kind == "train" and ts > recovered
+        )
+
+
+def kill(pid: int, mid_collective: bool) -> float:
+    """SIGKILL ``pid``; returns the kill time. Mid-collective: freeze it first, so its peers
+    are certainly blocked in a collective waiting for its part when it dies."""
+    if mid_collective:
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(1.0)
+    t = time.time()
+    os.kill(pid, signal.SIGKILL)
+    return t
+
+
+# (mode, killed while its peers wait in a collective, rank killed); rank 0 in parameter-server
+# mode is the server itself: its optimizer state comes back from the snapshot
+CASES = [
+    ("all-reduce", False, 1),
+    ("all-reduce", True, 1),
+    ("reduce-scatter", False, 1),
+    ("reduce-scatter", True, 1),
+    ("ring", False, 2),
+    ("parameter-server", True, 0),
+]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("mode", "mid_collective", "rank"),
+    CASES,
+    ids=[f"{m}-{'collective' if c else 'step'}-rank{r}" for m, c, r in CASES],
+)
+def test_kill_one_of_three_workers_and_the_curve_goes_on(
+    tmp_path, reference, mode, mid_collective, rank
+):
+    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 4, "dist.step_timeout_s": TIMEOUT_S,
+            "run.name": f"kill-{mode}"}  # fmt: skip
+    rec = Recorder(after_step=5)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    assert rec.reached.wait(240), "no training step within 240 s"
+    victim = handle._coordinator.cluster.local[rank]
+    t_kill = kill(victim.pid, mid_collective)
+    result = handle.wait(300)
+    assert result is not None and result.status == "finished", result
+    info = rec.recovery()
+    assert info["lost"] == [victim.address] and info["workers"] == 2
+    assert info["redo_from"] == 4 and info["steps_redone"] >= 1
+    detect, recover = info["detected_at"] - t_kill, rec.first_step_after(t_kill) - t_kill
+    print(f"\n{mode}, rank {rank} killed {'mid-collective' if mid_collective else 'mid-step'}: "
+          f"detection {detect:.3f}s, kill->next completed step {recover:.2f}s "
+          f"(step deadline {TIMEOUT_S:.0f}s; {recover / TIMEOUT_S:.3f} of it)")  # fmt: skip
+    assert recover < TIMEOUT_S  # nobody waited out a deadline
+    losses = train_losses(result.run_dir)
+    assert losses.shape == reference.shape == (STEPS,)
+    rel = np.abs(losses - reference) / np.abs(reference)
+    assert rel.max() < 1e-4, f"worst step {rel.argmax() + 1}: rel diff {rel.max():.2e}"
+    log_txt = (result.run_dir / "log.txt").read_text()
+    assert f"worker {victim.address} lost during step" in log_txt and "redoing steps 5.." in log_txt
+    assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
+
+
+@pytest.mark.timeout(300)
+def test_past_max_failures_the_run_stops_with_its_checkpoint_intact(tmp_path):
+    over = {"dist.workers": 2, "dist.max_failures": 0, "run.checkpoint_every": 2,
+            "dist.step_timeout_s": 30.0}  # fmt: skip
+    rec = Recorder(after_step=3)
+    handle = start_run(tiny_job(tmp_path, 100_000, **over), rec, data_dir=tmp_path / "cache")
+    assert rec.reached.wait(240), "no training step within 240 s"
+    workers = handle._coordinator.cluster.local
+    os.kill(workers[1].pid, signal.SIGKILL)
+    result = handle.wait(120)
+    assert result is not None and result.status == "failed", result
+    assert workers[1].address in result.message and "dist.max_failures=0" in result.message
+    ckpt = load_latest_checkpoint(result.run_dir)
+    assert ckpt.step >= 2 and f"({ckpt.path.name}) is intact" in result.message
+    verify_checkpoint(ckpt.path)
+    assert wait_gone([w.pid for w in workers], 15) == []
+
+
+def _worker_pids(data_dir: Path) -> list[int]:
+    """This process's worker children that use ``data_dir`` (found through /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if (
+            ppid == os.getpid()
+            and b"engine.worker" in cmd
+            and str(data_dir).encode() in b" ".join(cmd)
+        ):
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_demo_on_three_workers_survives_a_kill_and_writes_its_adapter(tmp_path, monkeypatch):
+    from engine.runtime.demo import run_demo
+
+    monkeypatch.setenv("ORCHARD_HOME", str(tmp_path / "home"))
+    rec = Recorder(after_step=3)
+    out: dict = {}
+    overrides = [
+        "run.batch_size=4",
+        "data.max_seq_len=64",
+        "run.val_every=4",
+        "run.checkpoint_every=2",
+    ]
+    thread = threading.Thread(
+        target=lambda: out.setdefault(
+            "r", run_demo(10, tmp_path, workers=3, sink=rec, overrides=overrides)
+        )
+    )
+    thread.start()
+    assert rec.reached.wait(240), "no training step within 240 s"
+    pids = _worker_pids(tmp_path / "home")
+    assert len(pids) == 3, pids
+    t_kill = kill(pids[2], mid_collective=False)
+    thread.join(300)
+    result = out["r"]
+    assert result.status == "finished", result.message
+    assert (result.run_dir / "adapter" / "adapters.safetensors").is_file()
+    assert "group re-formed with 2 workers" in (result.run_dir / "log.txt").read_text()
+    assert any(isinstance(e, LogEvent) and "re-formed" in e.message for _, e in rec.events)
+    print(f"\ndemo: detection {rec.recovery()['detected_at'] - t_kill:.3f}s")
+    assert wait_gone(pids, 15) == []
+
+
+@pytest.mark.timeout(300)
+def test_a_frozen_worker_is_dropped_at_the_step_deadline(tmp_path, reference):
+    """SIGSTOP: the process lives and holds its sockets, so only the Step deadline and the
+    health probe can tell; the run still finishes on the same curve."""
+    deadline = 5.0
+    over = {"dist.workers": 3, "run.checkpoint_every": 4, "dist.step_timeout_s": deadline}
+    rec = Recorder(after_step=5)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    assert rec.reached.wait(240), "no training step within 240 s"
+    victim = handle._coordinator.cluster.local[2]
+    t_stop = time.time()
+    os.kill(victim.pid, signal.SIGSTOP)
+    result = handle.wait(240)
+    assert result is not None and result.status == "finished", result
+    info = rec.recovery()
+    assert info["lost"] == [victim.address]
+    detect = info["detected_at"] - t_stop
+    print(
+        f"\nfrozen worker: detected {detect:.2f}s after SIGSTOP ({detect / deadline:.2f}x the step deadline)"
+    )
+    np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+    assert wait_gone([victim.pid], 15) == []
+
+
+@pytest.mark.timeout(300)
+def test_a_lost_remote_host_is_dropped_too(tmp_path, reference, monkeypatch):
+    """dist.hosts (workers this engine did not start): no process to poll, only the failed
+    call and the health probe say the host is gone."""
+    from engine.rpc.auth import TOKEN_ENV, new_token
+    from engine.runtime.local_workers import start_local_worker, stop_local_workers
+
+    token = new_token()
+    workers = [
+        start_local_worker(token, tmp_path / "w", tmp_path / f"w{r}.log", 3) for r in range(3)
+    ]
+    monkeypatch.setenv(TOKEN_ENV, token)
+    try:
+        over = {"dist.hosts": [w.address for w in workers], "dist.mode": "reduce-scatter",
+                "run.checkpoint_every": 4, "dist.step_timeout_s": TIMEOUT_S}  # fmt: skip
+        rec = Recorder(after_step=5)
+        handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+        assert rec.reached.wait(240), "no training step within 240 s"
+        t_kill = kill(workers[0].pid, mid_collective=True)  # rank 0: ranks shift on re-forming
+        result = handle.wait(240)
+        assert result is not None and result.status == "finished", result
+        info = rec.recovery()
+        assert info["lost"] == [workers[0].address] and info["workers"] == 2
+        print(
+            f"\nremote host, killed mid-collective: detection {info['detected_at'] - t_kill:.3f}s"
+        )
+        np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+    finally:
+        stop_local_workers(workers, grace_s=10)
+
+
+@pytest.mark.timeout(300)
+def test_two_failures_in_a_row_go_down_to_one_worker_on_the_same_curve(tmp_path, reference):
+    over = {"dist.workers": 3, "dist.mode": "reduce-scatter", "run.checkpoint_every": 4}
+    first, second = Recorder(after_step=5), Recorder(after_step=9)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), lambda e: (first(e), second(e)),
+                       data_dir=tmp_path / "cache")  # fmt: skip
+    assert first.reached.wait(240), "no step 5 within 240 s"
+    os.kill(handle._coordinator.cluster.local[0].pid, signal.SIGKILL)
+    second.reached.clear()  # step 9 must be reached again after the first recovery
+    assert second.reached.wait(240), "no step 9 within 240 s"
+    os.kill(handle._coordinator.cluster.local[1].pid, signal.SIGKILL)
+    result = handle.wait(240)
+    assert result is not None and result.status == "finished", result
+    done = [
+        e.detail for _, e in first.events if isinstance(e, StateEvent) and e.detail.get("recovered")
+    ]
+    assert [(d["workers"], d["failures"]) for d in done] == [(2, 1), (1, 2)]
+    np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+
+
+@pytest.mark.timeout(300)
+def test_mlx_mode_cannot_re_form_and_says_so(tmp_path):
+    """mx.distributed initialises once per process, so its group cannot be rebuilt in place."""
+    over = {
+        "dist.workers": 2,
+        "dist.mode": "mlx",
+        "run.checkpoint_every": 2,
+        "dist.step_timeout_s": 30.0,
+    }
+    rec = Recorder(after_step=3)
+    handle = start_run(tiny_job(tmp_path, 100_000, **over), rec, data_dir=tmp_path / "cache")
+    assert rec.reached.wait(240), "no training step within 240 s"
+    workers = handle._coordinator.cluster.local
+    os.kill(workers[1].pid, signal.SIGKILL)
+    result = handle.wait(120)
+    assert result is not None and result.status == "failed", result
+    assert workers[1].address in result.message and "'mlx' cannot re-form" in result.message
+    assert "is intact" in result.message
+    verify_checkpoint(load_latest_checkpoint(result.run_dir).path)
+    assert wait_gone([w.pid for w in workers], 15) == []
