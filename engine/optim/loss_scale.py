@@ -36,7 +36,9 @@ class DynamicLossScale:
 
     def __init__(
         self,
-        init_scale: float = 2.0**15,
+        # 2^10, not the usual 2^15: a token-sum loss makes gradients ~tokens-times larger
+        # than a mean loss, so a smaller start overflows less.
+        init_scale: float = 2.0**10,
         growth_factor: float = 2.0,
         backoff_factor: float = 0.5,
         growth_interval: int = 2000,

@@ -79,7 +79,7 @@ class Updater:
             decay_norms_and_biases=o.decay_norms_and_biases,
         )
         # the loss is a token *sum*, so its gradients are ~tokens x those of a mean: start low
-        self.loss_scale = DynamicLossScale(init_scale=2.0**10) if self.precision == "fp16" else None
+        self.loss_scale = DynamicLossScale() if self.precision == "fp16" else None
         trainable = model.trainable_parameters()
         if not tree_flatten(trainable):
             raise ValueError("train: the model has no trainable parameters (was LoRA applied?)")

@@ -240,7 +240,7 @@ def fp16_loss_scale() -> Any:
     """The distributed path's loss scale: the same start as engine.train's Updater."""
     from engine.optim import DynamicLossScale
 
-    return DynamicLossScale(init_scale=2.0**10)
+    return DynamicLossScale()
 
 
 def _set_mlx_env(hostfile_json: str, rank: int, job_dir: Path) -> None:
