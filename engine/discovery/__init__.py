@@ -10,6 +10,7 @@ from engine.discovery.record import (
     PeerRecord,
     encode_txt,
     parse_txt,
+    record_from_worker_info,
 )
 
 __all__ = [

@@ -38,9 +38,11 @@ ChangeCallback = Callable[[str, PeerRecord], None]
 _QUESTIONS_PER_PACKET = 16
 
 
-def record_from_info(info: AsyncServiceInfo) -> PeerRecord:
+def record_from_info(info: AsyncServiceInfo, text: bytes | None = None) -> PeerRecord:
+    """``text``: the TXT to read instead of the one ``info`` picked (the newest, see
+    Browser._newest_txt)."""
     record = parse_txt(
-        info.text or b"",
+        text if text is not None else info.text or b"",
         service_name=info.name,
         addresses=tuple(info.parsed_addresses(IPVersion.V4Only)),
         port=info.port or 0,
@@ -77,6 +79,7 @@ class Browser:
         self._lock = threading.Lock()
         self._resolving: dict[str, asyncio.Task] = {}
         self._dirty: set[str] = set()
+        self._txt: dict[str, bytes] = {}  # the TXT each peer was last read from (loop only)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._zc: Zeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
@@ -170,6 +173,17 @@ class Browser:
         else:
             self._schedule_resolve(name)
 
+    def _newest_txt(self, name: str) -> bytes | None:
+        """The TXT announced last. A replaced TXT lingers up to 1 s in the cache (RFC 6762
+        10.2) and zeroconf's own lookup may return it; a TXT whose text the cache still
+        holds (busy -> idle -> busy within seconds) fires no browser event at all."""
+        if self._zc is None:
+            return None
+        now = current_time_millis()
+        cached = self._zc.cache.async_all_by_details(name, _TYPE_TXT, _CLASS_IN)
+        alive = [r for r in cached if not r.is_expired(now)]
+        return max(alive, key=lambda r: r.created).text if alive else None  # type: ignore[attr-defined]
+
     def _schedule_resolve(self, name: str) -> None:
         if name in self._resolving:
             self._dirty.add(name)  # resolve again once the running one ends
@@ -190,7 +204,9 @@ class Browser:
                 self._dirty.discard(name)
                 info = AsyncServiceInfo(self.service_type, name)
                 if await info.async_request(self._zc, self.resolve_timeout_ms):
-                    self._upsert(record_from_info(info))
+                    text = self._newest_txt(name)
+                    self._txt[name] = text if text is not None else info.text or b""
+                    self._upsert(record_from_info(info, text))
                 else:
                     log.info(
                         "%s: no SRV/TXT/address answer in %d ms; skipped",
@@ -225,6 +241,9 @@ class Browser:
             for record in self.peers():
                 if record.manual:
                     continue
+                newest = self._newest_txt(record.key)
+                if newest is not None and newest != self._txt.get(record.key):
+                    self._schedule_resolve(record.key)  # a TXT update that fired no event
                 srv = zc.cache.get_by_details(record.key, _TYPE_SRV, _CLASS_IN)
                 if srv is None or srv.is_expired(now):
                     self._remove(record.key, "expired (no answer within its TTL)")
@@ -269,6 +288,7 @@ class Browser:
             self._events.put(("updated", record))
 
     def _remove(self, key: str, why: str) -> None:
+        self._txt.pop(key, None)
         with self._lock:
             old = self._peers.pop(key, None)
         if old is not None:

@@ -5,54 +5,15 @@ Read cheaply and without importing mlx (a worker advertises before it loads anyt
 
 from __future__ import annotations
 
-import importlib.metadata
 import ipaddress
 import logging
-import os
-import platform
 import socket
-import subprocess
 
 import ifaddr
 
+from engine.machine import chip_name, memory_bytes, package_version
+
 log = logging.getLogger(__name__)
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return ""
-
-
-def chip_name() -> str:
-    if platform.system() == "Darwin":
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"],
-                capture_output=True,
-                text=True,
-                timeout=2,
-            )
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError) as e:
-            log.debug("sysctl failed: %s", e)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 0
 
 
 def host_facts() -> dict[str, object]:
@@ -61,8 +22,8 @@ def host_facts() -> dict[str, object]:
         "host": socket.gethostname(),
         "chip": chip_name(),
         "memory_bytes": memory_bytes(),
-        "mlx_version": _version("mlx"),
-        "orchard_version": _version("orchard"),
+        "mlx_version": package_version("mlx"),
+        "orchard_version": package_version("orchard"),
     }
 
 

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from engine.machine import PROTOCOL_VERSION
+
 log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_orchard._tcp.local."
-PROTOCOL_VERSION = "1"  # bump when the orchard.v1 wire protocol changes incompatibly
 MAX_ITEM_BYTES = 254
 MAX_TXT_BYTES = 1300
 MAX_TXT_ITEMS = 32

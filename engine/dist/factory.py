@@ -36,10 +36,12 @@ def make_group(
     metadata: Sequence[tuple[str, str]] = (),
     op_space: int = 0,
     one_shot_bytes: int = ONE_SHOT_BYTES,
+    peer_certs: Sequence[str] = (),
 ) -> Group:
     """A Group for ``mode`` (one of engine.config.SYNC_MODES) at ``rank`` of ``len(peers)``.
 
-    Several groups may share one mailbox if each has its own ``op_space`` (0, 1, ...)."""
+    Several groups may share one mailbox if each has its own ``op_space`` (0, 1, ...).
+    ``peer_certs`` (PEM by rank, remote workers): reach each peer over TLS pinned to it."""
     if mode not in MODE_SCHEDULE:
         raise ValueError(f"dist.mode: expected one of {', '.join(MODE_SCHEDULE)}, got {mode!r}")
     if len(peers) == 1:
@@ -56,8 +58,9 @@ def make_group(
     if not mailbox.token_ok(group_token):
         mailbox.set_token(group_token)  # normally done at job setup, before any peer sends
     transport = GrpcTransport(
-        rank, peers, group_token, mailbox, timeout_s=timeout_s, metadata=metadata
-    )
+        rank, peers, group_token, mailbox, timeout_s=timeout_s, metadata=metadata,
+        peer_certs=peer_certs,
+    )  # fmt: skip
     if schedule == "ring":
         from engine.dist.ring import RingGroup
 

@@ -68,6 +68,7 @@ class GrpcTransport(Transport):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         metadata: Sequence[tuple[str, str]] = (),
         stream_lifetime_s: float = STREAM_LIFETIME_S,
+        peer_certs: Sequence[str] = (),
     ):
         if not 0 <= rank < len(peers):
             raise ValueError(f"GrpcTransport: rank {rank} is outside a group of {len(peers)} peers")
@@ -77,7 +78,12 @@ class GrpcTransport(Transport):
             raise ValueError(
                 f"GrpcTransport: piece_bytes {piece_bytes} does not fit max_message_bytes {max_message_bytes}"
             )
+        if peer_certs and len(peer_certs) != len(peers):
+            raise ValueError(
+                f"GrpcTransport: {len(peer_certs)} peer certificates for {len(peers)} peers"
+            )
         self.rank, self.size = rank, len(peers)
+        self.peer_certs = list(peer_certs)
         self.peers = list(peers)
         self.mailbox = mailbox
         self.timeout_s = timeout_s
@@ -100,7 +106,11 @@ class GrpcTransport(Transport):
             stream.close()  # its queued frames still go out; new ones use a fresh stream
         channel = self._channels.get(dst)
         if channel is None:
-            channel = self._channels[dst] = open_channel(self.peers[dst], self.max_message_bytes)
+            channel = self._channels[dst] = open_channel(
+                self.peers[dst],
+                self.max_message_bytes,
+                self.peer_certs[dst].encode("ascii") if self.peer_certs else None,
+            )
         call = channel.stream_unary(
             PUSH_METHOD,
             request_serializer=None,  # frames are already serialized

@@ -18,6 +18,7 @@ from engine.rpc.auth import TokenInterceptor
 from engine.rpc.channel import channel_options, server_options
 from engine.rpc.collective_service import CollectiveServicer, add_collective_to_server
 from engine.rpc.gen import orchard_pb2_grpc
+from engine.trust.responder import PairingResponder
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,36 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     max_workers: int = 16,
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    auth: grpc.ServerInterceptor | None = None,
+    pairing: PairingResponder | None = None,
 ) -> RunningServer:
-    """Start serving on ``host:port`` (port 0 picks a free one) and return the bound port."""
+    """Start serving on ``host:port`` (port 0 picks a free one) and return the bound port.
+
+    Local workers: plain TCP on loopback, ``token`` checked on every call. Remote workers:
+    ``credentials`` (TLS with the worker's identity), ``auth`` (the paired-call interceptor,
+    which replaces the token) and the Pairing service over ``pairing``."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="orchard-rpc"),
-        interceptors=[TokenInterceptor(token)],
+        interceptors=[auth if auth is not None else TokenInterceptor(token)],
         options=SERVER_OPTIONS,
     )
+    if pairing is not None:
+        from engine.rpc.pairing_service import add_pairing_to_server
+
+        add_pairing_to_server(server, pairing)
     if worker is not None:
         orchard_pb2_grpc.add_WorkerServicer_to_server(worker, server)
     if collective is not None:
         add_collective_to_server(collective, server)  # zero-copy frames (engine/dist's servicer)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if credentials is not None:
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"could not bind a gRPC server to {host}:{port}")
     server.start()

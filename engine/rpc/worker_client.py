@@ -57,11 +57,19 @@ class StepOutcome:
 
 
 class WorkerClient:
-    def __init__(self, address: str, token: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        channel: grpc.Channel | None = None,
+    ):
+        """``channel``: an already authenticated channel (remote workers: pinned TLS with
+        signed calls, engine/rpc/paired_client.py); else plain TCP with ``token``."""
         self.address = address
         self.timeout_s = timeout_s
-        self._md = token_metadata(token)
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._md = token_metadata(token) if channel is None else None
+        self._channel = channel or grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = orchard_pb2_grpc.WorkerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -135,11 +143,12 @@ class WorkerClient:
     def setup_job(
         self, job_toml: str, rank: int, world_size: int, peers: list[str], run_id: str,
         files: dict[str, str], group_token: str, mlx_hostfile: str = "",
-        timeout_s: float = SETUP_TIMEOUT_S,
+        timeout_s: float = SETUP_TIMEOUT_S, peer_certs: list[str] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         req = pb.SetupJobRequest(
             job_toml=job_toml, rank=rank, world_size=world_size, peers=peers, run_id=run_id,
             files=files, group_token=group_token, mlx_hostfile=mlx_hostfile,
+            peer_certs=peer_certs or [],
         )  # fmt: skip
         r = self._call("SetupJob", req, timeout=timeout_s)
         return {

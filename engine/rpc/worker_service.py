@@ -84,6 +84,7 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
             run_id=request.run_id,
             group_token=request.group_token,
             mlx_hostfile=request.mlx_hostfile,
+            peer_certs=list(request.peer_certs),
         )
         return pb.SetupJobReply(
             train_items=r.train_items, trainable_params=r.trainable_params, message=r.message

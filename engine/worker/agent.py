@@ -3,6 +3,7 @@
 ``--local`` is how the engine starts workers on its own machine: bind 127.0.0.1 on a free
 port, read the per-run token from the first stdin line (never argv: other users can read
 argv), announce the port as the first stdout line, and die with the parent (lifeline.py).
+Without it, the worker serves the network over TLS with pairing (worker/remote.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--port",
         type=int,
         default=None,
-        help="port (default: a free port with --local, else 50051)",
+        help="port (default: a free port with --local, else 50051; 0 picks a free one)",
     )
     p.add_argument(
         "--data-dir",
@@ -57,6 +58,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="cache for files and jobs (default ~/.orchard/worker)",
     )
+    p.add_argument(
+        "--trust-dir",
+        type=Path,
+        default=None,
+        help="identity, pairing code and paired clients (default ~/.orchard/trust)",
+    )
+    p.add_argument(
+        "--service-type",
+        default="",
+        help="Bonjour service type (default _orchard._tcp.local.; tests use their own)",
+    )
+    p.add_argument("--no-advertise", action="store_true", help="do not announce over Bonjour")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -109,6 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         if os.getppid() != parent:  # the parent died before prctl took effect
             log.error("parent %d is already gone", parent)
             return 3
+    data_dir = args.data_dir or default_data_dir()
+    if not args.local:
+        from engine.worker.remote import serve_remote
+
+        os.environ.pop(TOKEN_ENV, None)  # a network worker trusts pairing, not a shared token
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        signal.signal(signal.SIGINT, lambda *_: done.set())
+        threading.Thread(target=_preload, name="preload", daemon=True).start()
+        code = serve_remote(args, data_dir, done)
+        logging.shutdown()  # a handler thread stuck in a collective must not hold the exit
+        os._exit(code)
     token = read_token(args.local)
     if not token:
         log.error("no token: set %s or, with --local, send it as the first stdin line", TOKEN_ENV)
@@ -118,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         start_watchdog(
             parent, sys.stdin.fileno(), on_parent_gone=lambda why: _parent_gone(why, done)
         )
-    host = args.host or ("127.0.0.1" if args.local else "0.0.0.0")
-    port = args.port if args.port is not None else (0 if args.local else 50051)
-    data_dir = args.data_dir or default_data_dir()
+    host = args.host or "127.0.0.1"
+    port = args.port if args.port is not None else 0
     log.info("OpenBLAS %s", "preloaded" if openblas_loaded() else "not loaded")
 
     runner = JobRunner(data_dir)

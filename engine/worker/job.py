@@ -47,15 +47,36 @@ class StepResult:
 class JobRunner:
     """At most one job at a time; every public method is safe to call from gRPC threads."""
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        on_busy: Callable[[bool], None] | None = None,
+        confine_paths: bool = False,
+        job_process: bool = False,
+    ):
+        """``on_busy(True/False)`` is called when a job is set up / ends (the agent
+        re-advertises its state); it must not block. ``confine_paths`` (network workers):
+        a job may only read files the coordinator shipped (engine/worker/confine.py).
+        ``job_process``: each job runs in a child process (engine/worker/job_process.py)."""
         from engine.dist.mailbox import Mailbox  # pure Python; peers push chunks into it
+        from engine.worker.job_process import ForwardingMailbox
 
         self.data_dir = Path(data_dir)
         self.store = FileStore(self.data_dir)
-        self.mailbox = Mailbox()
+        self.job_process = job_process
+        self.mailbox = ForwardingMailbox() if job_process else Mailbox()
         self._lock = threading.Lock()
         self._job: Any = None  # engine.worker.training.TrainingJob once set up
         self._rows: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10_000)
+        self._on_busy = on_busy
+        self.confine_paths = confine_paths
+
+    def _tell_busy(self, busy: bool) -> None:
+        if self._on_busy is not None:
+            try:
+                self._on_busy(busy)
+            except Exception:  # noqa: BLE001 - an advertisement must never fail a job call
+                log.warning("busy/idle callback failed", exc_info=True)
 
     # ---- life cycle ----------------------------------------------------------------------
     @property
@@ -77,6 +98,7 @@ class JobRunner:
     def setup(
         self, job_toml: str, rank: int, world: int, peers: list[str], files: dict[str, str],
         run_id: str = "", group_token: str = "", mlx_hostfile: str = "",
+        peer_certs: list[str] | None = None,
     ) -> SetupResult:  # fmt: skip
         if not 0 <= rank < world:
             raise InvalidRequest(f"rank {rank}: expected 0 <= rank < world_size ({world})")
@@ -86,42 +108,59 @@ class JobRunner:
             )
         if world > 1 and not group_token:
             raise InvalidRequest("group_token: required when world_size > 1")
+        if peer_certs and len(peer_certs) != len(peers):
+            raise InvalidRequest(
+                f"peer_certs: expected {len(peers)} certificates (one per rank), got {len(peer_certs)}"
+            )
+        if self.confine_paths:
+            from engine.worker.confine import check_confined
+
+            check_confined(job_toml, files)
         if not self._lock.acquire(blocking=False):
             raise OutOfOrder("SetupJob: another call is running on this worker")
         try:
             if self._job is not None:
                 self._job.close()
                 self._job = None
-            from engine.worker.training import TrainingJob  # imports MLX; keep Describe cheap
-
             # one folder per process and rank: workers on one machine may share data_dir
             job_dir = (
                 self.data_dir / "jobs" / f"{check_name(run_id or 'run')}.rank{rank}.{os.getpid()}"
             )
             paths = self.store.materialize(files, job_dir)
             self.mailbox.set_token(group_token)
-            self._job = TrainingJob.build(
-                job_toml,
-                rank,
-                world,
-                peers,
-                paths,
-                self.mailbox,
-                group_token,
-                mlx_hostfile,
-                job_dir,
-            )
+            args = dict(
+                job_toml=job_toml, rank=rank, world=world, peers=peers, paths=paths,
+                group_token=group_token, mlx_hostfile=mlx_hostfile, job_dir=job_dir,
+                peer_certs=peer_certs or [],
+            )  # fmt: skip
+            if self.job_process:
+                from engine.worker.job_process import ProcessJob
+
+                self._job = ProcessJob.start(self.mailbox, args)
+            else:
+                from engine.worker.training import TrainingJob  # imports MLX
+
+                self._job = TrainingJob.build(mailbox=self.mailbox, **args)
             info = self._job.describe()
             self._rows.put_nowait({"kind": "log", "level": "info", "message": info.message})
             return info
         finally:
             self._lock.release()
+            self._tell_busy(self._job is not None)
 
     def _locked(self, call: str, fn: Callable[[Any], Any]) -> Any:
+        from engine.worker.job_process import JobCrashed
+
         if not self._lock.acquire(timeout=5.0):
             raise OutOfOrder(f"{call}: another call is still running on this worker")
         try:
             return fn(self._need_job(call))
+        except JobCrashed:
+            log.error("%s: the job process died; the worker forgets the job", call)
+            self._job.close()
+            self._job = None
+            self._tell_busy(False)
+            raise
         finally:
             self._lock.release()
 
@@ -161,8 +200,10 @@ class JobRunner:
             if self._job is not None:
                 self._job.close()
                 self._job = None
+                self._tell_busy(False)
 
     def close(self) -> None:
         if self._job is not None:
             self._job.close()
             self._job = None
+            self._tell_busy(False)

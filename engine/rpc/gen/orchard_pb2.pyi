@@ -77,7 +77,7 @@ class HasFileReply(_message.Message):
     def __init__(self, present: _Optional[bool] = ...) -> None: ...
 
 class SetupJobRequest(_message.Message):
-    __slots__ = ("job_toml", "rank", "world_size", "peers", "run_id", "files", "group_token", "mlx_hostfile")
+    __slots__ = ("job_toml", "rank", "world_size", "peers", "run_id", "files", "group_token", "mlx_hostfile", "peer_certs")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class SetupJobRequest(_message.Message):
     FILES_FIELD_NUMBER: _ClassVar[int]
     GROUP_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MLX_HOSTFILE_FIELD_NUMBER: _ClassVar[int]
+    PEER_CERTS_FIELD_NUMBER: _ClassVar[int]
     job_toml: str
     rank: int
     world_size: int
@@ -101,7 +102,8 @@ class SetupJobRequest(_message.Message):
     files: _containers.ScalarMap[str, str]
     group_token: str
     mlx_hostfile: str
-    def __init__(self, job_toml: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., group_token: _Optional[str] = ..., mlx_hostfile: _Optional[str] = ...) -> None: ...
+    peer_certs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_toml: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., group_token: _Optional[str] = ..., mlx_hostfile: _Optional[str] = ..., peer_certs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SetupJobReply(_message.Message):
     __slots__ = ("train_items", "trainable_params", "message")

@@ -1,0 +1,217 @@
+"""Run a network worker's job in a child process, so a crashed job never takes the agent down.
+
+The agent keeps the socket, the file cache, pairing and the Collective servicer; the child
+holds the model and the TrainingJob. Calls go over a pipe as (name, args) -> ("ok", value) or
+("error", exception). Collective pieces that peers push into the agent's mailbox are forwarded
+to the child's own mailbox over a second pipe; the child sends to its peers directly. When the
+child dies (a segfault in a kernel, the OOM killer), the pending call fails with JobCrashed,
+the agent forgets the job and keeps serving: the coordinator can set the job up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import sys
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from engine.dist.mailbox import MAX_PART_BYTES, Mailbox
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 15.0
+
+
+class JobCrashed(RuntimeError):
+    """The job's process died; the worker itself is fine."""
+
+
+class ForwardingMailbox(Mailbox):
+    """The agent's mailbox: checks the group token here, hands pieces to the job's process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._send_lock = threading.Lock()
+        self._conn: Connection | None = None
+
+    def attach(self, conn: Connection | None) -> None:
+        with self._send_lock:
+            self._conn = conn
+
+    def _forward(self, item: tuple) -> bool:
+        with self._send_lock:
+            if self._conn is None:
+                return False
+            try:
+                self._conn.send(item)
+                return True
+            except (OSError, ValueError):  # the job process is gone; its calls report that
+                self._conn = None
+                return False
+
+    def put(self, op_id: int, src: int, part: int, offset: int, total: int,
+            data: bytes | memoryview, dtype: str) -> None:  # fmt: skip
+        n = len(data)  # the same checks as Mailbox.put, so the caller hears of a bad piece
+        if not 0 <= total <= MAX_PART_BYTES:
+            raise ValueError(f"part size {total} outside [0, {MAX_PART_BYTES}]")
+        if offset < 0 or offset + n > total:
+            raise ValueError(f"piece [{offset}, {offset + n}) does not fit a part of {total} bytes")
+        if not self._forward(("put", op_id, src, part, offset, total, bytes(data), dtype)):
+            super().put(op_id, src, part, offset, total, data, dtype)
+
+    def fail(self, error: BaseException) -> None:
+        super().fail(error)
+        self._forward(("fail", str(error)))
+
+
+class ProcessJob:
+    """TrainingJob's calls, served by a child process (same methods, same results)."""
+
+    def __init__(self, proc: Any, conn: Connection, mailbox: ForwardingMailbox, setup: Any):
+        self.proc, self._conn, self._mailbox, self.setup_result = proc, conn, mailbox, setup
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, mailbox: ForwardingMailbox, build_args: dict[str, Any]) -> ProcessJob:
+        """Spawn the child, build the TrainingJob there; raises what the build raised."""
+        ctx = multiprocessing.get_context("spawn")  # never fork a process with gRPC threads
+        conn, child_conn = ctx.Pipe()
+        frames_in, frames_out = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_child_main, args=(child_conn, frames_in, build_args), name="orchard-job",
+            daemon=True,
+        )  # fmt: skip
+        proc.start()
+        child_conn.close()
+        frames_in.close()
+        mailbox.attach(frames_out)
+        job = cls(proc, conn, mailbox, None)
+        try:
+            job.setup_result = job._wait()
+        except BaseException:
+            job.close()
+            raise
+        log.info("job process %d ready", proc.pid)
+        return job
+
+    def _wait(self) -> Any:
+        while not self._conn.poll(1.0):
+            if not self.proc.is_alive():
+                raise self._crashed()
+        try:
+            status, value = self._conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(timeout=5)
+            raise self._crashed() from None
+        if status == "error":
+            raise value
+        return value
+
+    def _crashed(self) -> JobCrashed:
+        return JobCrashed(
+            f"the job process died (exit code {self.proc.exitcode}); the worker is still up: "
+            "set the job up again"
+        )
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with self._lock:
+            try:
+                self._conn.send((name, args))
+            except (OSError, ValueError):
+                self.proc.join(timeout=5)
+                raise self._crashed() from None
+            return self._wait()
+
+    def describe(self) -> Any:
+        return self.setup_result
+
+    def step(self, step: int, lr: float) -> Any:
+        return self._call("step", step, lr)
+
+    def evaluate(self, max_batches: int) -> tuple[float, int]:
+        return self._call("evaluate", max_batches)
+
+    def get_state(self) -> Any:
+        return self._call("get_state")
+
+    def put_state(self, meta: dict[str, Any], tensors: dict[str, Any]) -> int:
+        return self._call("put_state", meta, tensors)
+
+    def adapter_files(self) -> Any:
+        return self._call("adapter_files")
+
+    def close(self) -> None:
+        """Ask the child to finish; kill it if it does not within CLOSE_TIMEOUT_S."""
+        self._mailbox.attach(None)
+        try:
+            self._conn.send(("close", ()))
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout=CLOSE_TIMEOUT_S)
+        if self.proc.is_alive():
+            log.warning("job process %d did not stop; killing it", self.proc.pid)
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        self._conn.close()
+
+
+def _portable(e: BaseException) -> BaseException:
+    """The exception itself when it survives pickling (keeps InvalidRequest etc. and their
+    gRPC status), else a RuntimeError carrying its type and message."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 - any pickling failure
+        return RuntimeError(f"{type(e).__name__}: {e}")
+
+
+def _pump_frames(frames: Connection, mailbox: Mailbox) -> None:
+    while True:
+        try:
+            item = frames.recv()
+        except (EOFError, OSError):
+            return
+        if item[0] == "put":
+            try:
+                mailbox.put(*item[1:])
+            except ValueError as e:
+                log.warning("dropped a collective piece: %s", e)
+        else:
+            mailbox.fail(RuntimeError(item[1]))
+
+
+def _child_main(conn: Connection, frames: Connection, build_args: dict[str, Any]) -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format=f"%(asctime)s job[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )  # fmt: skip
+    from engine.worker.training import TrainingJob
+
+    mailbox = Mailbox(build_args["group_token"])
+    threading.Thread(target=_pump_frames, args=(frames, mailbox), daemon=True).start()
+    try:
+        args = dict(build_args, mailbox=mailbox, job_dir=Path(build_args["job_dir"]))
+        job = TrainingJob.build(**args)
+        conn.send(("ok", job.describe()))
+    except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+        conn.send(("error", _portable(e)))
+        os._exit(0)
+    while True:
+        try:
+            name, args = conn.recv()
+        except (EOFError, OSError):  # the agent is gone
+            break
+        if name == "close":
+            break
+        try:
+            conn.send(("ok", getattr(job, name)(*args)))
+        except BaseException as e:  # noqa: BLE001
+            conn.send(("error", _portable(e)))
+    job.close()
+    logging.shutdown()
+    os._exit(0)  # a thread stuck in a collective must not hold the exit
