@@ -1,0 +1,323 @@
+"""The one main window: sidebar steps, the pages, a status bar with the cluster summary."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QPixmap
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.bridge import EngineBridge
+from app.cluster_model import ClusterModel
+from app.discovery_feed import DiscoveryFeed
+from app.job_model import JobModel
+from app.pages.cluster_page import ClusterPage
+from app.pages.dataset_page import DatasetPage
+from app.pages.model_page import ModelPage
+from app.pages.monitor_page import MonitorPage
+from app.pages.results_page import ResultsPage
+from app.pages.runs_page import RunsPage
+from app.pages.training_page import TrainingPage
+from app.run_controller import RunController
+from app.settings import AppSettings
+from app.tasks import describe_error, run_task
+from app.widgets.banner import Banner
+from engine.config import ConfigError, JobSpec
+from engine.events import StateEvent
+from engine.train.trainer import total_steps_for
+
+log = logging.getLogger(__name__)
+ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "orchard-512.png"
+
+STEPS = ("Cluster", "Dataset", "Model & LoRA", "Training", "Monitor", "Results", "Runs")
+SIDEBAR_STYLE = """
+QWidget#side { background: #f4f6f3; }
+QListWidget#sidebar { background: #f4f6f3; border: none; font-size: 11pt; padding-top: 8px; outline: 0; }
+QListWidget#sidebar::item { padding: 9px 14px; border-radius: 6px; margin: 1px 8px; color: #333; }
+QListWidget#sidebar::item:selected { background: #2e7d32; color: white; }
+QPushButton#primary { background: #2e7d32; color: white; font-weight: 600; padding: 7px 16px;
+                      border-radius: 6px; border: none; }
+QPushButton#primary:disabled { background: #a5d6a7; }
+"""
+
+
+def brand_label() -> QWidget:
+    """The app icon and name at the top of the sidebar."""
+    brand = QWidget()
+    row = QHBoxLayout(brand)
+    row.setContentsMargins(16, 14, 16, 6)
+    icon = QLabel()
+    if ICON.is_file():
+        icon.setPixmap(
+            QPixmap(str(ICON)).scaled(
+                30,
+                30,
+                Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
+        )
+    name = QLabel("Orchard")
+    name.setStyleSheet("font-size: 16pt; font-weight: 700; color:#1b5e20;")
+    row.addWidget(icon)
+    row.addWidget(name, 1)
+    return brand
+
+
+def adapter_files(adapter_dir: str) -> list[str]:
+    folder = Path(adapter_dir)
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def restore_job(settings: AppSettings) -> JobSpec | None:
+    """The job the user had open last time, when it still validates; else the defaults."""
+    text = settings.value("job/last")
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return JobSpec.from_toml(text, source="last session")
+    except ConfigError as e:
+        log.info("not restoring the last job: %s", e)
+        return None
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: AppSettings | None = None, discover: bool = True):
+        super().__init__()
+        self.setWindowTitle("Orchard")
+        self.settings = settings or AppSettings()
+        self.job = JobModel(restore_job(self.settings), parent=self)
+        self.bridge = EngineBridge(self)
+        self.cluster = ClusterModel(self)
+        self.runner = RunController(self.bridge, self)
+
+        self.cluster_page = ClusterPage(self.job, self.cluster)
+        self.dataset_page = DatasetPage(self.job, self.settings)
+        self.model_page = ModelPage(self.job, self.cluster, self.settings)
+        self.training_page = TrainingPage(self.job)
+        self.monitor_page = MonitorPage()
+        self.results_page = ResultsPage()
+        self.runs_page = RunsPage(self.job)
+        self.pages = [
+            self.cluster_page,
+            self.dataset_page,
+            self.model_page,
+            self.training_page,
+            self.monitor_page,
+            self.results_page,
+            self.runs_page,
+        ]
+
+        self.sidebar = QListWidget()
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setFixedWidth(190)
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        for i, name in enumerate(STEPS):
+            label = f"{i + 1}  {name}" if i < 6 else f"    {name}"
+            self.sidebar.addItem(QListWidgetItem(label))
+        self.stack = QStackedWidget()
+        for page in self.pages:
+            self.stack.addWidget(page)
+        self.sidebar.currentRowChanged.connect(self._show_page)
+        self.start_button = QPushButton("Start training")
+        self.start_button.setObjectName("primary")
+        self.start_button.setToolTip("Run the job as configured (Ctrl+R)")
+        self.start_button.clicked.connect(self.start_run)
+
+        side = QWidget()
+        side.setObjectName("side")
+        side.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 12)
+        side_layout.addWidget(brand_label())
+        side_layout.addWidget(self.sidebar, 1)
+        side_layout.addWidget(self.start_button, 0, Qt.AlignmentFlag.AlignHCenter)
+
+        self.banner = Banner()
+        content = QWidget()
+        content_layout = QVBoxLayout(content)
+        content_layout.setContentsMargins(8, 8, 8, 0)
+        content_layout.addWidget(self.banner)
+        content_layout.addWidget(self.stack, 1)
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(side)
+        layout.addWidget(content, 1)
+        self.setCentralWidget(central)
+        self.setStyleSheet(SIDEBAR_STYLE)
+        self.cluster_label = QLabel()
+        self.run_label = QLabel("Ready")
+        self.statusBar().addWidget(self.cluster_label, 1)
+        self.statusBar().addPermanentWidget(self.run_label)
+        self.setAcceptDrops(True)
+        self._menus()
+        self._wire()
+        self.resize(1200, 820)
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        self.sidebar.setCurrentRow(0)
+        self._update_summary()
+        # Import the runtime (MLX, gRPC) now, off the GUI thread, so pressing Start later does
+        # not make the window wait on the import lock.
+        run_task(importlib.import_module, "engine.runtime")
+        self.discovery = DiscoveryFeed(self.bridge.sink, self) if discover else None
+        if self.discovery is not None:
+            self.discovery.failed.connect(lambda m: self.show_message(m, "warning"))
+            self.discovery.start()
+
+    # wiring -----------------------------------------------------------------------------------
+    def _menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        for text, key, slot in (
+            ("Open dataset…", QKeySequence.StandardKey.Open, self.dataset_page.ask_file),
+            ("Open job…", None, self.training_page._ask_open),
+            ("Save job…", QKeySequence.StandardKey.Save, self.training_page._ask_save),
+        ):
+            action = QAction(text, self)
+            if key is not None:
+                action.setShortcut(key)
+            action.triggered.connect(slot)
+            file_menu.addAction(action)
+        run_menu = self.menuBar().addMenu("&Run")
+        start = QAction("Start training", self, shortcut="Ctrl+R", triggered=self.start_run)
+        stop = QAction("Stop", self, shortcut="Ctrl+.", triggered=self.runner.stop)
+        run_menu.addActions([start, stop])
+
+    def _wire(self) -> None:
+        for page in self.pages:
+            signal = getattr(page, "message", None)
+            if signal is not None:
+                signal.connect(self.show_message)
+        self.bridge.peer.connect(self.cluster.on_peer_event)
+        self.bridge.metric.connect(self.monitor_page.on_metric)
+        self.bridge.progress.connect(self.monitor_page.on_progress)
+        self.bridge.progress.connect(
+            lambda e: self.run_label.setText(f"Step {e.step}/{e.total_steps}")
+        )
+        self.bridge.state.connect(self.monitor_page.on_state)
+        self.bridge.state.connect(self._on_state)
+        self.bridge.log.connect(self.monitor_page.append_log)
+        self.monitor_page.start_requested.connect(self.start_run)
+        self.monitor_page.stop_requested.connect(self.stop_run)
+        self.runner.ended.connect(self._on_run_ended)
+        self.runs_page.open_adapter.connect(self.open_adapter)
+        self.cluster_page.add_requested.connect(self.add_worker)
+        self.cluster_page.remove_requested.connect(self.remove_worker)
+        self.dataset_page.stats_ready.connect(self.training_page.set_dataset_size)
+        self.cluster.changed.connect(self._update_summary)
+        self.job.changed.connect(lambda s, n: self._update_summary() if s == "dist" else None)
+        self.job.reset.connect(self._update_summary)
+
+    def add_worker(self, host: str, port: int) -> None:
+        if self.discovery is None or not self.discovery.add_manual(host, port):
+            self.cluster.add_manual(f"{host}:{port}")
+
+    def remove_worker(self, worker_id: str) -> None:
+        worker = self.cluster.workers.get(worker_id)
+        if worker is None:
+            return
+        host, _, port = worker.address.rpartition(":")
+        if self.discovery is None or not self.discovery.remove_manual(host, int(port)):
+            self.cluster.remove(worker_id)
+
+    def _show_page(self, row: int) -> None:
+        self.stack.setCurrentIndex(row)
+        if self.pages[row] is self.runs_page:
+            self.runs_page.refresh()
+
+    def go_to(self, page: QWidget) -> None:
+        self.sidebar.setCurrentRow(self.pages.index(page))
+
+    def show_message(self, text: str, level: str = "error") -> None:
+        self.banner.show_message(text, level)
+        if level == "error":
+            log.warning("shown to the user: %s", text)
+
+    def _update_summary(self) -> None:
+        self.cluster_label.setText(self.cluster.summary(self.job.spec.dist.workers))
+
+    # drag and drop: a dataset file or folder anywhere on the window -------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if not paths:
+            return
+        event.acceptProposedAction()
+        if len(paths) > 1:
+            self.show_message(
+                "Drop one file or one folder (a folder may hold train/valid/test files).", "warning"
+            )
+        self.go_to(self.dataset_page)
+        self.dataset_page.open_path(paths[0])
+
+    # runs -------------------------------------------------------------------------------------------
+    def start_run(self) -> None:
+        if self.runner.running:
+            self.show_message("A run is already going. Stop it before starting another.", "warning")
+            return
+        try:
+            job = self.job.snapshot()
+        except ConfigError as e:
+            self.show_message(
+                "The job has settings to fix before it can start:\n" + describe_error(e)
+            )
+            return
+        self.banner.hide()
+        n_train = self.dataset_page.train_count
+        self.monitor_page.reset(total_steps_for(job, n_train) if n_train else job.run.steps)
+        self.start_button.setEnabled(False)
+        self.run_label.setText("Starting…")
+        self.go_to(self.monitor_page)
+        self.runner.start(job)
+
+    def stop_run(self) -> None:
+        self.runner.stop()
+        self.run_label.setText("Stopping at the next step…")
+
+    def _on_state(self, e: StateEvent) -> None:
+        self.run_label.setText(e.state.capitalize())
+        if e.state == "failed" and e.message:
+            self.show_message(f"The run failed: {e.message}")
+        adapter = e.detail.get("adapter_dir") if e.state in ("finished", "stopped") else None
+        if adapter and self.runner.job is not None:
+            self.open_adapter(str(adapter), self.runner.job.model.path)
+
+    def _on_run_ended(self, error: str) -> None:
+        self.start_button.setEnabled(True)
+        self.monitor_page.set_running(False)
+
+    def open_adapter(self, adapter_dir: str, model: str) -> None:
+        run_task(
+            adapter_files,
+            adapter_dir,
+            owner=self,
+            on_done=lambda files: self.results_page.show_adapter(adapter_dir, model, files),
+            on_error=self.show_message,
+        )
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.settings.set_value("window/geometry", self.saveGeometry())
+        self.settings.set_value("job/last", self.job.spec.to_toml())
+        self.settings.sync()
+        if self.discovery is not None:
+            self.discovery.stop()
+        self.runner.stop()
+        super().closeEvent(event)

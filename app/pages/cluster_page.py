@@ -1,0 +1,227 @@
+"""Cluster: the Macs that will train, found by Bonjour or added by address."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+)
+
+from app.cluster_model import ClusterModel, Worker
+from app.job_model import JobModel
+from app.pairing import pair
+from app.tasks import run_task
+from app.widgets.page import Page, group, hint
+
+COLUMNS = ("Use", "Name", "Address", "Chip", "Memory", "State", "Paired")
+STATE_COLORS = {"idle": "#2e7d32", "busy": "#ef6c00", "offline": "#9e9e9e", "unknown": "#616161"}
+NO_PROBE = "Probing needs a worker-info call in engine/rpc, which this build does not have yet."
+PAIR_HELP = "Pair with the selected Mac using the code its `orchard worker` shows"
+
+
+def format_bytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n else "–"
+
+
+class ClusterPage(Page):
+    title = "Cluster"
+    subtitle = (
+        "The machines that train together. This machine is always in; Macs running "
+        "`orchard worker` on your network appear by themselves."
+    )
+
+    message = Signal(str, str)
+    add_requested = Signal(str, int)  # host, port
+    remove_requested = Signal(str)  # worker id
+
+    def __init__(self, job: JobModel, cluster: ClusterModel):
+        super().__init__()
+        self.job, self.cluster = job, cluster
+        self._pairing = False
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.setMinimumHeight(220)
+        self.table.itemChanged.connect(self._use_toggled)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.body.addWidget(self.table, 1)
+
+        buttons = QHBoxLayout()
+        self.pair_button = QPushButton("Pair…")
+        self.probe_button = QPushButton("Probe")
+        self.remove_button = QPushButton("Remove")
+        self.pair_button.clicked.connect(self._pair)
+        self.probe_button.clicked.connect(self._probe)
+        self.remove_button.clicked.connect(self._remove)
+        for b in (self.pair_button, self.probe_button, self.remove_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        self.body.addLayout(buttons)
+
+        box, form = group("Add a worker by address")
+        add_row = QHBoxLayout()
+        self.address = QLineEdit()
+        self.address.setPlaceholderText(
+            "host:port, e.g. 192.168.1.20:50051 (when Bonjour is blocked)"
+        )
+        self.address.returnPressed.connect(self._add)
+        add = QPushButton("Add")
+        add.clicked.connect(self._add)
+        add_row.addWidget(self.address, 1)
+        add_row.addWidget(add)
+        form.addRow(add_row)
+        self.hint = hint()
+        form.addRow(self.hint)
+        self.body.addWidget(box)
+
+        cluster.changed.connect(self.refresh)
+        job.changed.connect(lambda s, n: self.refresh() if s == "dist" else None)
+        job.reset.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        rows = self.cluster.rows()
+        hosts = set(self.job.spec.dist.hosts)
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(rows))
+        for r, w in enumerate(rows):
+            use = QTableWidgetItem()
+            use.setData(Qt.ItemDataRole.UserRole, w.id)
+            if w.local:
+                use.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                use.setCheckState(Qt.CheckState.Checked if not hosts else Qt.CheckState.Unchecked)
+                use.setToolTip(
+                    "This machine runs the local worker processes when no remote Mac is used"
+                )
+            else:
+                use.setFlags(
+                    Qt.ItemFlag.ItemIsEnabled
+                    | Qt.ItemFlag.ItemIsUserCheckable
+                    | Qt.ItemFlag.ItemIsSelectable
+                )
+                use.setCheckState(
+                    Qt.CheckState.Checked if w.address in hosts else Qt.CheckState.Unchecked
+                )
+            self.table.setItem(r, 0, use)
+            local_note = f" · {self.job.spec.dist.workers} processes" if w.local else ""
+            values = (
+                w.name,
+                w.address + local_note,
+                w.chip or "–",
+                format_bytes(w.memory_bytes),
+                w.state,
+                "yes" if w.paired else "no",
+            )
+            for c, text in enumerate(values, start=1):
+                item = QTableWidgetItem(text)
+                item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+                if c == 5:
+                    item.setForeground(QColor(STATE_COLORS.get(w.state, "#616161")))
+                self.table.setItem(r, c, item)
+        self.table.blockSignals(False)
+        remote = self.cluster.remote()
+        self.hint.setText(
+            "No other Macs found yet. Start `orchard worker` on a Mac on this network, or add it by address."
+            if not remote
+            else f"{len(remote)} other Mac(s) known. Tick “Use” to train on them."
+        )
+        self._update_buttons()
+
+    def selected(self) -> Worker | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        worker_id = self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        return self.cluster.workers.get(worker_id)
+
+    def _update_buttons(self) -> None:
+        w = self.selected()
+        remote = w is not None and not w.local
+        self.remove_button.setEnabled(remote and w.source == "manual")
+        self.pair_button.setEnabled(remote and not w.paired and not self._pairing)
+        self.pair_button.setToolTip(PAIR_HELP if remote else "Select another Mac to pair with it")
+        # No engine API for probing yet: disabled, with the reason as the tooltip.
+        self.probe_button.setEnabled(False)
+        self.probe_button.setToolTip(NO_PROBE)
+
+    def _use_toggled(self, item: QTableWidgetItem) -> None:
+        if item.column() != 0:
+            return
+        worker = self.cluster.workers.get(item.data(Qt.ItemDataRole.UserRole))
+        if worker is None or worker.local:
+            return
+        hosts = [h for h in self.job.spec.dist.hosts if h != worker.address]
+        if item.checkState() == Qt.CheckState.Checked:
+            hosts.append(worker.address)
+        self.job.set("dist", "hosts", hosts)
+
+    def _add(self) -> None:
+        address = self.address.text().strip()
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.message.emit(
+                f"{address or 'address'}: expected host:port, e.g. 192.168.1.20:50051", "warning"
+            )
+            return
+        self.add_requested.emit(host.strip("[]"), int(port))
+        self.address.clear()
+
+    def _remove(self) -> None:
+        w = self.selected()
+        if w is not None:
+            self.job.set("dist", "hosts", [h for h in self.job.spec.dist.hosts if h != w.address])
+            self.remove_requested.emit(w.id)
+
+    def _pair(self) -> None:
+        w = self.selected()
+        if w is None or w.local:
+            return
+        code, ok = QInputDialog.getText(
+            self, "Pair with a worker", f"Pairing code shown by the worker on {w.name}:"
+        )
+        if ok and code.strip():
+            self.pair_with(w, code.strip())
+
+    def pair_with(self, w: Worker, code: str) -> None:
+        """Pair on a pool thread (network + key exchange); the result comes back as a message."""
+        self._pairing = True
+        self._update_buttons()
+        self.message.emit(f"Pairing with {w.name}…", "info")
+        run_task(
+            pair,
+            w.address,
+            code,
+            str(w.raw.get("fingerprint", "")),
+            owner=self,
+            on_done=lambda peer: self._paired(w, peer),
+            on_error=self._pair_failed,
+        )
+
+    def _paired(self, w: Worker, peer: object) -> None:
+        self._pairing = False
+        w.paired = True
+        self.refresh()
+        self.message.emit(f"Paired with {w.name}.", "info")
+
+    def _pair_failed(self, message: str) -> None:
+        self._pairing = False
+        self._update_buttons()
+        self.message.emit(f"Pairing failed: {message}", "error")
+
+    def _probe(self) -> None:  # kept for when engine/rpc grows a worker-info call
+        self.message.emit(NO_PROBE, "info")

@@ -1,0 +1,214 @@
+"""Training: optimizer, schedule, batch, precision, sync mode; open/save the job as TOML."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QFileDialog,
+    QHBoxLayout,
+    QPushButton,
+    QRadioButton,
+    QWidget,
+)
+
+from app.job_model import JobModel
+from app.tasks import run_task
+from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
+from app.widgets.page import Page, group, hint
+from engine.config import JobSpec
+from engine.optim.schedule import make_schedule
+from engine.train.trainer import total_steps_for
+
+SYNC_EXPLAINED = {
+    "all-reduce": "Every worker gets the summed gradient and runs its own AdamW. Simple and robust.",
+    "reduce-scatter": "ZeRO-1: each worker owns a shard of the optimizer state, then an all-gather "
+    "shares the new weights. Less memory per worker.",
+    "parameter-server": "One process keeps the master weights and optimizer; workers push "
+    "gradients and pull weights. Good for uneven machines.",
+    "ring": "Bandwidth-optimal ring: each worker only talks to its neighbours. Best for many workers.",
+    "mlx": "MLX's own mx.distributed backend (ring or JACCL over Thunderbolt) where available.",
+}
+PREVIEW_POINTS = 200
+
+
+class TrainingPage(Page):
+    title = "Training"
+    subtitle = "How the model learns: learning rate and schedule, batch, precision, and how workers combine gradients."
+
+    job_loaded = Signal(str)  # path of an opened job file
+    job_saved = Signal(str)
+    message = Signal(str, str)  # text, level
+
+    def __init__(self, job: JobModel):
+        super().__init__()
+        self.job = job
+        self.train_records = 0  # from the Dataset page, to turn epochs into steps
+
+        files = QHBoxLayout()
+        self.open_button = QPushButton("Open job…")
+        self.save_button = QPushButton("Save job…")
+        self.open_button.setToolTip(
+            "Load every setting from a job TOML file (orchard train job.toml)"
+        )
+        self.save_button.setToolTip("Write every setting to a job TOML file for `orchard train`")
+        self.open_button.clicked.connect(self._ask_open)
+        self.save_button.clicked.connect(self._ask_save)
+        files.addWidget(self.open_button)
+        files.addWidget(self.save_button)
+        files.addStretch(1)
+        self.body.addLayout(files)
+
+        box, form = group("Optimizer")
+        self.lr = NumberControl(
+            job, "optim", "learning_rate", slider_range=(1e-6, 1e-1), log_scale=True
+        )
+        form.addRow("Learning rate", self.lr)
+        self.schedule = ChoiceControl(job, "optim", "schedule")
+        form.addRow("Schedule", self.schedule)
+        form.addRow(
+            "Warmup steps", NumberControl(job, "optim", "warmup_steps", slider_range=(0, 1000))
+        )
+        form.addRow("Final LR share", NumberControl(job, "optim", "min_lr_ratio", decimals=2))
+        self.plot = pg.PlotWidget()
+        self.plot.setFixedHeight(130)
+        self.plot.setLabel("bottom", "step")
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.setMouseEnabled(False, False)
+        self.curve = self.plot.plot([], [], pen=pg.mkPen("#2e7d32", width=2))
+        form.addRow("Preview", self.plot)
+        form.addRow(
+            "Weight decay",
+            NumberControl(job, "optim", "weight_decay", slider_range=(0, 0.5), decimals=4),
+        )
+        form.addRow(
+            "Beta 1", NumberControl(job, "optim", "beta1", slider_range=(0.5, 0.999), decimals=4)
+        )
+        form.addRow(
+            "Beta 2", NumberControl(job, "optim", "beta2", slider_range=(0.9, 0.9999), decimals=5)
+        )
+        form.addRow(
+            "Gradient clip",
+            NumberControl(job, "optim", "grad_clip", slider_range=(0, 10), decimals=2),
+        )
+        form.addRow("", BoolControl(job, "optim", "decay_norms_and_biases"))
+        self.body.addWidget(box)
+
+        box, form = group("Batch and length")
+        form.addRow("Batch size", NumberControl(job, "run", "batch_size", slider_range=(1, 128)))
+        form.addRow(
+            "Grad accumulation", NumberControl(job, "run", "grad_accum", slider_range=(1, 64))
+        )
+        length = QWidget()
+        row = QHBoxLayout(length)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.by_steps = QRadioButton("Steps")
+        self.by_epochs = QRadioButton("Epochs")
+        self._length_mode = QButtonGroup(self)
+        self._length_mode.addButton(self.by_steps)
+        self._length_mode.addButton(self.by_epochs)
+        self.steps = NumberControl(job, "run", "steps", slider=False)
+        self.epochs = NumberControl(job, "run", "epochs", slider=False, decimals=2)
+        for w in (self.by_steps, self.steps, self.by_epochs, self.epochs):
+            row.addWidget(w)
+        row.addStretch(1)
+        self.by_epochs.toggled.connect(self._set_length_mode)
+        form.addRow("Train for", length)
+        form.addRow("Precision", ChoiceControl(job, "run", "precision"))
+        form.addRow("Validate every", NumberControl(job, "run", "val_every", slider=False))
+        form.addRow("Checkpoint every", NumberControl(job, "run", "checkpoint_every", slider=False))
+        form.addRow("Seed", NumberControl(job, "run", "seed", slider=False))
+        self.body.addWidget(box)
+
+        box, form = group("Distributed")
+        self.mode = ChoiceControl(job, "dist", "mode")
+        self.mode_hint = hint()
+        form.addRow("Sync mode", self.mode)
+        form.addRow("", self.mode_hint)
+        form.addRow("Wire compression", ChoiceControl(job, "dist", "compression"))
+        form.addRow("Local workers", NumberControl(job, "dist", "workers", slider_range=(1, 8)))
+        form.addRow(
+            "Bucket (MiB)", NumberControl(job, "dist", "bucket_mb", slider=False, decimals=2)
+        )
+        self.body.addWidget(box)
+        self.body.addStretch(1)
+
+        job.changed.connect(self._on_change)
+        job.reset.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        by_epochs = self.job.spec.run.epochs > 0
+        self.by_epochs.setChecked(by_epochs)
+        self.by_steps.setChecked(not by_epochs)
+        self.steps.setEnabled(not by_epochs)
+        self.epochs.setEnabled(by_epochs)
+        self.mode_hint.setText(SYNC_EXPLAINED.get(self.job.spec.dist.mode, ""))
+        self._draw_schedule()
+
+    def _on_change(self, section: str, name: str) -> None:
+        if section in ("optim", "run", "dist"):
+            self.refresh()
+
+    def _set_length_mode(self, by_epochs: bool) -> None:
+        if by_epochs and self.job.spec.run.epochs == 0:
+            self.job.set("run", "epochs", 1.0)
+        elif not by_epochs:
+            self.job.set("run", "epochs", 0.0)
+        self.refresh()
+
+    def set_dataset_size(self, train_records: int) -> None:
+        self.train_records = train_records
+        self._draw_schedule()
+
+    def _draw_schedule(self) -> None:
+        spec = self.job.spec
+        total = total_steps_for(spec, self.train_records) if self.train_records else spec.run.steps
+        try:
+            lr_at = make_schedule(self.job.spec.optim, total)
+            xs = np.unique(np.linspace(0, total - 1, min(total, PREVIEW_POINTS)).astype(int))
+            self.curve.setData(xs, [lr_at(int(s)) for s in xs])
+        except ValueError as e:
+            self.message.emit(str(e), "warning")
+
+    # TOML in and out, on a worker thread (disk) -------------------------------------------
+    def _ask_open(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open job", "", "Job files (*.toml)")
+        if path:
+            self.open_job(path)
+
+    def _ask_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save job", "job.toml", "Job files (*.toml)")
+        if path:
+            self.save_job(path)
+
+    def open_job(self, path: str) -> None:
+        def loaded(spec: JobSpec) -> None:
+            self.job.replace(spec)
+            self.job_loaded.emit(path)
+            self.message.emit(f"Opened {path}", "info")
+
+        run_task(
+            JobSpec.load,
+            path,
+            owner=self,
+            on_done=loaded,
+            on_error=lambda m: self.message.emit(m, "error"),
+        )
+
+    def save_job(self, path: str) -> None:
+        spec = copy.deepcopy(self.job.spec)  # a copy: later edits don't race the write
+        run_task(
+            spec.save,
+            path,
+            owner=self,
+            on_done=lambda _: (
+                self.job_saved.emit(path),
+                self.message.emit(f"Saved {path}", "info"),
+            ),
+            on_error=lambda m: self.message.emit(m, "error"),
+        )

@@ -1,0 +1,35 @@
+"""What the app remembers between launches (QSettings, organization "Orchard")."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings
+
+ORGANIZATION = "Orchard"
+APPLICATION = "Orchard"
+RECENT_LIMIT = 10
+
+
+class AppSettings:
+    """Recent items, window geometry and the last job, over one QSettings store."""
+
+    def __init__(self, store: QSettings | None = None):
+        self.store = store or QSettings(ORGANIZATION, APPLICATION)
+
+    def recent(self, kind: str) -> list[str]:
+        value = self.store.value(f"recent/{kind}", [])
+        if isinstance(value, str):  # QSettings hands back a bare string for one-item lists
+            value = [value]
+        return [str(v) for v in value or []]
+
+    def add_recent(self, kind: str, item: str) -> None:
+        items = [item] + [i for i in self.recent(kind) if i != item]
+        self.store.setValue(f"recent/{kind}", items[:RECENT_LIMIT])
+
+    def value(self, key: str, fallback: object = None) -> object:
+        return self.store.value(key, fallback)
+
+    def set_value(self, key: str, value: object) -> None:
+        self.store.setValue(key, value)
+
+    def sync(self) -> None:
+        self.store.sync()

@@ -1,0 +1,1 @@
+"""Reusable widgets: controls bound to JobSpec fields, streaming charts, banners."""

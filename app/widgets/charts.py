@@ -1,0 +1,179 @@
+"""Live pyqtgraph charts that stay smooth with 100k points.
+
+Points go into growable numpy buffers (amortised O(1) append); a timer pushes dirty curves
+to pyqtgraph a few times a second, with peak downsampling and clip-to-view, so the cost of
+a redraw depends on the pixels on screen, not on the length of the run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QTimer, Signal
+
+REDRAW_MS = 100
+FAST_DRAW_POINTS = 2000  # above this, thin non-antialiased lines: raster drawPath cost explodes
+PALETTE = ["#2e7d32", "#c62828", "#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#5d4037"]
+
+pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+
+
+class SeriesBuffer:
+    """x/y float64 arrays that double when full."""
+
+    def __init__(self, capacity: int = 1024):
+        self.x = np.empty(capacity)
+        self.y = np.empty(capacity)
+        self.n = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self.n == len(self.x):
+            self.x = np.resize(self.x, 2 * self.n)
+            self.y = np.resize(self.y, 2 * self.n)
+        self.x[self.n] = x
+        self.y[self.n] = y
+        self.n += 1
+
+    def extend(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        for x, y in zip(xs, ys, strict=True):
+            self.append(float(x), float(y))
+
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[: self.n], self.y[: self.n]
+
+    def clear(self) -> None:
+        self.n = 0
+
+
+class LiveChart(pg.PlotWidget):
+    """A titled plot whose named series are appended to and redrawn on a shared timer."""
+
+    def __init__(
+        self,
+        title: str,
+        y_label: str = "",
+        x_label: str = "step",
+        log_y: bool = False,
+        legend: bool = True,
+    ):
+        super().__init__()
+        self.setTitle(title, size="10pt")
+        self.setLabel("bottom", x_label)
+        if y_label:
+            self.setLabel("left", y_label)
+        self.showGrid(x=True, y=True, alpha=0.2)
+        self.setLogMode(y=log_y)
+        self.setMinimumHeight(160)
+        if legend:  # one-series charts say it in the title
+            self.legend = self.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 200))
+        self.series: dict[str, tuple[SeriesBuffer, pg.PlotDataItem]] = {}
+        self.colors: dict[str, str] = {}
+        self.fast: set[str] = set()  # series drawn thin and aliased (long runs)
+        self.dirty: set[str] = set()
+        self.last_append: dict[str, float] = {}  # monotonic time of the newest undrawn point
+
+    def add_series(self, name: str, color: str | None = None, symbol: str | None = None) -> None:
+        if name in self.series:
+            return
+        color = color or PALETTE[len(self.series) % len(PALETTE)]
+        item = self.plot(
+            [],
+            [],
+            name=name,
+            pen=pg.mkPen(color, width=2),
+            skipFiniteCheck=True,
+            symbol=symbol,
+            symbolSize=6,
+            symbolBrush=color,
+            symbolPen=None,
+        )
+        item.setDownsampling(auto=True, method="peak")
+        item.setClipToView(True)
+        self.series[name] = (SeriesBuffer(), item)
+        self.colors[name] = color
+
+    def append(self, name: str, x: float, y: float) -> None:
+        if name not in self.series:
+            self.add_series(name)
+        self.series[name][0].append(x, y)
+        self.dirty.add(name)
+        self.last_append.setdefault(name, time.monotonic())
+
+    def point_count(self, name: str) -> int:
+        return self.series[name][0].n if name in self.series else 0
+
+    def clear_all(self) -> None:
+        for name, (buffer, item) in self.series.items():
+            buffer.clear()
+            if name in self.fast:
+                item.setPen(pg.mkPen(self.colors[name], width=2))
+                item.setData([], [], antialias=True)
+            else:
+                item.setData([], [])
+        self.fast.clear()
+        self.dirty.clear()
+
+    def redraw(self) -> list[float]:
+        """Push dirty series to pyqtgraph; returns how long each waited since its first new point."""
+        waits = []
+        now = time.monotonic()
+        for name in self.dirty:
+            buffer, item = self.series[name]
+            if buffer.n > FAST_DRAW_POINTS and name not in self.fast:
+                self.fast.add(name)  # once: style changes make pyqtgraph rebuild the item
+                item.setPen(pg.mkPen(self.colors[name], width=1))
+                item.setSymbol(None)
+                item.setData(*buffer.view(), antialias=False)
+            else:
+                item.setData(*buffer.view())
+            waits.append(now - self.last_append.pop(name, now))
+        self.dirty.clear()
+        return waits
+
+
+class ChartClock(QObject):
+    """Redraws a group of charts one at a time, oldest waiting first, and paints each at once.
+
+    One chart per tick keeps each GUI slice short; the tick interval stretches when painting
+    gets expensive (huge runs, slow machines) so charts never take more than about a fifth
+    of the GUI thread. ``drawn`` reports point-to-screen delays (used by the bench).
+    """
+
+    drawn = Signal(float)  # longest wait, in seconds, of a point drawn in this tick
+
+    def __init__(
+        self, charts: list[LiveChart], interval_ms: int = REDRAW_MS, parent: QObject | None = None
+    ):
+        super().__init__(parent)
+        self.charts = charts
+        self.base_ms = max(1, interval_ms // max(1, len(charts)))
+        self.timer = QTimer(self)
+        self.timer.setInterval(self.base_ms)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+
+    def tick(self) -> None:
+        """Draw the chart whose oldest undrawn point has waited longest."""
+        dirty = [c for c in self.charts if c.dirty]
+        if dirty:
+            self._draw(
+                min(dirty, key=lambda c: min(c.last_append.values(), default=time.monotonic()))
+            )
+
+    def _draw(self, chart: LiveChart) -> None:
+        start = time.perf_counter()
+        waits = chart.redraw()
+        if chart.isVisible():
+            chart.viewport().repaint()  # paint now, so the cost is measured and the point is on screen
+        cost_ms = (time.perf_counter() - start) * 1000
+        self.timer.setInterval(max(self.base_ms, int(4 * cost_ms)))
+        if waits:
+            self.drawn.emit(max(waits))
+
+    def flush(self) -> None:
+        """Draw every dirty chart now (tests, screenshots)."""
+        for chart in self.charts:
+            if chart.dirty:
+                self._draw(chart)

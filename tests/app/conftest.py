@@ -1,0 +1,40 @@
+"""Qt runs offscreen; every window gets its own settings file and output folder."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_DATASET = ROOT / "resources" / "datasets" / "orchard_robot.jsonl"
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    from app.settings import AppSettings
+
+    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def window(qtbot, settings, tmp_path: Path):
+    """The real main window, without Bonjour (tests must not depend on the network)."""
+    from app.main_window import MainWindow
+
+    w = MainWindow(settings, discover=False)
+    w.job.set("run", "out_dir", str(tmp_path / "runs"))
+    qtbot.addWidget(w)
+    w.show()
+    # The first dataset/model reads run in the background; let them land before a test acts.
+    qtbot.waitUntil(
+        lambda: w.model_page.info is not None and w.dataset_page.view is not None, timeout=30_000
+    )
+    yield w
+    w.runner.stop()
+    w.runner.join(30)

@@ -1,0 +1,68 @@
+"""A real demo run started from the window: 2 local workers, live charts, the adapter in Results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_demo_run_from_the_window(window, qtbot, tmp_path: Path) -> None:
+    window.job.set("run", "steps", 4)
+    window.job.set("run", "val_every", 2)
+    window.job.set("dist", "workers", 2)
+    monitor = window.monitor_page
+    window.start_button.click()
+    assert window.stack.currentWidget() is monitor
+    assert not window.start_button.isEnabled() and monitor.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: monitor.state in ("finished", "failed", "stopped"), timeout=540_000)
+    assert monitor.state == "finished", monitor.log_view.toPlainText()
+    qtbot.waitUntil(lambda: monitor.loss.point_count("train") == 4, timeout=5_000)
+    assert monitor.loss.point_count("validation") == 2
+    assert monitor.lr.point_count("lr") == 4
+    assert monitor.speed.point_count("tokens/s") == 4
+    assert {"w0 compute", "w1 compute", "w0 comm", "w1 comm"} <= set(monitor.workers.series)
+    # the redraw timer pushed the buffers to the plot items
+    qtbot.waitUntil(lambda: len(monitor.loss.series["train"][1].getData()[0]) == 4, timeout=5_000)
+    assert monitor.progress.value() == monitor.progress.maximum() == 4
+
+    results = window.results_page
+    qtbot.waitUntil(lambda: bool(results.adapter_dir), timeout=10_000)
+    adapter = Path(results.adapter_dir)
+    assert adapter.parent.parent == tmp_path / "runs"
+    assert (adapter / "adapters.safetensors").is_file()
+    assert results.files_label.text() == "adapters.safetensors · adapter_config.json"
+    assert results.reveal.isEnabled() and results.generate_button.isEnabled()
+    # Start comes back once the workers have shut down (just after "finished").
+    qtbot.waitUntil(window.start_button.isEnabled, timeout=60_000)
+    assert not monitor.stop_button.isEnabled()
+
+    # Runs lists it, with its curve reloaded from metrics.jsonl.
+    window.go_to(window.runs_page)
+    qtbot.waitUntil(lambda: window.runs_page.chart.point_count("train") == 4, timeout=20_000)
+    assert window.runs_page.runs[0].has_adapter
+
+    # Base and adapter answer side by side, generated in child processes.
+    results.prompt.setPlainText("Where does Pip live?")
+    results.max_tokens.setValue(8)
+    results.generate()
+    assert not results.generate_button.isEnabled()
+    qtbot.waitUntil(lambda: results.generate_button.isEnabled(), timeout=120_000)
+    base, tuned = results.base_out.toPlainText(), results.adapter_out.toPlainText()
+    assert base and tuned and "failed" not in base + tuned
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_stop_ends_the_run_with_a_checkpoint(window, qtbot) -> None:
+    window.job.set("run", "steps", 500)
+    window.job.set("dist", "workers", 1)
+    monitor = window.monitor_page
+    window.start_run()
+    qtbot.waitUntil(lambda: monitor.loss.point_count("train") >= 1, timeout=300_000)
+    monitor.stop_button.click()
+    qtbot.waitUntil(lambda: monitor.state in ("stopped", "finished", "failed"), timeout=300_000)
+    assert monitor.state == "stopped"
+    assert monitor.loss.point_count("train") < 500
