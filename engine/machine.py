@@ -10,6 +10,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import subprocess
 
 log = logging.getLogger(__name__)
@@ -55,3 +56,42 @@ def memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
+
+
+def _meminfo_available() -> int:
+    """Linux: MemAvailable from /proc/meminfo (what can be allocated without swapping)."""
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # the file says kB and means KiB
+    return 0
+
+
+def parse_vm_stat(text: str) -> int:
+    """macOS: free + inactive + speculative pages from ``vm_stat`` output (the pages the OS
+    hands out without compressing or swapping), times the page size it reports."""
+    lines = text.splitlines()
+    size = re.search(r"page size of (\d+) bytes", lines[0]) if lines else None
+    page = int(size.group(1)) if size else 4096
+    pages = 0
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if key.strip() in ("Pages free", "Pages inactive", "Pages speculative"):
+            pages += int(value.strip().rstrip("."))
+    return pages * page
+
+
+def _vm_stat_available() -> int:
+    out = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=2)
+    return parse_vm_stat(out.stdout) if out.returncode == 0 else 0
+
+
+def free_memory_bytes() -> int:
+    """Memory available to a new job right now, in bytes (0 when the system will not say)."""
+    try:
+        free = _vm_stat_available() if platform.system() == "Darwin" else _meminfo_available()
+    except (OSError, ValueError, AttributeError, subprocess.SubprocessError) as e:
+        log.debug("free memory unknown: %s", e)
+        return 0
+    total = memory_bytes()
+    return min(free, total) if total else free

@@ -17,13 +17,15 @@ from PySide6.QtWidgets import (
 
 from app.cluster_model import ClusterModel, Worker
 from app.job_model import JobModel
+from app.local_probe import describe_probe, probe_this_machine
 from app.pairing import pair
 from app.tasks import run_task
 from app.widgets.page import Page, group, hint
 
 COLUMNS = ("Use", "Name", "Address", "Chip", "Memory", "State", "Paired")
 STATE_COLORS = {"idle": "#2e7d32", "busy": "#ef6c00", "offline": "#9e9e9e", "unknown": "#616161"}
-NO_PROBE = "Probing needs a worker-info call in engine/rpc, which this build does not have yet."
+NO_PROBE = "Probing another Mac is not wired yet (it needs the paired channel); select this machine"
+PROBE_HELP = "Measure this machine: free memory and matmul speed (takes a few seconds)"
 PAIR_HELP = "Pair with the selected Mac using the code its `orchard worker` shows"
 
 
@@ -46,6 +48,7 @@ class ClusterPage(Page):
         super().__init__()
         self.job, self.cluster = job, cluster
         self._pairing = False
+        self._probing = False
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -103,7 +106,7 @@ class ClusterPage(Page):
             use = QTableWidgetItem()
             use.setData(Qt.ItemDataRole.UserRole, w.id)
             if w.local:
-                use.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                use.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
                 use.setCheckState(Qt.CheckState.Checked if not hosts else Qt.CheckState.Unchecked)
                 use.setToolTip(
                     "This machine runs the local worker processes when no remote Mac is used"
@@ -155,9 +158,9 @@ class ClusterPage(Page):
         self.remove_button.setEnabled(remote and w.source == "manual")
         self.pair_button.setEnabled(remote and not w.paired and not self._pairing)
         self.pair_button.setToolTip(PAIR_HELP if remote else "Select another Mac to pair with it")
-        # No engine API for probing yet: disabled, with the reason as the tooltip.
-        self.probe_button.setEnabled(False)
-        self.probe_button.setToolTip(NO_PROBE)
+        local = w is not None and w.local
+        self.probe_button.setEnabled(local and not self._probing)
+        self.probe_button.setToolTip(PROBE_HELP if local else NO_PROBE)
 
     def _use_toggled(self, item: QTableWidgetItem) -> None:
         if item.column() != 0:
@@ -214,14 +217,32 @@ class ClusterPage(Page):
 
     def _paired(self, w: Worker, peer: object) -> None:
         self._pairing = False
+        self._probing = False
         w.paired = True
         self.refresh()
         self.message.emit(f"Paired with {w.name}.", "info")
 
     def _pair_failed(self, message: str) -> None:
         self._pairing = False
+        self._probing = False
         self._update_buttons()
         self.message.emit(f"Pairing failed: {message}", "error")
 
-    def _probe(self) -> None:  # kept for when engine/rpc grows a worker-info call
-        self.message.emit(NO_PROBE, "info")
+    def _probe(self) -> None:
+        w = self.selected()
+        if w is None or not w.local or self._probing:
+            return
+        self._probing = True
+        self._update_buttons()
+        self.message.emit(f"Probing {w.name}…", "info")
+        run_task(
+            probe_this_machine,
+            owner=self,
+            on_done=lambda r: self._probe_done(describe_probe(w.name, r), "info"),
+            on_error=lambda m: self._probe_done(f"Probe failed: {m}", "error"),
+        )
+
+    def _probe_done(self, text: str, level: str) -> None:
+        self._probing = False
+        self._update_buttons()
+        self.message.emit(text, level)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from engine.machine import PROTOCOL_VERSION
 from engine.rpc.auth import token_metadata
 from engine.rpc.gen import orchard_pb2 as pb
 from engine.rpc.gen import orchard_pb2_grpc
@@ -148,7 +150,7 @@ class WorkerClient:
         req = pb.SetupJobRequest(
             job_toml=job_toml, rank=rank, world_size=world_size, peers=peers, run_id=run_id,
             files=files, group_token=group_token, mlx_hostfile=mlx_hostfile,
-            peer_certs=peer_certs or [],
+            peer_certs=peer_certs or [], protocol_version=PROTOCOL_VERSION,
         )  # fmt: skip
         r = self._call("SetupJob", req, timeout=timeout_s)
         return {
@@ -216,3 +218,16 @@ class WorkerClient:
 
     def stop(self, reason: str = "", timeout_s: float = 10.0) -> None:
         self._call("Stop", pb.StopRequest(reason=reason), timeout=timeout_s)
+
+    def probe(
+        self, payload: bytes = b"", run_benchmark: bool = False, benchmark_s: float = 0.0
+    ) -> pb.ProbeReply:
+        """One Probe call (no job needed): free memory, optional matmul benchmark, and the
+        count of payload bytes the worker received."""
+        req = pb.ProbeRequest(
+            payload=payload, run_benchmark=run_benchmark, benchmark_s=benchmark_s,
+            protocol_version=PROTOCOL_VERSION,
+        )  # fmt: skip
+        budget = benchmark_s if math.isfinite(benchmark_s) and benchmark_s > 0 else 0.0
+        timeout = self.timeout_s + budget + SECONDS_PER_MIB * len(payload) / 2**20
+        return self._call("Probe", req, timeout=timeout)

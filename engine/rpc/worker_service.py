@@ -20,6 +20,7 @@ from engine.rpc.state_stream import decode_state, encode_state
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.files import FileStore, Piece
 from engine.worker.job import JobRunner
+from engine.worker.probe import check_protocol, probe
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
     def SetupJob(
         self, request: pb.SetupJobRequest, context: grpc.ServicerContext
     ) -> pb.SetupJobReply:
+        check_protocol(request.protocol_version)  # before any field: they may mean other things
         r = self._runner.setup(
             job_toml=request.job_toml,
             rank=request.rank,
@@ -132,3 +134,15 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
     def Stop(self, request: pb.StopRequest, context: grpc.ServicerContext) -> pb.StopReply:
         self._runner.stop(request.reason)
         return pb.StopReply()
+
+    @_guard
+    def Probe(self, request: pb.ProbeRequest, context: grpc.ServicerContext) -> pb.ProbeReply:
+        r = probe(
+            len(request.payload), request.run_benchmark, request.benchmark_s,
+            request.protocol_version,
+        )  # fmt: skip
+        return pb.ProbeReply(
+            free_memory_bytes=r.free_memory_bytes,
+            matmul_gflops=r.matmul_gflops,
+            received_bytes=r.received_bytes,
+        )

@@ -13,3 +13,8 @@ class InvalidRequest(WorkerError):
 
 class OutOfOrder(WorkerError):
     """A call that needs an earlier one first (Step before SetupJob): FAILED_PRECONDITION."""
+
+
+class ProtocolMismatch(OutOfOrder):
+    """The coordinator speaks another orchard protocol version: FAILED_PRECONDITION, since
+    no retry helps until one side is updated."""

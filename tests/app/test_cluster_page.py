@@ -76,10 +76,10 @@ def test_add_by_address_and_bad_address(window, qtbot) -> None:
         page.address.setText("no-port-here")
         page._add()
     assert "host:port" in blocker.args[0]
-    # Pairing and probing have no engine API yet: disabled, with the reason as a tooltip.
+    # Probing another Mac is not wired yet: disabled, with the reason as a tooltip.
     page.table.selectRow(1)
     assert page.pair_button.isEnabled() and not page.probe_button.isEnabled()
-    assert "engine/rpc" in page.probe_button.toolTip()
+    assert "paired channel" in page.probe_button.toolTip()
 
 
 def test_pairing_an_unreachable_worker_is_a_readable_error(
@@ -97,3 +97,21 @@ def test_pairing_an_unreachable_worker_is_a_readable_error(
     assert b.args[0].startswith("Pairing failed:") and "127.0.0.1" in b.args[0]
     assert "Traceback" not in b.args[0]
     assert not worker.paired and page.pair_button.isEnabled()
+
+
+def test_probe_measures_this_machine_with_a_real_worker(window, qtbot) -> None:
+    page = window.cluster_page
+    assert not page.probe_button.isEnabled()  # nothing selected yet
+    page.table.selectRow(0)
+    assert page.selected() is not None and page.selected().local
+    assert page.probe_button.isEnabled()
+    messages: list[tuple[str, str]] = []
+    page.message.connect(lambda text, level: messages.append((text, level)))
+    page.probe_button.click()
+    assert not page.probe_button.isEnabled()  # one probe at a time
+    qtbot.waitUntil(lambda: len(messages) >= 2, timeout=90_000)
+    text, level = messages[-1]
+    assert level == "info" and "GFLOP/s" in text and "GiB free" in text, messages
+    gflops = float(text.split(" GFLOP/s")[0].rsplit(" ", 1)[1])
+    assert gflops > 0, text
+    assert page.probe_button.isEnabled()

@@ -124,10 +124,35 @@ def test_calls_out_of_order_say_what_comes_first(worker):
 )
 def test_bad_setup_requests_are_invalid_argument_naming_the_field(worker, fields, needle):
     w, caller, _ = worker
-    req = pb.SetupJobRequest(**fields).SerializeToString()
+    req = pb.SetupJobRequest(**fields, protocol_version=PROTOCOL_VERSION).SerializeToString()
     out = caller.call("/orchard.v1.Worker/SetupJob", req)
     assert out.code == BAD and needle in out.details, out
     _still_serving(w, caller)
+
+
+def test_another_protocol_version_is_refused_naming_both(worker):
+    w, caller, _ = worker
+    ours = f"this worker speaks {PROTOCOL_VERSION!r}: update Orchard on one of them"
+    setup = dict(job_toml="", world_size=1, run_id="r")  # valid apart from the version
+    for version, theirs in (
+        ("0", "'0'"),
+        ("", "none"),
+        (PROTOCOL_VERSION + "9", repr(PROTOCOL_VERSION + "9")),
+    ):
+        for call, req in (
+            ("SetupJob", pb.SetupJobRequest(**setup, protocol_version=version)),
+            ("Probe", pb.ProbeRequest(payload=b"x", protocol_version=version)),
+        ):
+            out = caller.call(f"/orchard.v1.Worker/{call}", req.SerializeToString())
+            assert out.code == grpc.StatusCode.FAILED_PRECONDITION, (call, version, out)
+            assert f"{call}: coordinator speaks orchard protocol {theirs}" in out.details, out
+            assert ours in out.details, out
+    _still_serving(w, caller)
+    ok = caller.call(
+        "/orchard.v1.Worker/Probe",
+        pb.ProbeRequest(payload=b"abc", protocol_version=PROTOCOL_VERSION).SerializeToString(),
+    )
+    assert ok.code == OK and pb.ProbeReply.FromString(ok.reply).received_bytes == 3, ok
 
 
 def _chunk(name: str, sha: str, data: bytes = b"x", offset: int = 0, last: bool = True) -> bytes:

@@ -77,7 +77,7 @@ class HasFileReply(_message.Message):
     def __init__(self, present: _Optional[bool] = ...) -> None: ...
 
 class SetupJobRequest(_message.Message):
-    __slots__ = ("job_toml", "rank", "world_size", "peers", "run_id", "files", "group_token", "mlx_hostfile", "peer_certs")
+    __slots__ = ("job_toml", "rank", "world_size", "peers", "run_id", "files", "group_token", "mlx_hostfile", "peer_certs", "protocol_version")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class SetupJobRequest(_message.Message):
     GROUP_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MLX_HOSTFILE_FIELD_NUMBER: _ClassVar[int]
     PEER_CERTS_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     job_toml: str
     rank: int
     world_size: int
@@ -103,7 +104,8 @@ class SetupJobRequest(_message.Message):
     group_token: str
     mlx_hostfile: str
     peer_certs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_toml: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., group_token: _Optional[str] = ..., mlx_hostfile: _Optional[str] = ..., peer_certs: _Optional[_Iterable[str]] = ...) -> None: ...
+    protocol_version: str
+    def __init__(self, job_toml: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., group_token: _Optional[str] = ..., mlx_hostfile: _Optional[str] = ..., peer_certs: _Optional[_Iterable[str]] = ..., protocol_version: _Optional[str] = ...) -> None: ...
 
 class SetupJobReply(_message.Message):
     __slots__ = ("train_items", "trainable_params", "message")
@@ -208,6 +210,28 @@ class StopRequest(_message.Message):
 class StopReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ("payload", "run_benchmark", "benchmark_s", "protocol_version")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    RUN_BENCHMARK_FIELD_NUMBER: _ClassVar[int]
+    BENCHMARK_S_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    run_benchmark: bool
+    benchmark_s: float
+    protocol_version: str
+    def __init__(self, payload: _Optional[bytes] = ..., run_benchmark: _Optional[bool] = ..., benchmark_s: _Optional[float] = ..., protocol_version: _Optional[str] = ...) -> None: ...
+
+class ProbeReply(_message.Message):
+    __slots__ = ("free_memory_bytes", "matmul_gflops", "received_bytes")
+    FREE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MATMUL_GFLOPS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    free_memory_bytes: int
+    matmul_gflops: float
+    received_bytes: int
+    def __init__(self, free_memory_bytes: _Optional[int] = ..., matmul_gflops: _Optional[float] = ..., received_bytes: _Optional[int] = ...) -> None: ...
 
 class CollectiveChunk(_message.Message):
     __slots__ = ("group_token", "op_id", "src", "part", "offset", "total", "data", "dtype")

@@ -87,6 +87,11 @@ class WorkerStub:
                 request_serializer=orchard__pb2.StopRequest.SerializeToString,
                 response_deserializer=orchard__pb2.StopReply.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/orchard.v1.Worker/Probe',
+                request_serializer=orchard__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=orchard__pb2.ProbeReply.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -155,6 +160,13 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """works without a job: free memory, speed, link
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +219,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Stop,
                     request_deserializer=orchard__pb2.StopRequest.FromString,
                     response_serializer=orchard__pb2.StopReply.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=orchard__pb2.ProbeRequest.FromString,
+                    response_serializer=orchard__pb2.ProbeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -482,6 +499,33 @@ class Worker:
             '/orchard.v1.Worker/Stop',
             orchard__pb2.StopRequest.SerializeToString,
             orchard__pb2.StopReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchard.v1.Worker/Probe',
+            orchard__pb2.ProbeRequest.SerializeToString,
+            orchard__pb2.ProbeReply.FromString,
             options,
             channel_credentials,
             insecure,
