@@ -12,11 +12,14 @@ every chunk instead (see ``PEER_METHOD_PREFIXES``).
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "x-orchard-token"
 TOKEN_ENV = "ORCHARD_WORKER_TOKEN"
@@ -50,14 +53,15 @@ def _abort_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMeth
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-class TokenInterceptor(grpc.ServerInterceptor):
-    """Rejects every call whose ``x-orchard-token`` metadata does not match ``token``."""
+class CheckingInterceptor(grpc.ServerInterceptor):
+    """Aborts with UNAUTHENTICATED every call (outside ``open_prefixes``) whose metadata
+    ``_problem`` finds fault with. Subclasses say only what a good call carries."""
 
-    def __init__(self, token: str, open_prefixes: Sequence[str] = OPEN_METHOD_PREFIXES):
-        if not token:
-            raise ValueError("TokenInterceptor: the token must not be empty")
-        self._token = token.encode()
+    def __init__(self, open_prefixes: Sequence[str]):
         self._open = tuple(open_prefixes)
+
+    def _problem(self, method: str, meta: dict[str, Any]) -> str:
+        raise NotImplementedError
 
     def intercept_service(
         self,
@@ -68,10 +72,25 @@ class TokenInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or method.startswith(self._open):
             return handler
-        sent = dict(handler_call_details.invocation_metadata or ()).get(TOKEN_HEADER)
-        if sent is None:
-            return _abort_handler(handler, f"{method}: missing {TOKEN_HEADER} metadata")
-        sent_b = sent.encode() if isinstance(sent, str) else bytes(sent)
-        if not hmac.compare_digest(sent_b, self._token):
-            return _abort_handler(handler, f"{method}: wrong token")
+        problem = self._problem(method, dict(handler_call_details.invocation_metadata or ()))
+        if problem:
+            log.warning("refused %s: %s", method, problem)
+            return _abort_handler(handler, f"{method}: {problem}")
         return handler
+
+
+class TokenInterceptor(CheckingInterceptor):
+    """Rejects every call whose ``x-orchard-token`` metadata does not match ``token``."""
+
+    def __init__(self, token: str, open_prefixes: Sequence[str] = OPEN_METHOD_PREFIXES):
+        if not token:
+            raise ValueError("TokenInterceptor: the token must not be empty")
+        super().__init__(open_prefixes)
+        self._token = token.encode()
+
+    def _problem(self, method: str, meta: dict[str, Any]) -> str:
+        sent = meta.get(TOKEN_HEADER)
+        if sent is None:
+            return f"missing {TOKEN_HEADER} metadata"
+        sent_b = sent.encode() if isinstance(sent, str) else bytes(sent)
+        return "" if hmac.compare_digest(sent_b, self._token) else "wrong token"

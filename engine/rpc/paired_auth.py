@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from engine.rpc.auth import OPEN_METHOD_PREFIXES, _abort_handler
+from engine.rpc.auth import OPEN_METHOD_PREFIXES, CheckingInterceptor
 from engine.rpc.tls import fetch_certificate, pinned_channel
 from engine.trust.peer_store import PairedPeer, PeerStore, check_pin
 from engine.trust.tokens import call_token, check_call_token
@@ -31,27 +31,12 @@ PAIRING_PREFIX = "/orchard.v1.Pairing/"
 PAIRED_OPEN_PREFIXES: tuple[str, ...] = (PAIRING_PREFIX, *OPEN_METHOD_PREFIXES)
 
 
-class PairedAuthInterceptor(grpc.ServerInterceptor):
+class PairedAuthInterceptor(CheckingInterceptor):
     """UNAUTHENTICATED unless the call proves it holds a paired client's secret."""
 
     def __init__(self, clients: PeerStore, open_prefixes: Sequence[str] = PAIRED_OPEN_PREFIXES):
+        super().__init__(open_prefixes)
         self.clients = clients
-        self._open = tuple(open_prefixes)
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        handler = continuation(handler_call_details)
-        if handler is None or method.startswith(self._open):
-            return handler
-        problem = self._problem(method, dict(handler_call_details.invocation_metadata or ()))
-        if problem:
-            log.warning("refused %s: %s", method, problem)
-            return _abort_handler(handler, f"{method}: {problem}")
-        return handler
 
     def _problem(self, method: str, meta: dict[str, Any]) -> str:
         client, stamp, token = (meta.get(h) for h in (CLIENT_HEADER, TIME_HEADER, AUTH_HEADER))
