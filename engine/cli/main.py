@@ -164,7 +164,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         _err("the desktop app is not installed (pip install -e . from the Orchard folder)")
         return 2
     app_main = next(iter(found)).load()
-    return int(app_main([sys.argv[0], *args.qt_args]) or 0)
+    return int(app_main(["orchard app", *args.app_args]) or 0)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -212,7 +212,9 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     s = add("app", cmd_app, "open the desktop app")
-    s.add_argument("qt_args", nargs=argparse.REMAINDER)
+    s.add_argument(
+        "app_args", nargs=argparse.REMAINDER, help="passed to the app (see orchard app --help)"
+    )
 
     s = add("demo", cmd_demo, "train the bundled demo end to end on this machine")
     s.add_argument("--steps", type=int, help="optimizer steps (default: the demo's own, 150)")
@@ -282,7 +284,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["app"]:
+        # Everything after `app` belongs to the app (argparse's REMAINDER drops leading flags).
+        args = argparse.Namespace(fn=cmd_app, app_args=argv[1:], verbose=False)
+    else:
+        args = _parser().parse_args(argv)
     # The terminal shows warnings (or everything with -v); a run's own log.txt keeps INFO.
     console = logging.StreamHandler()
     console.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
@@ -299,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("aborted")
         return 130
+    except BrokenPipeError:  # e.g. `orchard inspect-model X | head`
+        return 0
     except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as e:
         _err(str(e))
         return 2

@@ -1,0 +1,62 @@
+"""The `orchard` command as a user types it (a real subprocess for the entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _orchard(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli.main", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_help_lists_every_command() -> None:
+    done = _orchard("--help")
+    assert done.returncode == 0
+    for cmd in ("app", "demo", "train", "resume", "inspect-data", "inspect-model", "worker",
+                "export", "pair", "discover"):  # fmt: skip
+        assert cmd in done.stdout
+
+
+def test_inspect_data_on_the_demo_is_clean_and_on_a_bad_file_names_the_line(tmp_path: Path) -> None:
+    assert main(["inspect-data", "demo"]) == 0
+    bad = tmp_path / "bad.jsonl"
+    good = {"instruction": "Hi", "output": "Hello"}
+    bad.write_text(json.dumps(good) + "\n{not json\n" + json.dumps({"instruction": 3}) + "\n")
+    done = _orchard("inspect-data", str(bad))
+    assert done.returncode == 1
+    assert "bad.jsonl:2" in done.stdout and "bad.jsonl:3" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_inspect_model_prints_modules_and_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect-model", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "q_proj" in out and "llama" in out
+
+
+def test_a_bad_override_is_refused_with_the_field(tmp_path: Path) -> None:
+    done = _orchard("train", "--set", "lora.rank=0", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "lora.rank: expected a value in [1, 1024], got 0" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_app_flags_reach_the_app() -> None:
+    # `--help` is the app's own (it knows --no-discovery), not the CLI's.
+    done = _orchard("app", "--help", timeout=60)
+    assert done.returncode == 0
+    assert "--no-discovery" in done.stdout
