@@ -10,7 +10,6 @@ import json
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from engine.rpc.gen import orchard_pb2 as pb
 from engine.rpc.gen import orchard_pb2_grpc
 from engine.rpc.server import CHANNEL_OPTIONS, CHUNK_BYTES
 from engine.rpc.state_stream import decode_state, encode_state
+from engine.worker.job import StepResult  # one type for a step, on both sides of the wire
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +43,6 @@ class WorkerCallError(RuntimeError):
         """The worker could not be reached (process gone, network down), as opposed to
         a call that reached it and failed."""
         return self.code == grpc.StatusCode.UNAVAILABLE
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    step: int
-    loss_sum: float
-    tokens: int
-    grad_norm: float
-    compute_s: float
-    comm_s: float
-    peak_memory_bytes: float
-    skipped: bool
-    loss_scale: float
 
 
 class WorkerClient:
@@ -159,11 +146,11 @@ class WorkerClient:
             "message": r.message,
         }
 
-    def step(self, step: int, learning_rate: float, timeout_s: float | None = None) -> StepOutcome:
+    def step(self, step: int, learning_rate: float, timeout_s: float | None = None) -> StepResult:
         r = self._call(
             "Step", pb.StepRequest(step=step, learning_rate=learning_rate), timeout=timeout_s
         )
-        return StepOutcome(
+        return StepResult(
             r.step, r.loss_sum, r.tokens, r.grad_norm, r.compute_s, r.comm_s,
             r.peak_memory_bytes, r.skipped, r.loss_scale,
         )  # fmt: skip

@@ -17,10 +17,11 @@ import numpy as np
 
 from engine.config import JobSpec, resolve_data_path, resolve_model_path
 from engine.rpc.auth import TOKEN_ENV, new_token
-from engine.rpc.worker_client import StepOutcome, WorkerCallError, WorkerClient
+from engine.rpc.worker_client import WorkerCallError, WorkerClient
 from engine.runtime.local_workers import LocalWorker, start_local_worker, stop_local_workers
 from engine.worker.agent import default_data_dir
 from engine.worker.files import sha256_file
+from engine.worker.job import StepResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,7 +165,7 @@ class Cluster:
             raise (lost or errors)[0]
         return [f.result() for f in futures]
 
-    def step(self, step: int, lr: float) -> list[StepOutcome]:
+    def step(self, step: int, lr: float) -> list[StepResult]:
         timeout = self.job.dist.step_timeout_s
         return self.all(lambda c: c.step(step, lr, timeout_s=timeout))
 
