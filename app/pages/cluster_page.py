@@ -5,13 +5,10 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
     QInputDialog,
     QLineEdit,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
 )
 
@@ -21,6 +18,7 @@ from app.local_probe import describe_probe, probe_this_machine
 from app.pairing import pair
 from app.tasks import run_task
 from app.widgets.page import Page, group, hint
+from app.widgets.tables import list_table
 
 COLUMNS = ("Use", "Name", "Address", "Chip", "Memory", "State", "Paired")
 STATE_COLORS = {"idle": "#2e7d32", "busy": "#ef6c00", "offline": "#9e9e9e", "unknown": "#616161"}
@@ -50,15 +48,7 @@ class ClusterPage(Page):
         self._pairing = False
         self._probing = False
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table = list_table(COLUMNS, stretch_column=1)
         self.table.setMinimumHeight(220)
         self.table.itemChanged.connect(self._use_toggled)
         self.table.itemSelectionChanged.connect(self._update_buttons)

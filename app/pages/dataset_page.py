@@ -9,17 +9,14 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
     QSplitter,
-    QTableWidget,
     QTableWidgetItem,
     QTabWidget,
     QWidget,
@@ -32,6 +29,7 @@ from app.tasks import run_task
 from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
 from app.widgets.page import Page, group, hint
 from app.widgets.record_view import RecordView
+from app.widgets.tables import list_table
 from engine.config import DEMO_DATASET
 
 PROBLEM_COLUMNS = ("Level", "File", "Line", "Column", "Field", "Message")
@@ -153,15 +151,7 @@ class DatasetPage(Page):
         preview.addWidget(self.record_view)
         preview.setSizes([240, 700])
         problems = QSplitter(Qt.Orientation.Vertical)
-        self.problem_table = QTableWidget(0, len(PROBLEM_COLUMNS))
-        self.problem_table.setHorizontalHeaderLabels(PROBLEM_COLUMNS)
-        self.problem_table.verticalHeader().setVisible(False)
-        self.problem_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.problem_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.problem_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        header = self.problem_table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.problem_table = list_table(PROBLEM_COLUMNS, stretch_column=5)
         self.problem_table.itemSelectionChanged.connect(self._show_problem)
         self.problem_source = RecordView()
         problems.addWidget(self.problem_table)

@@ -9,13 +9,10 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSplitter,
-    QTableWidget,
     QTableWidgetItem,
 )
 
@@ -23,6 +20,7 @@ from app.job_model import JobModel
 from app.tasks import run_task
 from app.widgets.charts import LiveChart
 from app.widgets.page import Page
+from app.widgets.tables import list_table
 from engine.config import ConfigError, JobSpec
 from engine.train.metrics import METRICS_FILE, read_metrics
 
@@ -98,14 +96,7 @@ class RunsPage(Page):
         top.addWidget(refresh)
         top.addWidget(self.open_button)
         self.body.addLayout(top)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table = list_table(COLUMNS, stretch_column=0)
         self.table.itemSelectionChanged.connect(self._selected)
         self.chart = LiveChart("Loss", "loss")
         self.chart.add_series("train", "#2e7d32")
