@@ -148,6 +148,18 @@ class DistSpec:
     step_timeout_s: float = _f(
         120.0, "A step that takes longer than this marks its worker as lost", min=1.0, max=86400.0
     )
+    rejoin: bool = _f(
+        True,
+        "Bring a lost worker back at a step boundary: a local one is restarted, a remote one "
+        "rejoins once it answers again",
+    )
+    worker_niceness: int = _f(
+        10,
+        "How far below the app's CPU priority local worker processes run (Unix nice "
+        "increment); higher keeps the window responsive while training uses every core",
+        min=0,
+        max=19,
+    )
 
 
 @dataclass

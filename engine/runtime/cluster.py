@@ -10,12 +10,14 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from engine.config import JobSpec, resolve_data_path, resolve_model_path
+from engine.machine import PROTOCOL_VERSION
 from engine.rpc.auth import TOKEN_ENV, new_token
 from engine.rpc.worker_client import WorkerCallError, WorkerClient
 from engine.runtime.local_workers import LocalWorker, start_local_worker, stop_local_workers
@@ -59,6 +61,27 @@ def files_to_ship(job: JobSpec, remote: bool) -> dict[str, Path]:
     return out
 
 
+@dataclass
+class Departed:
+    """A worker that left the group: where it was, so it can come back (engine/runtime/rejoin.py)."""
+
+    address: str
+    local: bool  # a process this engine started: it comes back as a fresh process
+
+
+@dataclass
+class Member:
+    """A worker ready to join the group: its client, and its process when it is local."""
+
+    client: WorkerClient
+    peer_cert: str = ""
+    local: LocalWorker | None = None
+
+
+class ProtocolMismatch(RuntimeError):
+    """A worker speaks another Orchard protocol; nothing was shipped to it."""
+
+
 class Cluster:
     def __init__(self, job: JobSpec, run_dir: Path, data_dir: Path | None = None):
         self.job = job
@@ -71,6 +94,7 @@ class Cluster:
         self.clients: list[WorkerClient] = []
         self.peer_certs: list[str] = []  # paired remote workers' pinned certificates, by rank
         self._pool: ThreadPoolExecutor | None = None
+        self._started = 0  # local worker processes started so far
 
     @property
     def size(self) -> int:
@@ -87,19 +111,75 @@ class Cluster:
             if not self.token:  # network workers: pinned TLS + signed calls, or a clear refusal
                 self._connect_paired(addresses)
         else:
-            n = self.job.dist.workers
-            for r in range(n):
-                log_path = self.run_dir / "workers" / f"worker{r}.log"
-                self.local.append(
-                    start_local_worker(self.token, self.data_dir, log_path, workers_on_host=n)
-                )
+            self.local = [self._start_local() for _ in range(self.job.dist.workers)]
             addresses = [w.address for w in self.local]
         if not self.clients:  # local workers, or hosts that take ORCHARD_WORKER_TOKEN (--local)
             self.clients = [WorkerClient(a, self.token, timeout_s=30.0) for a in addresses]
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, len(self.clients)), thread_name_prefix="orchard-cluster"
+        self._pool = ThreadPoolExecutor(  # threads start lazily: room for workers that rejoin
+            max_workers=max(64, len(self.clients)), thread_name_prefix="orchard-cluster"
         )
         self.all(lambda c: c.wait_ready(timeout_s=30.0))
+        self.all(check_protocol)
+
+    def _start_local(self) -> LocalWorker:
+        self._started += 1  # one log file per process, replacements included
+        log_path = self.run_dir / "workers" / f"worker{self._started - 1}.log"
+        return start_local_worker(
+            self.token, self.data_dir, log_path, workers_on_host=self.job.dist.workers
+        )
+
+    def reconnect(self, gone: Departed, timeout_s: float) -> Member:
+        """A worker for the place ``gone`` left: a fresh local process, or the same remote
+        worker once it answers (raises WorkerCallError or OSError until it does)."""
+        if gone.local:
+            worker = self._start_local()
+            client = WorkerClient(worker.address, self.token, timeout_s=30.0)
+            member = Member(client, local=worker)
+        elif self.token:
+            member = Member(WorkerClient(gone.address, self.token, timeout_s=30.0))
+        else:
+            from engine.rpc.paired_client import connect_paired
+            from engine.trust import open_trust_home
+
+            client, peer = connect_paired(gone.address, open_trust_home(), timeout_s=timeout_s)
+            member = Member(client, peer_cert=peer.cert_pem)
+        try:
+            member.client.wait_ready(timeout_s=timeout_s)
+            check_protocol(member.client)
+            if not gone.local:  # a worker that froze may still run a step of the old group:
+                member.client.stop("rejoining a re-formed group", timeout_s=30.0)  # end it
+        except BaseException:
+            self.discard(member)
+            raise
+        return member
+
+    def discard(self, member: Member) -> None:
+        """Close a worker that will not join after all (its process too, when local)."""
+        member.client.close()
+        if member.local is not None:
+            stop_local_workers([member.local], grace_s=0.1)
+
+    def add(self, members: list[Member]) -> None:
+        """Workers join at the end of the ranks, under a fresh group token: call setup()
+        and put_states() afterwards, as after drop()."""
+        for m in members:
+            self.clients.append(m.client)
+            if m.local is not None:
+                self.local.append(m.local)
+            if self.peer_certs or m.peer_cert:
+                self.peer_certs.append(m.peer_cert)
+        self.group_token = new_token()
+
+    def restart_local(self, count: int) -> None:
+        """Replace every local worker by a fresh process (``count`` of them): MLX's own
+        group (dist.mode 'mlx') initialises once per process and can only re-form this way."""
+        for c in self.clients:
+            c.close()
+        stop_local_workers(self.local, grace_s=0.1)
+        self.local = [self._start_local() for _ in range(count)]
+        self.clients = [WorkerClient(w.address, self.token, timeout_s=30.0) for w in self.local]
+        self.all(lambda c: c.wait_ready(timeout_s=30.0))
+        self.group_token = new_token()
 
     def _connect_paired(self, addresses: list[str]) -> None:
         from engine.rpc.paired_client import connect_paired
@@ -195,11 +275,12 @@ class Cluster:
             return False
         return True
 
-    def drop(self, ranks: list[int]) -> None:
+    def drop(self, ranks: list[int]) -> list[Departed]:
         """Forget lost workers (a local one is killed) and take a fresh group token, so the
         survivors form a new group whose op ids never meet the old one's stray frames.
-        Call setup() again afterwards: the ranks have changed."""
+        Call setup() again afterwards: the ranks have changed. Returns who left."""
         gone = set(ranks)
+        departed = [Departed(self.clients[r].address, bool(self.local)) for r in sorted(gone)]
         for r in sorted(gone):
             self.clients[r].close()
             if self.local:
@@ -210,6 +291,7 @@ class Cluster:
         if self.peer_certs:  # remote workers: the pins follow their ranks
             self.peer_certs = [p for r, p in enumerate(self.peer_certs) if r not in gone]
         self.group_token = new_token()
+        return departed
 
     def stop(self, reason: str) -> None:
         """Stop every worker (best effort: a dead one must not block the others)."""
@@ -223,3 +305,13 @@ class Cluster:
             stop_local_workers(self.local, grace_s=10.0)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def check_protocol(client: WorkerClient) -> None:
+    """Refuse a worker that speaks another protocol before any file is shipped to it."""
+    theirs = client.describe().get("protocol_version")
+    if theirs != PROTOCOL_VERSION:
+        raise ProtocolMismatch(
+            f"worker {client.address} speaks orchard protocol {theirs}, this engine speaks "
+            f"{PROTOCOL_VERSION}: update Orchard on one of them"
+        )

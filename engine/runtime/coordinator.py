@@ -21,6 +21,7 @@ from engine.optim import make_schedule
 from engine.runtime.cluster import Cluster
 from engine.runtime.full_state import FullState, from_checkpoint, gather, split, to_checkpoint
 from engine.runtime.recovery import Watcher, WorkerLost
+from engine.runtime.rejoin import Rejoiner
 from engine.runtime.run_folder import ADAPTER_DIR, attach_run_log, create_run_dir, detach_run_log
 from engine.train.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import MetricsLog, Progress
@@ -56,6 +57,7 @@ class Coordinator:
         self.run_dir: Path | None = None
         self.cluster: Cluster | None = None
         self.watcher: Watcher | None = None
+        self.rejoiner: Rejoiner | None = None
         self.snapshot: FullState | None = None  # the state a recovery restarts from
         self.failures = 0
         self._files: dict[str, str] = {}
@@ -74,6 +76,8 @@ class Coordinator:
         finally:
             if self.watcher is not None:
                 self.watcher.close()
+            if self.rejoiner is not None:
+                self.rejoiner.close()
             if self.cluster is not None:
                 self.cluster.stop("run ended")
             detach_run_log(handler)
@@ -84,13 +88,11 @@ class Coordinator:
         cluster = self.cluster = Cluster(job, run_dir, self.data_dir)
         cluster.start()
         self.emit(LogEvent("info", f"{cluster.size} workers: {', '.join(cluster.addresses)}"))
-        files = cluster.ship_files()
-        hostfile = (
-            self._mlx_hostfile(cluster) if job.dist.mode == "mlx" and cluster.size > 1 else ""
-        )
-        infos = cluster.setup(files, run_dir.name, hostfile)
-        self._files = files
+        self._files = cluster.ship_files()
+        infos = self._setup_group()
         self.watcher = Watcher(cluster, abort_survivors=job.dist.mode != "mlx")
+        if job.dist.rejoin:
+            self.rejoiner = Rejoiner(cluster)
         for i in infos:
             log.info("%s", i["message"])
         total = total_steps_for(job, infos[0]["train_items"])
@@ -132,6 +134,9 @@ class Coordinator:
                     if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total:
                         self._checkpoint(step, total)
                         saved_at = step
+                    if self.rejoiner is not None and step < total:
+                        if back := self.rejoiner.ready():
+                            self._rejoin(back, step)
                 except WorkerLost as lost:
                     metrics.close()
                     step = self._recover(lost, i, began)
@@ -169,16 +174,27 @@ class Coordinator:
         if self.failures > job.dist.max_failures:
             raise RunHalted(f"{what}. That is failure {self.failures}, more than dist.max_failures="
                             f"{job.dist.max_failures}: the run stopped. {kept}")  # fmt: skip
-        if job.dist.mode == "mlx":
-            raise RunHalted(f"{what}. dist.mode 'mlx' cannot re-form its group in the same "
-                            f"processes (MLX initialises once per process). {kept}")  # fmt: skip
-        if cluster.size - len(lost.ranks) < 1:
+        mlx_remote = job.dist.mode == "mlx" and not cluster.local
+        if mlx_remote:
+            raise RunHalted(f"{what}. dist.mode 'mlx' on workers this engine did not start "
+                            f"cannot re-form: MLX initialises its group once per process, and a "
+                            f"survivor stuck in MLX's collective cannot be interrupted. {kept}")  # fmt: skip
+        if cluster.size - len(lost.ranks) < 1 and not (job.dist.rejoin and cluster.local):
             raise RunHalted(f"{what}. No worker is left. {kept}")
         t0 = time.perf_counter()
         self.emit(StateEvent("recovering", what, str(self.run_dir),
                              {"lost": lost.addresses, "detected_at": lost.detected_at, "step": failed_step + 1}))  # fmt: skip
-        cluster.drop(lost.ranks)
-        cluster.setup(self._files, self.run_dir.name, "")
+        if job.dist.mode == "mlx":  # fresh processes: the only way MLX's group re-forms
+            back = len(lost.ranks) if job.dist.rejoin else 0  # the lost come back at once
+            cluster.restart_local(cluster.size - len(lost.ranks) + back)
+            self._files = cluster.ship_files()
+        else:
+            gone = cluster.drop(lost.ranks)
+            if self.rejoiner is not None:
+                self.rejoiner.departed(gone)
+            if not cluster.size:  # every worker was local and lost: wait for a replacement
+                self._wait_for_replacement(what, kept)
+        self._setup_group()
         cluster.put_states(split(snap, job.dist.mode, cluster.size))
         msg = (f"{what}; group re-formed with {cluster.size} workers in {time.perf_counter() - t0:.1f}s; "
                f"redoing steps {snap.step + 1}..{failed_step + 1} from the step-{snap.step} state "
@@ -191,6 +207,59 @@ class Coordinator:
             "steps_redone": failed_step + 1 - snap.step, "workers": cluster.size, "failures": self.failures,
         }))  # fmt: skip
         return snap.step
+
+    def _wait_for_replacement(self, what: str, kept: str) -> None:
+        """Every worker is gone; go on only once a restarted one is ready."""
+        assert self.rejoiner is not None and self.cluster is not None
+        deadline = time.monotonic() + 120.0
+        while not (back := self.rejoiner.ready()):
+            if time.monotonic() > deadline or self.stop_event.is_set():
+                raise RunHalted(f"{what}. No worker is left and none restarted. {kept}")
+            time.sleep(0.2)
+        self.cluster.add(back)
+        self._files = self.cluster.ship_files()
+
+    def _rejoin(self, back: list, step: int) -> None:
+        """Workers that came back join between two steps: they get the group's current state,
+        so nothing is redone. A worker that fails to join is left out again."""
+        job, cluster = self.job, self.cluster
+        assert cluster is not None
+        t0 = time.perf_counter()
+        try:
+            self.snapshot = self._gather_state(step)
+        except WorkerLost:
+            for m in back:
+                cluster.discard(m)
+            raise
+        before = cluster.size
+        cluster.add(back)
+        names = [m.client.address for m in back]
+        try:
+            self._files = cluster.ship_files()
+            self._setup_group()
+            cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
+        except Exception as e:  # noqa: BLE001 - a newcomer that fails must not end the run
+            log.warning("worker %s could not rejoin: %s", ", ".join(names), e)
+            self.emit(LogEvent("warning", f"worker {', '.join(names)} could not rejoin: {e}"))
+            cluster.drop(list(range(before, cluster.size)))
+            self._setup_group()
+            cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
+            return
+        msg = (f"worker {', '.join(names)} rejoined after step {step}: {cluster.size} workers "
+               f"(re-formed in {time.perf_counter() - t0:.1f}s, nothing redone)")  # fmt: skip
+        log.info("%s", msg)
+        self.emit(LogEvent("info", msg))
+        self.emit(StateEvent("running", msg, str(self.run_dir), {
+            "rejoined": names, "step": step, "workers": cluster.size,
+        }))  # fmt: skip
+
+    def _setup_group(self) -> list:
+        """SetupJob on every worker with the current ranks (and MLX's hostfile)."""
+        assert self.cluster is not None and self.run_dir is not None
+        cluster = self.cluster
+        mlx = self.job.dist.mode == "mlx" and cluster.size > 1
+        hostfile = self._mlx_hostfile(cluster) if mlx else ""
+        return cluster.setup(self._files, self.run_dir.name, hostfile)
 
     def _step_metrics(
         self, metrics: MetricsLog, step: int, lr: float, outs: list, dt: float

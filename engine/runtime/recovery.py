@@ -4,8 +4,13 @@ A step goes to every worker at once; we watch the calls rather than wait for all
 the first call that fails (or a local worker process that exits) triggers a health probe of
 every worker. The ones that do not answer are lost; the survivors get ``Stop``, which fails
 their collective mailbox at once, so a peer blocked in a collective returns within
-milliseconds instead of waiting out ``dist.step_timeout_s``. The Step deadline remains the
-backstop for a worker that hangs without dying.
+milliseconds instead of waiting out ``dist.step_timeout_s``. While a call runs, every worker
+also gets a health check every ``HEARTBEAT_S``: a host whose link went silent (no reset, so
+no call fails) is found in seconds, not at the Step deadline, which remains the backstop for
+a worker that answers its health check but never finishes its step.
+
+A worker whose job process died (its agent answers, the job is gone) counts as lost too: it
+leaves the group like a dead one, and rejoins at a step boundary (engine/runtime/rejoin.py).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ T = TypeVar("T")
 
 POLL_S = 0.25  # how often a running step checks for exited local worker processes
 PROBE_TIMEOUT_S = 2.0  # a health check slower than this counts as a lost worker
+HEARTBEAT_S = 2.0  # how often a worker busy in a call gets a health check
+HEARTBEAT_TIMEOUT_S = 4.0  # generous: a loaded machine must not look like a cut link
 
 
 class WorkerLost(RuntimeError):
@@ -46,28 +53,45 @@ class Watcher:
         self.cluster = cluster
         # mlx: a Stop cannot interrupt MLX's C++ collective, and the group is not re-formed
         self.abort_survivors = abort_survivors
-        self._pool = ThreadPoolExecutor(  # the calls plus the Stop calls that abort them
-            max_workers=2 * max(1, cluster.size), thread_name_prefix="orchard-watch"
+        self._pool = ThreadPoolExecutor(  # the calls plus the Stop calls that abort them;
+            # threads start lazily, so room for a group that grows as workers rejoin costs nothing
+            max_workers=2 * max(64, cluster.size),
+            thread_name_prefix="orchard-watch",
         )
+        self._beats = ThreadPoolExecutor(max_workers=4, thread_name_prefix="orchard-heartbeat")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._beats.shutdown(wait=False, cancel_futures=True)
 
     def call(self, name: str, fn: Callable[[int, WorkerClient], T]) -> list[T]:
         """``fn(rank, client)`` on every worker; raises WorkerLost, or the first error when
         every worker still answers (a real failure, not a lost worker)."""
         c = self.cluster
         futures = [self._pool.submit(fn, r, cl) for r, cl in enumerate(c.clients)]
+        beats: dict[int, Future] = {}
+        next_beat = time.monotonic() + HEARTBEAT_S
         while True:
             done, pending = wait(futures, timeout=POLL_S, return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]
             exited = [r for r, w in enumerate(c.local) if w.proc.poll() is not None]
             if not pending and not failed:
                 return [f.result() for f in futures]
-            if failed or exited:
+            silent = [r for r, b in beats.items() if b.done() and not b.result()]
+            if failed or exited or silent:
                 break
+            if time.monotonic() >= next_beat:  # health checks of the workers still busy
+                next_beat = time.monotonic() + HEARTBEAT_S
+                for r, f in enumerate(futures):
+                    if not f.done() and (r not in beats or beats[r].done()):
+                        beats[r] = self._beats.submit(c.reachable, r, HEARTBEAT_TIMEOUT_S)
         detected_at = time.time()
-        lost = [r for r in range(c.size) if r in exited or not c.reachable(r, PROBE_TIMEOUT_S)]
+        gone = [r for r, f in enumerate(futures) if f.done() and _job_lost(f.exception())]
+        lost = [
+            r
+            for r in range(c.size)
+            if r in exited or r in silent or r in gone or not c.reachable(r, PROBE_TIMEOUT_S)
+        ]
         if not lost:
             for f in futures:  # every worker answers: the error is real, report it as before
                 f.exception()
@@ -96,9 +120,16 @@ class Watcher:
             futures[r].exception()  # bounded: their mailboxes failed, Step has a deadline
 
 
+def _job_lost(error: BaseException | None) -> bool:
+    """The worker answered that its job process died (WorkerCallError.job_lost)."""
+    return bool(getattr(error, "job_lost", False))
+
+
 def _first_cause(futures: list[Future], lost: list[int]) -> str:
     for r in lost:
         f = futures[r]
         if f.done() and f.exception() is not None:
             return str(f.exception())
+    if any(not futures[r].done() for r in lost):
+        return "no answer to its health check while busy in the call (link silent or host frozen)"
     return ""

@@ -18,8 +18,14 @@ def tiny_job(out_dir: Path, steps: int = 30, **over: object) -> JobSpec:
         "run.checkpoint_every=0", f'run.out_dir="{out_dir}"', "optim.learning_rate=0.01",
         "optim.warmup_steps=3", "lora.rank=4",
     ]  # fmt: skip
-    sets += [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in over.items()]
+    sets += [f"{k}={_toml(v)}" for k, v in over.items()]
     return JobSpec().with_overrides([s.replace("'", '"') for s in sets])
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v) if isinstance(v, str) else str(v)
 
 
 def reference_run(job: JobSpec, run_dir: Path) -> Path:

@@ -1,0 +1,93 @@
+"""Lost workers come back: found in the background, joined at a step boundary.
+
+A local worker that died is replaced by a fresh process; a remote worker (a Mac that slept,
+a link that dropped, a job process that crashed under an agent that still answers) is asked
+every ``POLL_S`` until it answers its health check and speaks our protocol. Nothing here
+touches the running group: the coordinator takes what is ready between two steps
+(``ready()``), and only then re-forms the group with it (engine/runtime/coordinator.py).
+
+One thread does all of it and lives until ``close()``: a local worker dies with the
+*thread* that started it (Linux's parent-death signal follows the thread), so a replacement
+must not be started from a thread that ends before the run does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from engine.runtime.cluster import Cluster, Departed, Member
+
+log = logging.getLogger(__name__)
+
+POLL_S = 5.0  # how often a departed remote worker is asked whether it is back
+CONNECT_TIMEOUT_S = 5.0  # one attempt to reach it
+LOCAL_ATTEMPTS = 3  # a local process that failed to start this often will not start later
+
+
+class Rejoiner:
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self._lock = threading.Lock()
+        self._ready: list[Member] = []
+        self._seeking: list[tuple[Departed, int]] = []  # who, attempts so far
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._thread = threading.Thread(target=self._main, name="orchard-rejoin", daemon=True)
+        self._thread.start()
+
+    def departed(self, gone: list[Departed]) -> None:
+        """Start looking for these workers."""
+        with self._lock:
+            self._seeking += [(g, 0) for g in gone]
+            self._wake.notify()
+
+    def ready(self) -> list[Member]:
+        """The workers that are back, taken out (non-blocking; call between steps)."""
+        with self._lock:
+            out, self._ready = self._ready, []
+        return out
+
+    def close(self) -> None:
+        """Stop looking; close what came back but never joined."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=CONNECT_TIMEOUT_S + 65.0)  # a local start has its own bound
+        for m in self.ready():
+            self.cluster.discard(m)
+
+    def _main(self) -> None:
+        while True:
+            with self._lock:
+                while not self._seeking and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                seeking, self._seeking = self._seeking, []
+            for gone, attempts in seeking:
+                self._try(gone, attempts + 1)
+            with self._lock:
+                if self._seeking and not self._closed:
+                    self._wake.wait(POLL_S)
+
+    def _try(self, gone: Departed, attempts: int) -> None:
+        try:
+            member = self.cluster.reconnect(gone, CONNECT_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - not back yet (or cannot start): try again
+            log.info("worker %s is not back yet (attempt %d): %s", gone.address, attempts, e)
+            if gone.local and attempts >= LOCAL_ATTEMPTS:
+                log.warning("gave up restarting a local worker after %d attempts", attempts)
+                return
+            with self._lock:
+                self._seeking.append((gone, attempts))
+            return
+        with self._lock:
+            taken = not self._closed
+            if taken:
+                self._ready.append(member)
+        if not taken:
+            self.cluster.discard(member)
+            return
+        log.info("worker %s is back as %s; it joins at the next step boundary",
+                 gone.address, member.client.address)  # fmt: skip

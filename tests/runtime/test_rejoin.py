@@ -1,0 +1,137 @@
+"""Lost workers come back: a killed local worker is restarted and rejoins at a step boundary;
+a remote worker that froze (a Mac asleep) is found by the heartbeat, dropped, and rejoins
+once it answers again. The curve is the one of a run that never failed (the global batch
+does not depend on the number of workers), and nothing is redone at a rejoin."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from engine.events import MetricEvent, StateEvent
+from engine.runtime import start_run
+from engine.runtime.cluster import ProtocolMismatch, check_protocol
+from tests.runtime.helpers import reference_run, tiny_job, train_losses
+from tests.runtime.test_recovery import Recorder
+from tests.worker.test_lifeline import wait_gone
+
+STEPS = 30
+TIMEOUT_S = 60.0  # dist.step_timeout_s: detection must not wait for it
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ref")
+    return train_losses(reference_run(tiny_job(work / "runs", STEPS), work / "reference"))
+
+
+class PacedRecorder(Recorder):
+    """Holds each step after a recovery for a moment until a rejoin (a slow GUI would too),
+    so the run is not over before a restarted worker is ready on a loaded machine."""
+
+    def __call__(self, event: object) -> None:
+        super().__call__(event)
+        if isinstance(event, MetricEvent) and event.kind == "train":
+            if _details(self, "recovered") and not _details(self, "rejoined"):
+                time.sleep(0.5)
+
+
+def _details(rec: Recorder, key: str) -> list[dict]:
+    return [e.detail for _, e in rec.events if isinstance(e, StateEvent) and e.detail.get(key)]
+
+
+def _workers_per_step(rec: Recorder) -> dict[int, int]:
+    return {
+        e.step: int(e.values["workers"])
+        for _, e in rec.events
+        if isinstance(e, MetricEvent) and e.kind == "train"
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_local_worker_is_restarted_and_rejoins_on_the_same_curve(tmp_path, reference):
+    over = {"dist.workers": 3, "run.checkpoint_every": 4, "dist.step_timeout_s": TIMEOUT_S}
+    rec = PacedRecorder(after_step=5)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    assert rec.reached.wait(240), "no training step within 240 s"
+    first = list(handle._coordinator.cluster.local)
+    os.kill(first[1].pid, signal.SIGKILL)
+    result = handle.wait(300)
+    assert result is not None and result.status == "finished", result
+    lost, back = _details(rec, "recovered"), _details(rec, "rejoined")
+    assert [d["workers"] for d in lost] == [2]
+    assert len(back) == 1 and back[0]["workers"] == 3, back
+    per_step = _workers_per_step(rec)
+    assert per_step[STEPS] == 3 and per_step[back[0]["step"] + 1] == 3, per_step
+    print(f"\nlocal worker killed after step 5: back after step {back[0]['step']}")
+    np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+    assert "rejoined after step" in (result.run_dir / "log.txt").read_text()
+    everyone = [w.pid for w in first + handle._coordinator.cluster.local]
+    assert wait_gone(everyone, 15) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_frozen_remote_worker_is_found_by_heartbeat_and_rejoins_when_it_wakes(
+    tmp_path, reference, monkeypatch
+):
+    """dist.hosts: workers this engine did not start. SIGSTOP keeps the sockets open, so no
+    call fails: only the heartbeat can tell, well before the step deadline."""
+    from engine.rpc.auth import TOKEN_ENV, new_token
+    from engine.runtime.local_workers import start_local_worker, stop_local_workers
+
+    token = new_token()
+    workers = [
+        start_local_worker(token, tmp_path / "w", tmp_path / f"w{r}.log", 3) for r in range(3)
+    ]
+    monkeypatch.setenv(TOKEN_ENV, token)
+    try:
+        over = {"dist.hosts": [w.address for w in workers], "run.checkpoint_every": 4,
+                "dist.step_timeout_s": TIMEOUT_S}  # fmt: skip
+        rec = PacedRecorder(after_step=5)
+        handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+        assert rec.reached.wait(240), "no training step within 240 s"
+        t_freeze = time.time()
+        os.kill(workers[2].pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 120
+        while not _details(rec, "recovered") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(workers[2].pid, signal.SIGCONT)  # the Mac wakes up
+        result = handle.wait(300)
+        assert result is not None and result.status == "finished", result
+        (lost,) = _details(rec, "recovered")
+        assert lost["lost"] == [workers[2].address] and lost["workers"] == 2
+        detect = lost["detected_at"] - t_freeze
+        print(f"\nfrozen remote worker: detected {detect:.2f}s after SIGSTOP "
+              f"(step deadline {TIMEOUT_S:.0f}s)")  # fmt: skip
+        assert detect < TIMEOUT_S / 2  # the heartbeat, not the deadline
+        (back,) = _details(rec, "rejoined")
+        assert back["rejoined"] == [workers[2].address] and back["workers"] == 3
+        np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+    finally:
+        for w in workers:
+            os.kill(w.pid, signal.SIGCONT)
+        stop_local_workers(workers, grace_s=10)
+
+
+class _Speaks:
+    def __init__(self, version: str):
+        self.address, self.version = "10.0.0.9:50051", version
+
+    def describe(self) -> dict:
+        return {"protocol_version": self.version}
+
+
+def test_a_worker_on_another_protocol_is_refused_before_any_file_is_shipped():
+    from engine.machine import PROTOCOL_VERSION
+
+    check_protocol(_Speaks(PROTOCOL_VERSION))
+    with pytest.raises(ProtocolMismatch) as e:
+        check_protocol(_Speaks("0"))
+    msg = str(e.value)
+    assert "10.0.0.9:50051 speaks orchard protocol 0" in msg and PROTOCOL_VERSION in msg
