@@ -283,6 +283,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def console_handler(verbose: bool) -> logging.Handler:
+    """The terminal shows warnings (or everything with -v); a run's own log.txt keeps INFO.
+    Records the progress view already prints from their events are left out."""
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.addFilter(lambda record: not getattr(record, "shown_as_event", False))
+    return console
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["app"]:
@@ -290,12 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(fn=cmd_app, app_args=argv[1:], verbose=False)
     else:
         args = _parser().parse_args(argv)
-    # The terminal shows warnings (or everything with -v); a run's own log.txt keeps INFO.
-    console = logging.StreamHandler()
-    console.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[console]
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        handlers=[console_handler(args.verbose)],
     )
     try:
         return int(args.fn(args) or 0)

@@ -27,6 +27,7 @@ class TerminalProgress:
         self.tty = self.stream.isatty()
         self.last: dict[str, float] = {}
         self._last_plain = 0.0
+        self._said = ""  # the last message shown: a LogEvent and a StateEvent may repeat it
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, MetricEvent) and event.worker is None:
@@ -36,8 +37,13 @@ class TerminalProgress:
         elif isinstance(event, ProgressEvent):
             self._progress(event)
         elif isinstance(event, LogEvent):
-            self._line(f"[{event.level}] {event.message}")
+            if event.message != self._said:
+                self._said = event.message
+                self._line(f"[{event.level}] {event.message}")
         elif isinstance(event, StateEvent):
+            if event.message and event.message == self._said:
+                return
+            self._said = event.message
             text = f"{event.state}: {event.message}" if event.message else event.state
             self._line(text)
 

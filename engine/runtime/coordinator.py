@@ -29,6 +29,9 @@ from engine.train.trainer import total_steps_for
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_SHARE = 0.02  # in-memory snapshots may take this share of the run's time
+SHOWN = {"shown_as_event": True}  # a log record whose text also goes out as an event
+
 
 @dataclass
 class RunResult:
@@ -61,6 +64,8 @@ class Coordinator:
         self.snapshot: FullState | None = None  # the state a recovery restarts from
         self.failures = 0
         self._files: dict[str, str] = {}
+        self._snap_cost = 0.0  # seconds the last snapshot took
+        self._snap_at = 0.0  # time.monotonic() of the last snapshot
 
     def run(self) -> RunResult:
         job = self.job
@@ -106,7 +111,7 @@ class Coordinator:
             self.emit(LogEvent("info", f"resumed from {ckpt.path.name} at step {start} "
                                        f"({ckpt.meta.get('world', '?')} -> {cluster.size} workers)"))  # fmt: skip
         else:
-            self.snapshot = self._gather_state(0)
+            self._take_snapshot(0)
         metrics = MetricsLog(run_dir, self.emit, resume_step=start if self.resume_from else None)
         progress = Progress(start, total)
         self.emit(StateEvent("running", f"{total - start} steps on {cluster.size} workers", str(run_dir),
@@ -134,6 +139,8 @@ class Coordinator:
                     if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total:
                         self._checkpoint(step, total)
                         saved_at = step
+                    elif self._snapshot_due():
+                        self._take_snapshot(step)
                     if self.rejoiner is not None and step < total:
                         if back := self.rejoiner.ready():
                             self._rejoin(back, step)
@@ -169,7 +176,7 @@ class Coordinator:
         detect_s = max(0.0, lost.detected_at - began)
         what = (f"worker {', '.join(lost.addresses)} lost during step {failed_step + 1} "
                 f"({lost.cause}); detected {detect_s:.2f}s into the step")  # fmt: skip
-        log.warning("%s", what)
+        log.warning("%s", what, extra=SHOWN)
         kept = _checkpoint_note(self.run_dir)
         if self.failures > job.dist.max_failures:
             raise RunHalted(f"{what}. That is failure {self.failures}, more than dist.max_failures="
@@ -199,7 +206,7 @@ class Coordinator:
         msg = (f"{what}; group re-formed with {cluster.size} workers in {time.perf_counter() - t0:.1f}s; "
                f"redoing steps {snap.step + 1}..{failed_step + 1} from the step-{snap.step} state "
                f"(failure {self.failures} of at most {job.dist.max_failures})")  # fmt: skip
-        log.warning("%s", msg)
+        log.warning("%s", msg, extra=SHOWN)
         self.emit(LogEvent("warning", msg))
         self.emit(StateEvent("running", msg, str(self.run_dir), {
             "recovered": True, "lost": lost.addresses, "detected_at": lost.detected_at,
@@ -226,7 +233,7 @@ class Coordinator:
         assert cluster is not None
         t0 = time.perf_counter()
         try:
-            self.snapshot = self._gather_state(step)
+            self._take_snapshot(step)
         except WorkerLost:
             for m in back:
                 cluster.discard(m)
@@ -239,7 +246,7 @@ class Coordinator:
             self._setup_group()
             cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
         except Exception as e:  # noqa: BLE001 - a newcomer that fails must not end the run
-            log.warning("worker %s could not rejoin: %s", ", ".join(names), e)
+            log.warning("worker %s could not rejoin: %s", ", ".join(names), e, extra=SHOWN)
             self.emit(LogEvent("warning", f"worker {', '.join(names)} could not rejoin: {e}"))
             cluster.drop(list(range(before, cluster.size)))
             self._setup_group()
@@ -247,7 +254,7 @@ class Coordinator:
             return
         msg = (f"worker {', '.join(names)} rejoined after step {step}: {cluster.size} workers "
                f"(re-formed in {time.perf_counter() - t0:.1f}s, nothing redone)")  # fmt: skip
-        log.info("%s", msg)
+        log.info("%s", msg, extra=SHOWN)
         self.emit(LogEvent("info", msg))
         self.emit(StateEvent("running", msg, str(self.run_dir), {
             "rejoined": names, "step": step, "workers": cluster.size,
@@ -301,6 +308,18 @@ class Coordinator:
         log.info("step %d: val_loss %.4f", step, val)
         return val
 
+    def _snapshot_due(self) -> bool:
+        """Snapshot as often as costs SNAPSHOT_SHARE of the time: a lost worker then costs
+        the steps since the last snapshot, not since the last checkpoint on disk."""
+        return time.monotonic() - self._snap_at >= self._snap_cost / SNAPSHOT_SHARE
+
+    def _take_snapshot(self, step: int) -> None:
+        """The group's whole state, in memory: what a recovery restarts from."""
+        t0 = time.monotonic()
+        self.snapshot = self._gather_state(step)
+        self._snap_at = time.monotonic()
+        self._snap_cost = self._snap_at - t0
+
     def _gather_state(self, step: int) -> FullState:
         assert self.watcher is not None
         return gather(self.watcher.call("GetState", lambda _r, c: c.get_state(step)))
@@ -308,7 +327,7 @@ class Coordinator:
     def _checkpoint(self, step: int, total: int) -> None:
         """Save the world-size-independent state; it is also what a recovery restarts from."""
         assert self.cluster is not None
-        self.snapshot = self._gather_state(step)
+        self._take_snapshot(step)
         arrays, meta = to_checkpoint(self.snapshot)
         meta.update({"total_steps": total, "mode": self.job.dist.mode, "world": self.cluster.size})
         path = save_checkpoint(

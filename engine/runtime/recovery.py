@@ -98,7 +98,7 @@ class Watcher:
             errors = [f.exception() for f in futures if f.exception() is not None]
             raise errors[0]
         cause = _first_cause(futures, lost) or "process exited"
-        log.warning("%s: lost %s (%s)", name, [c.addresses[r] for r in lost], cause)
+        log.info("%s: lost %s (%s)", name, [c.addresses[r] for r in lost], cause)
         if self.abort_survivors:
             self._abort(futures, [r for r in range(c.size) if r not in lost])
         raise WorkerLost(lost, [c.addresses[r] for r in lost], detected_at, cause)

@@ -113,7 +113,9 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
     assert result is not None and result.status == "finished", result
     info = rec.recovery()
     assert info["lost"] == [victim.address] and info["workers"] == 2
-    assert info["redo_from"] == 4 and info["steps_redone"] >= 1
+    # the in-memory snapshot is at least as new as the step-4 checkpoint; the failed step redone
+    assert 4 <= info["redo_from"] < info["failed_step"]
+    assert info["steps_redone"] == info["failed_step"] - info["redo_from"]
     detect, recover = info["detected_at"] - t_kill, rec.first_step_after(t_kill) - t_kill
     print(f"\n{mode}, rank {rank} killed {'mid-collective' if mid_collective else 'mid-step'}: "
           f"detection {detect:.3f}s, kill->next completed step {recover:.2f}s "
@@ -124,7 +126,8 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
     rel = np.abs(losses - reference) / np.abs(reference)
     assert rel.max() < 1e-4, f"worst step {rel.argmax() + 1}: rel diff {rel.max():.2e}"
     log_txt = (result.run_dir / "log.txt").read_text()
-    assert f"worker {victim.address} lost during step" in log_txt and "redoing steps 5.." in log_txt
+    assert f"worker {victim.address} lost during step" in log_txt
+    assert f"redoing steps {info['redo_from'] + 1}.." in log_txt
     assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
 
 
