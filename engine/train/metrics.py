@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +63,30 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class Progress:
-    """ETA from the mean step time of this session (resumed steps do not count)."""
+    """ETA from a moving average of the recent step time: resumed steps do not count, and
+    steps redone after a recovery (the step number going back) do not distort it."""
 
-    def __init__(self, start_step: int, total_steps: int):
+    SMOOTHING = 0.2  # weight of the newest step time
+
+    def __init__(
+        self, start_step: int, total_steps: int, clock: Callable[[], float] = time.perf_counter
+    ):
         self.start_step = start_step
         self.total = total_steps
-        self.t0 = time.perf_counter()
+        self._clock = clock
+        self.t0 = clock()
+        self._last = (self.t0, start_step)
+        self._step_s: float | None = None
 
     def event(self, step: int) -> ProgressEvent:
-        elapsed = time.perf_counter() - self.t0
-        done = step - self.start_step
-        eta = elapsed / done * (self.total - step) if done > 0 else None
-        return ProgressEvent(step=step, total_steps=self.total, elapsed_s=elapsed, eta_s=eta)
+        now = self._clock()
+        last_t, last_step = self._last
+        if step > last_step:
+            per_step = (now - last_t) / (step - last_step)
+            a = self.SMOOTHING
+            self._step_s = (
+                per_step if self._step_s is None else a * per_step + (1 - a) * self._step_s
+            )
+        self._last = (now, step)
+        eta = self._step_s * (self.total - step) if self._step_s is not None else None
+        return ProgressEvent(step=step, total_steps=self.total, elapsed_s=now - self.t0, eta_s=eta)

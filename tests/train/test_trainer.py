@@ -138,3 +138,21 @@ def test_total_steps_from_epochs_and_step_seeds(job):
     assert total_steps_for(job, 100) == 19  # ceil(150 / 8)
     seeds = {step_seed(s, i, r) for s in range(3) for i in range(50) for r in range(4)}
     assert len(seeds) == 3 * 50 * 4
+
+
+def test_eta_follows_recent_steps_and_ignores_steps_redone_after_a_recovery():
+    from engine.train.metrics import Progress
+
+    now = [0.0]
+    p = Progress(0, 100, clock=lambda: now[0])
+    for step in range(1, 11):  # 2 s per step
+        now[0] += 2.0
+        e = p.event(step)
+    assert e.eta_s == pytest.approx(2.0 * 90)
+    now[0] += 30.0  # a recovery: 30 s, then the run goes back to step 8
+    e = p.event(8)
+    assert e.eta_s == pytest.approx(2.0 * 92)  # the going back is not a step
+    for step in range(9, 21):
+        now[0] += 2.0
+        e = p.event(step)
+    assert e.eta_s == pytest.approx(2.0 * 80)
