@@ -41,27 +41,21 @@ def _stop_on_sigint(stop: threading.Event) -> None:
 
 
 def _run_job(job: JobSpec) -> tuple[object, int]:
-    """Run a job: one in-process trainer when a single local worker is asked for,
-    otherwise the coordinator with gRPC workers."""
+    """Run a job through the engine (worker processes), even on one worker: every run
+    folder then holds the world-size-independent checkpoint that resumes on any number."""
     from engine.cli.progress import TerminalProgress
+    from engine.runtime import start_run
 
     sink = TerminalProgress()
     stop = threading.Event()
     _stop_on_sigint(stop)
-    if job.dist.workers == 1 and not job.dist.hosts:
-        from engine.train.run_local import run_local
-
-        result = run_local(job, sink, stop)
-    else:
-        from engine.runtime import start_run
-
-        handle = start_run(job, sink, stop_event=stop)
-        result = handle.wait()
+    result = start_run(job, sink, stop_event=stop).wait()
     return result, _report(result)
 
 
 def _report(result: object) -> int:
-    status = getattr(result, "status", "finished")
+    # the engine's RunResult says .status, engine.train's (one process) says .state
+    status = getattr(result, "status", None) or getattr(result, "state", "finished")
     run_dir = getattr(result, "run_dir", None)
     adapter = getattr(result, "adapter_dir", None)
     if run_dir:
@@ -120,13 +114,34 @@ def cmd_resume(args: argparse.Namespace) -> int:
     job = JobSpec.load(Path(args.run_dir) / "job.toml")
     if args.workers is not None:
         job = job.with_overrides([f"dist.workers={args.workers}"])
-    if job.dist.workers == 1 and not job.dist.hosts:
+    if _trained_in_one_process(Path(args.run_dir)):
+        if job.dist.workers != 1 or job.dist.hosts:
+            _err(f"{args.run_dir} was trained in one process (engine.train), whose checkpoints "
+                 "name each tensor; it resumes on one worker only: add --workers 1")  # fmt: skip
+            return 2
         from engine.train.run_local import resume_local
 
         return _report(resume_local(args.run_dir, sink, stop))
     from engine.runtime import start_run
 
     return _report(start_run(job, sink, stop_event=stop, resume_from=args.run_dir).wait())
+
+
+def _trained_in_one_process(run_dir: Path) -> bool:
+    """Was the newest checkpoint written by engine.train's one-process trainer? The engine's
+    checkpoints record the worker count they were saved from (``world``)."""
+    import json
+
+    from engine.train.checkpoint import META_FILE, list_checkpoints
+
+    found = list_checkpoints(run_dir)
+    if not found:
+        return False  # the engine says there is nothing to resume, with its own message
+    try:
+        meta = json.loads((found[0] / META_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return "world" not in meta
 
 
 def cmd_inspect_data(args: argparse.Namespace) -> int:

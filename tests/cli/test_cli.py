@@ -60,3 +60,16 @@ def test_app_flags_reach_the_app() -> None:
     done = _orchard("app", "--help", timeout=60)
     assert done.returncode == 0
     assert "--no-discovery" in done.stdout
+
+
+def test_a_one_process_run_resumes_on_one_worker_only_and_says_so(tmp_path: Path) -> None:
+    """engine.train's checkpoints name each tensor; the engine's are world-size independent."""
+    from engine.train.run_local import run_local
+    from tests.runtime.helpers import tiny_job
+
+    stop_after_two = {"run.steps": 2, "run.checkpoint_every": 1}
+    result = run_local(tiny_job(tmp_path, **stop_after_two))
+    assert result.state == "finished", result.message
+    done = _orchard("resume", str(result.run_dir), "--workers", "2")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "trained in one process" in done.stderr and "--workers 1" in done.stderr
