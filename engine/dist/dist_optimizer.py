@@ -138,9 +138,14 @@ class DistributedAdamW:
         t0 = time.perf_counter()
         shard = self.group.reduce_scatter(flat)
         sq = float(np.dot(shard.astype(np.float64), shard.astype(np.float64)))
-        meta = self._sum_small(np.array([local[0], local[1], sq], np.float32))
+        # the wire is float32: send the float64 sum of squares as hi + lo, or the clip (and
+        # so the curve) would drift ~1e-7 from the other modes' float64 global norm
+        hi = np.float32(sq)
+        lo = np.float32(sq - float(hi))
+        meta = self._sum_small(np.array([local[0], local[1], hi, lo], np.float32))
         comm_s = time.perf_counter() - t0
-        loss, ntok, sumsq = float(meta[0]), int(round(float(meta[1]))), float(meta[2])
+        loss, ntok = float(meta[0]), int(round(float(meta[1])))
+        sumsq = float(meta[2]) + float(meta[3])
         t = time.perf_counter()
         norm, skipped = self._update(shard, ntok, sumsq, lr)
         update_s = time.perf_counter() - t
