@@ -3,6 +3,7 @@ resume continues from the last checkpoint, repeating the killed run's losses exa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from engine.runtime import start_run
 from engine.train.checkpoint import load_latest_checkpoint
+from tests.reliability.proc_sockets import unread_from
 from tests.runtime.helpers import tiny_job, train_losses
 from tests.worker.test_lifeline import alive, wait_gone
 
@@ -88,13 +90,15 @@ def test_kill_9_of_the_coordinator_leaves_no_worker_and_a_relaunch_resumes(tmp_p
         assert sorted(pids) == sorted(_workers_of(proc.pid))
         lines.until(lambda s: s.startswith(f"STEP={KILL_AFTER} "), time.monotonic() + 240)
         os.kill(proc.pid, signal.SIGKILL)
+        t_kill = time.monotonic()
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert wait_gone(pids, 20) == [], "workers outlived a kill -9 of their coordinator"
+    gone = _gone_after(pids, t_kill, 20)
     assert _workers_of(proc.pid) == []
+    print(f"\nkill -9 between steps: every worker gone {gone:.2f}s after the kill")
     before_kill = {
         int(s.split()[0][5:]): float(s.split()[1][5:]) for s in lines.lines if s.startswith("STEP=")
     }
@@ -111,3 +115,94 @@ def test_kill_9_of_the_coordinator_leaves_no_worker_and_a_relaunch_resumes(tmp_p
     np.testing.assert_allclose(
         [resumed[s - 1] for s in redone], [before_kill[s] for s in redone], rtol=1e-5
     )
+
+
+def _gone_after(pids: list[int], since: float, limit_s: float) -> float:
+    """Seconds from ``since`` until every pid is gone; fails past ``limit_s``."""
+    left = wait_gone(pids, limit_s)
+    assert left == [], f"workers {left} outlived a kill -9 of their coordinator by {limit_s:.0f}s"
+    return time.monotonic() - since
+
+
+def _freeze_mid_collective(proc: subprocess.Popen, lines: Lines) -> list[int]:
+    """Freeze worker 1 once step KILL_AFTER is reported, let the engine start the next step
+    and return once worker 0 has pushed its part to worker 1: worker 0 now blocks in the
+    collective (its bytes sit unread in the frozen worker's socket). Returns the pids."""
+    line = lines.until(lambda s: s.startswith("WORKERS="), time.monotonic() + 240)
+    pids = [int(p) for p in line[len("WORKERS=") :].split(",")]
+    line = lines.until(lambda s: s.startswith("PORTS="), time.monotonic() + 10)
+    port_1 = int(line[len("PORTS=") :].split(",")[1])
+    lines.until(lambda s: s.startswith(f"STEP={KILL_AFTER} "), time.monotonic() + 240)
+    os.kill(pids[1], signal.SIGSTOP)
+    before = unread_from(pids[0], port_1)
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while (sent := unread_from(pids[0], port_1) - before) < 1024:
+        assert time.monotonic() < deadline, f"worker 0 sent only {sent} bytes to worker 1"
+        time.sleep(0.05)
+    return pids
+
+
+def _rest_of(proc: subprocess.Popen, lines: Lines, limit_s: float = 10) -> list[str]:
+    """Every line the (dead) engine printed, up to the end of its stdout."""
+    fd, buf, deadline = proc.stdout.fileno(), lines.buf, time.monotonic() + limit_s
+    while time.monotonic() < deadline and select.select([fd], [], [], 0.5)[0]:
+        if not (piece := os.read(fd, 4096)):
+            break
+        buf += piece
+    return lines.lines + buf.decode().splitlines()
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_while_a_worker_waits_in_a_collective_leaves_no_worker_and_resumes(tmp_path):
+    """Worker 1 is frozen (SIGSTOP) and the engine starts step KILL_AFTER + 1: worker 0 sends
+    its part and blocks in the collective waiting for worker 1's. Then the engine gets kill -9.
+    Worker 0 must end on its own, the frozen one as soon as it runs again, and a relaunch
+    redoes the lost steps with the losses the killed run reported."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out, cache = tmp_path / "runs", tmp_path / "cache"
+    cmd = [sys.executable, str(SCRIPT), str(out), str(cache), str(STEPS), str(EVERY),
+           str(KILL_AFTER), "go"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT)
+    lines, pids, killed = Lines(proc), [], False
+    try:
+        pids = _freeze_mid_collective(proc, lines)
+        os.kill(proc.pid, signal.SIGKILL)
+        t_kill, killed = time.monotonic(), True
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if not killed:  # failed before the kill: let the frozen worker go
+            for p in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGCONT)
+    printed = _rest_of(proc, lines)
+    assert not [s for s in printed if s.startswith("RECOVERING")], "a recovery began first"
+    assert f"STEP={KILL_AFTER + 1} " not in "\n".join(printed), "the step was not blocked"
+    try:
+        gone_0 = _gone_after([pids[0]], t_kill, 20)
+        assert alive(pids[1])  # frozen: it cannot act on its death signal yet
+    finally:
+        t_cont = time.monotonic()
+        os.kill(pids[1], signal.SIGCONT)
+    gone_1 = _gone_after([pids[1]], t_cont, 20)
+    assert _workers_of(proc.pid) == []
+    print(f"\nkill -9 mid-collective: worker 0 (blocked in the collective) gone {gone_0:.2f}s "
+          f"after the kill; frozen worker 1 gone {gone_1:.2f}s after SIGCONT")  # fmt: skip
+
+    before_kill = {
+        int(s.split()[0][5:]): float(s.split()[1][5:]) for s in printed if s.startswith("STEP=")
+    }
+    assert sorted(before_kill) == list(range(1, KILL_AFTER + 1)), before_kill
+    (run_dir,) = out.iterdir()
+    assert load_latest_checkpoint(run_dir).step == EVERY
+    again = start_run(_job(out), data_dir=cache, resume_from=run_dir).wait(300)
+    assert again is not None and again.status == "finished" and again.step == STEPS, again
+    resumed = train_losses(run_dir)
+    assert len(resumed) == STEPS
+    # steps 1..EVERY are kept from the killed run; EVERY+1..KILL_AFTER are redone
+    np.testing.assert_allclose(resumed[:KILL_AFTER], [before_kill[s] for s in range(1, KILL_AFTER + 1)],
+                               rtol=1e-5)  # fmt: skip
