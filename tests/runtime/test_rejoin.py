@@ -135,3 +135,19 @@ def test_a_worker_on_another_protocol_is_refused_before_any_file_is_shipped():
         check_protocol(_Speaks("0"))
     msg = str(e.value)
     assert "10.0.0.9:50051 speaks orchard protocol 0" in msg and PROTOCOL_VERSION in msg
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_only_worker_killed_is_restarted_and_the_run_finishes(tmp_path, reference):
+    over = {"dist.workers": 1, "run.checkpoint_every": 4, "dist.step_timeout_s": TIMEOUT_S}
+    rec = Recorder(after_step=5)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    assert rec.reached.wait(240), "no training step within 240 s"
+    (only,) = handle._coordinator.cluster.local
+    os.kill(only.pid, signal.SIGKILL)
+    result = handle.wait(240)
+    assert result is not None and result.status == "finished", result
+    (lost,) = _details(rec, "recovered")
+    assert lost["lost"] == [only.address] and lost["workers"] == 1
+    np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
