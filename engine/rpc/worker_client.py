@@ -2,6 +2,8 @@
 
 Every call has a deadline. Failures surface as WorkerCallError naming the worker, the call
 and the status, so the coordinator can report "worker 1 (127.0.0.1:5123): Step: ..." plainly.
+After setup_job, every call carries the job's id (engine/rpc/worker_service.py): a call of a job
+that is gone fails with ``job_lost``, and a Stop of it leaves a newer job alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from engine.rpc.gen import orchard_pb2 as pb
 from engine.rpc.gen import orchard_pb2_grpc
 from engine.rpc.server import CHANNEL_OPTIONS, CHUNK_BYTES
 from engine.rpc.state_stream import decode_state, encode_state
+from engine.rpc.worker_service import JOB_HEADER, JOB_LOST_PREFIX
 from engine.worker.job import StepResult  # one type for a step, on both sides of the wire
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,13 @@ class WorkerCallError(RuntimeError):
         a call that reached it and failed."""
         return self.code == grpc.StatusCode.UNAVAILABLE
 
+    @property
+    def job_lost(self) -> bool:
+        """The worker is up but the caller's job is gone from it (its process died, it was
+        ended as an orphan, or another job replaced it): set the job up again, or drop the
+        worker from the group; it is not a bug in the call."""
+        return self.code == grpc.StatusCode.ABORTED and self.details.startswith(JOB_LOST_PREFIX)
+
 
 class WorkerClient:
     def __init__(
@@ -58,6 +68,7 @@ class WorkerClient:
         self.address = address
         self.timeout_s = timeout_s
         self._md = token_metadata(token) if channel is None else None
+        self.job_id = ""  # set by setup_job; sent with every later call
         self._channel = channel or grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = orchard_pb2_grpc.WorkerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -71,10 +82,14 @@ class WorkerClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        tagged = ((JOB_HEADER, self.job_id),) if self.job_id else ()
+        return (*(self._md or ()), *tagged) or None
+
     def _call(self, name: str, request: Any, timeout: float | None = None) -> Any:
         try:
             return getattr(self._stub, name)(
-                request, timeout=timeout or self.timeout_s, metadata=self._md
+                request, timeout=timeout or self.timeout_s, metadata=self._metadata()
             )
         except grpc.RpcError as e:
             raise WorkerCallError(self.address, name, e.code(), e.details() or "") from None
@@ -97,6 +112,11 @@ class WorkerClient:
     def describe(self) -> dict[str, Any]:
         info = self._call("Describe", pb.DescribeRequest())
         return {f.name: getattr(info, f.name) for f in info.DESCRIPTOR.fields}
+
+    def keep_alive(self) -> bool:
+        """Renew this job's lease on a network worker (a Describe carrying the job id); the
+        coordinator calls it between calls longer apart than the lease. Returns busy."""
+        return bool(self._call("Describe", pb.DescribeRequest()).busy)
 
     def has_file(self, sha256: str) -> bool:
         return self._call("HasFile", pb.HasFileRequest(sha256=sha256)).present
@@ -122,7 +142,7 @@ class WorkerClient:
 
         timeout = self.timeout_s + SECONDS_PER_MIB * size / 2**20
         try:
-            reply = self._stub.PutFile(chunks(), timeout=timeout, metadata=self._md)
+            reply = self._stub.PutFile(chunks(), timeout=timeout, metadata=self._metadata())
         except grpc.RpcError as e:
             raise WorkerCallError(
                 self.address, f"PutFile({fname})", e.code(), e.details() or ""
@@ -139,7 +159,12 @@ class WorkerClient:
             files=files, group_token=group_token, mlx_hostfile=mlx_hostfile,
             peer_certs=peer_certs or [], protocol_version=PROTOCOL_VERSION,
         )  # fmt: skip
-        r = self._call("SetupJob", req, timeout=timeout_s)
+        self.job_id = ""  # the previous job ends on the worker either way
+        try:
+            r, call = self._stub.SetupJob.with_call(req, timeout=timeout_s, metadata=self._md)
+        except grpc.RpcError as e:
+            raise WorkerCallError(self.address, "SetupJob", e.code(), e.details() or "") from None
+        self.job_id = dict(call.trailing_metadata() or ()).get(JOB_HEADER, "")
         return {
             "train_items": r.train_items,
             "trainable_params": r.trainable_params,
@@ -171,7 +196,7 @@ class WorkerClient:
             stream = self._stub.GetState(
                 pb.GetStateRequest(step=step, adapter=adapter),
                 timeout=timeout_s or self.timeout_s * 10,
-                metadata=self._md,
+                metadata=self._metadata(),
             )
             return decode_state(stream)
         except grpc.RpcError as e:
@@ -184,7 +209,7 @@ class WorkerClient:
             reply = self._stub.PutState(
                 encode_state(meta, tensors),
                 timeout=timeout_s or self.timeout_s * 10,
-                metadata=self._md,
+                metadata=self._metadata(),
             )
         except grpc.RpcError as e:
             raise WorkerCallError(self.address, "PutState", e.code(), e.details() or "") from None

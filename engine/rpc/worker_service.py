@@ -1,7 +1,14 @@
 """The Worker gRPC servicer: translates protobuf to the plain JobRunner/FileStore calls.
 
 No training logic lives here. Errors map to status codes: a caller's mistake is
-INVALID_ARGUMENT, a call out of order is FAILED_PRECONDITION, anything else INTERNAL (logged).
+INVALID_ARGUMENT, a call out of order is FAILED_PRECONDITION, a job that is gone while the
+worker is up (its process died, it was ended as an orphan) is ABORTED "job lost: ...",
+anything else INTERNAL (logged).
+
+SetupJob returns the job's id in the ``x-orchard-job`` trailing metadata; the client sends it
+back on every later call, so a stale call of an earlier job never touches a newer one, and a
+coordinator call cancelled mid-way (its client vanished) ends the job on a network worker
+(engine/worker/orphans.py).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -17,15 +25,21 @@ from engine.config import ConfigError
 from engine.rpc.gen import orchard_pb2 as pb
 from engine.rpc.gen import orchard_pb2_grpc
 from engine.rpc.state_stream import decode_state, encode_state
-from engine.worker.errors import InvalidRequest, OutOfOrder
+from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
 from engine.worker.files import FileStore, Piece
 from engine.worker.job import JobRunner
 from engine.worker.probe import check_protocol, probe
 
 log = logging.getLogger(__name__)
 
+JOB_HEADER = "x-orchard-job"  # the job id: SetupJob's trailing metadata, then every job call
+JOB_LOST_PREFIX = "job lost:"  # ABORTED details start with it (WorkerCallError.job_lost)
+
 
 def _fail(context: grpc.ServicerContext, method: str, e: Exception) -> None:
+    if isinstance(e, JobLost):
+        log.warning("%s: %s", method, e)
+        context.abort(grpc.StatusCode.ABORTED, f"{JOB_LOST_PREFIX} {method}: {e}")
     if isinstance(e, OutOfOrder):
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{method}: {e}")
     if isinstance(e, (InvalidRequest, ConfigError, ValueError)):
@@ -50,14 +64,38 @@ def _guard(method: Callable) -> Callable:
     return wrapper
 
 
+def _metadata(context: grpc.ServicerContext, key: str) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode(errors="replace")
+    return ""
+
+
+def _caller(context: grpc.ServicerContext) -> str:
+    """The coordinator as log lines name it: its paired client id (if any) and address."""
+    client = _metadata(context, "x-orchard-client")
+    return f"{client[:64]} at {context.peer()}" if client else context.peer()
+
+
 class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
     def __init__(self, runner: JobRunner, store: FileStore, info: Callable[[], dict[str, Any]]):
         self._runner = runner
         self._store = store
         self._info = info
 
+    @contextmanager
+    def _coordinator_call(self, name: str, context: grpc.ServicerContext) -> Iterator[Any]:
+        """Yield the call's job id; while the call runs it holds the job's lease, and if its
+        client vanishes first the job ends (a network worker; nothing on a local one)."""
+        job_id = _metadata(context, JOB_HEADER)
+        with self._runner.coordinator_call(name, job_id, context.is_active) as ticket:
+            if ticket is not None:
+                context.add_callback(lambda: self._runner.guard.call_closed(ticket))
+            yield job_id, ticket
+
     @_guard
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.WorkerInfo:
+        self._runner.renew(_metadata(context, JOB_HEADER))  # the coordinator's keep-alive
         return pb.WorkerInfo(**self._info(), busy=self._runner.busy)
 
     @_guard
@@ -77,24 +115,30 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         self, request: pb.SetupJobRequest, context: grpc.ServicerContext
     ) -> pb.SetupJobReply:
         check_protocol(request.protocol_version)  # before any field: they may mean other things
-        r = self._runner.setup(
-            job_toml=request.job_toml,
-            rank=request.rank,
-            world=request.world_size,
-            peers=list(request.peers),
-            files=dict(request.files),
-            run_id=request.run_id,
-            group_token=request.group_token,
-            mlx_hostfile=request.mlx_hostfile,
-            peer_certs=list(request.peer_certs),
-        )
+        with self._coordinator_call("SetupJob", context) as (_, ticket):
+            r = self._runner.setup(
+                job_toml=request.job_toml,
+                rank=request.rank,
+                world=request.world_size,
+                peers=list(request.peers),
+                files=dict(request.files),
+                run_id=request.run_id,
+                group_token=request.group_token,
+                mlx_hostfile=request.mlx_hostfile,
+                peer_certs=list(request.peer_certs),
+                coordinator=_caller(context),
+            )
+            if ticket is not None:
+                ticket.job_id = r.job_id  # a coordinator gone during setup ends the new job
+        context.set_trailing_metadata(((JOB_HEADER, r.job_id),))
         return pb.SetupJobReply(
             train_items=r.train_items, trainable_params=r.trainable_params, message=r.message
         )
 
     @_guard
     def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.StepReply:
-        r = self._runner.step(request.step, request.learning_rate)
+        with self._coordinator_call("Step", context) as (job_id, _):
+            r = self._runner.step(request.step, request.learning_rate, job_id)
         return pb.StepReply(
             step=r.step, loss_sum=r.loss_sum, tokens=r.tokens, grad_norm=r.grad_norm,
             compute_s=r.compute_s, comm_s=r.comm_s, peak_memory_bytes=r.peak_memory_bytes,
@@ -105,24 +149,31 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
     def Evaluate(
         self, request: pb.EvaluateRequest, context: grpc.ServicerContext
     ) -> pb.EvaluateReply:
-        loss_sum, tokens = self._runner.evaluate(request.step, request.max_batches)
+        with self._coordinator_call("Evaluate", context) as (job_id, _):
+            loss_sum, tokens = self._runner.evaluate(request.step, request.max_batches, job_id)
         return pb.EvaluateReply(loss_sum=loss_sum, tokens=tokens)
 
     def GetState(
         self, request: pb.GetStateRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StateChunk]:
-        try:
-            meta, tensors = self._runner.get_state(request.step, request.adapter)
-        except Exception as e:  # noqa: BLE001
-            _fail(context, "GetState", e)
-        yield from encode_state(meta, tensors)
+        failure = None
+        with self._coordinator_call("GetState", context) as (job_id, _):
+            try:
+                meta, tensors = self._runner.get_state(request.step, request.adapter, job_id)
+            except Exception as e:  # noqa: BLE001 - reported below, once the call has ended
+                failure = e
+            else:
+                yield from encode_state(meta, tensors)
+        if failure is not None:
+            _fail(context, "GetState", failure)
 
     @_guard
     def PutState(
         self, request_iterator: Iterator[pb.StateChunk], context: grpc.ServicerContext
     ) -> pb.PutStateReply:
-        meta, tensors = decode_state(request_iterator)
-        return pb.PutStateReply(step=self._runner.put_state(meta, tensors))
+        with self._coordinator_call("PutState", context) as (job_id, _):
+            meta, tensors = decode_state(request_iterator)
+            return pb.PutStateReply(step=self._runner.put_state(meta, tensors, job_id))
 
     def StreamMetrics(
         self, request: pb.MetricsRequest, context: grpc.ServicerContext
@@ -132,7 +183,7 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
 
     @_guard
     def Stop(self, request: pb.StopRequest, context: grpc.ServicerContext) -> pb.StopReply:
-        self._runner.stop(request.reason)
+        self._runner.stop(request.reason, _metadata(context, JOB_HEADER))
         return pb.StopReply()
 
     @_guard

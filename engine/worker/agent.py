@@ -27,11 +27,25 @@ from engine.worker.lifeline import set_parent_death_signal, start_watchdog
 log = logging.getLogger("engine.worker")
 
 PORT_LINE = "ORCHARD_WORKER_PORT="
+# A network worker ends a job with no call of its coordinator in flight for this long
+# (engine/worker/orphans.py). Generous: the coordinator pauses between calls to write
+# checkpoints and to wait for slower workers' SetupJob; WorkerClient.keep_alive renews it.
+DEFAULT_JOB_LEASE_S = 300.0
 PARENT_PID_ENV = "ORCHARD_PARENT_PID"
 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("ORCHARD_HOME", Path.home() / ".orchard")) / "worker"
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400 * 7:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 604800], got {text!r}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +84,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Bonjour service type (default _orchard._tcp.local.; tests use their own)",
     )
     p.add_argument("--no-advertise", action="store_true", help="do not announce over Bonjour")
+    p.add_argument(
+        "--job-lease-s",
+        type=_positive_seconds,
+        default=DEFAULT_JOB_LEASE_S,
+        help="network worker: end a job whose coordinator made no call for this many seconds "
+        f"(default {DEFAULT_JOB_LEASE_S:g})",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 

@@ -18,3 +18,9 @@ class OutOfOrder(WorkerError):
 class ProtocolMismatch(OutOfOrder):
     """The coordinator speaks another orchard protocol version: FAILED_PRECONDITION, since
     no retry helps until one side is updated."""
+
+
+class JobLost(WorkerError):
+    """The caller's job is no longer on this worker (its process died, it was ended as an
+    orphan, or another job replaced it), but the worker itself is up: ABORTED with a message
+    starting "job lost:". The coordinator can set the job up again on this worker."""

@@ -2,7 +2,9 @@
 
 It enforces the order of calls (SetupJob before Step, one call at a time) with messages that
 say what to call first, and owns what outlives a job: the file cache and the collective
-mailbox that peers push into.
+mailbox that peers push into. Each job gets an id at SetupJob; a call carrying another job's
+id is refused (JobLost, or OutOfOrder after that job's own Stop) and a Stop carrying one is
+ignored, so a stale call from a dead coordinator's run never touches a newer job.
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.worker.errors import InvalidRequest, OutOfOrder
+from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
 from engine.worker.files import FileStore, check_name
+from engine.worker.orphans import CallTicket, OrphanGuard
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,7 @@ class SetupResult:
     train_items: int
     trainable_params: int
     message: str
+    job_id: str = ""  # made by the worker at SetupJob; later calls carry it (stale ones fail)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,15 @@ class StepResult:
     loss_scale: float
 
 
+ENDED_KEPT = 64  # ended jobs whose reason a late call still gets told
+
+
+@dataclass(frozen=True)
+class _Ended:
+    reason: str
+    stopped: bool  # by its own coordinator's Stop (a later call is out of order, not lost)
+
+
 class JobRunner:
     """At most one job at a time; every public method is safe to call from gRPC threads."""
 
@@ -53,11 +69,14 @@ class JobRunner:
         on_busy: Callable[[bool], None] | None = None,
         confine_paths: bool = False,
         job_process: bool = False,
+        job_lease_s: float | None = None,
     ):
         """``on_busy(True/False)`` is called when a job is set up / ends (the agent
         re-advertises its state); it must not block. ``confine_paths`` (network workers):
         a job may only read files the coordinator shipped (engine/worker/confine.py).
-        ``job_process``: each job runs in a child process (engine/worker/job_process.py)."""
+        ``job_process``: each job runs in a child process (engine/worker/job_process.py).
+        ``job_lease_s`` (network workers): end a job whose coordinator is gone
+        (engine/worker/orphans.py); None: never (local workers die with their engine)."""
         from engine.dist.mailbox import Mailbox  # pure Python; peers push chunks into it
         from engine.worker.job_process import ForwardingMailbox
 
@@ -65,11 +84,15 @@ class JobRunner:
         self.store = FileStore(self.data_dir)
         self.job_process = job_process
         self.mailbox = ForwardingMailbox() if job_process else Mailbox()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one call at a time; guards _job and _job_id changes
         self._job: Any = None  # engine.worker.training.TrainingJob once set up
+        self._job_id = ""
+        self._job_about = ""  # "run X from coordinator Y", for log lines
+        self._ended: OrderedDict[str, _Ended] = OrderedDict()
         self._rows: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10_000)
         self._on_busy = on_busy
         self.confine_paths = confine_paths
+        self.guard = OrphanGuard(job_lease_s, self._end_orphan) if job_lease_s else None
 
     def _tell_busy(self, busy: bool) -> None:
         if self._on_busy is not None:
@@ -83,23 +106,94 @@ class JobRunner:
     def busy(self) -> bool:
         return self._job is not None
 
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
     def collective_servicer(self) -> Any:
         """The Collective servicer feeding this runner's mailbox (hosted by the server)."""
         from engine.rpc.collective_service import CollectiveServicer
 
         return CollectiveServicer(self.mailbox)
 
-    def _need_job(self, call: str) -> Any:
+    def _remember_end(self, job_id: str, reason: str, stopped: bool = False) -> None:
+        if job_id and job_id not in self._ended:
+            self._ended[job_id] = _Ended(reason, stopped)
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+
+    def _drop_job(self) -> None:
+        """Close the current job and forget it (hold self._lock)."""
+        job, job_id = self._job, self._job_id
+        self._job, self._job_id = None, ""
+        if self.guard is not None:
+            self.guard.job_ended(job_id)
+        if job is not None:
+            job.close()
+            self._tell_busy(False)
+
+    def _need_job(self, call: str, job_id: str = "") -> Any:
+        """The current job; ``job_id`` (the caller's, "" for none) must be it."""
+        if job_id and job_id != self._job_id:
+            ended = self._ended.get(job_id)
+            if ended is not None and ended.stopped:
+                raise OutOfOrder(f"{call}: job {job_id} was stopped ({ended.reason}); "
+                                 "call SetupJob first")  # fmt: skip
+            why = ended.reason if ended else "unknown here: the worker may have restarted"
+            now = f"it now runs job {self._job_id}" if self._job is not None else "it is idle"
+            raise JobLost(f"job {job_id} is no longer on this worker ({why}); {now}: "
+                          "set the job up again")  # fmt: skip
         if self._job is None:
             raise OutOfOrder(f"{call}: no job is set up on this worker; call SetupJob first")
         return self._job
 
+    def _end_orphan(self, job_id: str, reason: str, kill: bool) -> None:
+        """OrphanGuard's verdict: end ``job_id`` if it is still the current job."""
+        job = self._job
+        if job is None or self._job_id != job_id:
+            return
+        self._remember_end(job_id, reason)  # first, so a call failing on the kill names it
+        log.warning("ending job %s (%s): %s", job_id, self._job_about, reason)
+        if kill and hasattr(job, "kill"):
+            job.kill()  # a call waiting on the job fails now and releases the lock
+        if not self._lock.acquire(timeout=30.0):
+            log.error("job %s: a call still holds the worker; it ends when the call does", job_id)
+            return
+        try:
+            if self._job is job:
+                self._drop_job()
+        finally:
+            self._lock.release()
+
     # ---- calls ---------------------------------------------------------------------------
+    @contextmanager
+    def coordinator_call(
+        self, call: str, job_id: str = "", is_active: Callable[[], bool] = lambda: True
+    ) -> Iterator[CallTicket | None]:
+        """Hold the job's lease while a coordinator call runs. The ticket (None without a
+        lease) goes to the orphan guard; ``is_active`` false at the end means the call was
+        cancelled (its client vanished) while the worker served it. SetupJob's ticket
+        serves no job until the servicer gives it the new job's id."""
+        if self.guard is None or (job_id and job_id != self._job_id and call != "SetupJob"):
+            yield None  # no lease to hold: a stale call fails at once, renewing nothing
+            return
+        ticket = self.guard.begin(call, "" if call == "SetupJob" else job_id or self._job_id)
+        try:
+            yield ticket
+        finally:
+            self.guard.end(ticket, client_gone=not is_active())
+
+    def renew(self, job_id: str) -> None:
+        """A keep-alive (a Describe carrying the job's id) renews the job's lease."""
+        if self.guard is not None:
+            self.guard.renew(job_id)
+
     def setup(
         self, job_toml: str, rank: int, world: int, peers: list[str], files: dict[str, str],
         run_id: str = "", group_token: str = "", mlx_hostfile: str = "",
-        peer_certs: list[str] | None = None,
+        peer_certs: list[str] | None = None, coordinator: str = "",
     ) -> SetupResult:  # fmt: skip
+        """``coordinator`` names the caller in log lines (its address and client id)."""
         if not 0 <= rank < world:
             raise InvalidRequest(f"rank {rank}: expected 0 <= rank < world_size ({world})")
         if world > 1 and len(peers) != world:
@@ -118,10 +212,13 @@ class JobRunner:
             check_confined(job_toml, files)
         if not self._lock.acquire(blocking=False):
             raise OutOfOrder("SetupJob: another call is running on this worker")
+        job_id = secrets.token_hex(8)
+        about = f"run {run_id or '?'}, rank {rank}, coordinator {coordinator or '?'}"
         try:
             if self._job is not None:
-                self._job.close()
-                self._job = None
+                self._remember_end(self._job_id, f"replaced by job {job_id} ({about})")
+                log.info("job %s (%s) replaced by job %s", self._job_id, self._job_about, job_id)
+                self._drop_job()
             # one folder per process and rank: workers on one machine may share data_dir
             job_dir = (
                 self.data_dir / "jobs" / f"{check_name(run_id or 'run')}.rank{rank}.{os.getpid()}"
@@ -141,48 +238,56 @@ class JobRunner:
                 from engine.worker.training import TrainingJob  # imports MLX
 
                 self._job = TrainingJob.build(mailbox=self.mailbox, **args)
-            info = self._job.describe()
+            self._job_id, self._job_about = job_id, about
+            if self.guard is not None:
+                self.guard.job_started(job_id)
+            log.info("job %s set up (%s)", job_id, about)
+            info = replace(self._job.describe(), job_id=job_id)
             self._rows.put_nowait({"kind": "log", "level": "info", "message": info.message})
             return info
         finally:
             self._lock.release()
             self._tell_busy(self._job is not None)
 
-    def _locked(self, call: str, fn: Callable[[Any], Any]) -> Any:
+    def _locked(self, call: str, fn: Callable[[Any], Any], job_id: str = "") -> Any:
         from engine.worker.job_process import JobCrashed
 
         if not self._lock.acquire(timeout=5.0):
             raise OutOfOrder(f"{call}: another call is still running on this worker")
         try:
-            return fn(self._need_job(call))
-        except JobCrashed:
-            log.error("%s: the job process died; the worker forgets the job", call)
-            self._job.close()
-            self._job = None
-            self._tell_busy(False)
-            raise
+            job = self._need_job(call, job_id)
+            try:
+                return fn(job)
+            except JobCrashed as e:
+                self._remember_end(self._job_id, f"its process died: {e}")
+                why = self._ended[self._job_id].reason if self._job_id in self._ended else e
+                log.warning("%s: job %s lost (%s); the worker forgets it", call, self._job_id, why)
+                self._drop_job()
+                raise
         finally:
             self._lock.release()
 
-    def step(self, step: int, lr: float) -> StepResult:
+    def step(self, step: int, lr: float, job_id: str = "") -> StepResult:
         if step < 0 or not np.isfinite(lr) or lr < 0:
             raise InvalidRequest(
                 f"Step: expected step >= 0 and a finite learning rate >= 0, got {step}, {lr}"
             )
-        return self._locked("Step", lambda job: job.step(step, lr))
+        return self._locked("Step", lambda job: job.step(step, lr), job_id)
 
-    def evaluate(self, step: int, max_batches: int) -> tuple[float, int]:
-        return self._locked("Evaluate", lambda job: job.evaluate(max_batches))
+    def evaluate(self, step: int, max_batches: int, job_id: str = "") -> tuple[float, int]:
+        return self._locked("Evaluate", lambda job: job.evaluate(max_batches), job_id)
 
     def get_state(
-        self, step: int, adapter: bool = False
+        self, step: int, adapter: bool = False, job_id: str = ""
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return self._locked(
-            "GetState", lambda job: job.adapter_files() if adapter else job.get_state()
+            "GetState", lambda job: job.adapter_files() if adapter else job.get_state(), job_id
         )
 
-    def put_state(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> int:
-        return self._locked("PutState", lambda job: job.put_state(meta, tensors))
+    def put_state(
+        self, meta: dict[str, Any], tensors: dict[str, np.ndarray], job_id: str = ""
+    ) -> int:
+        return self._locked("PutState", lambda job: job.put_state(meta, tensors), job_id)
 
     def metric_rows(self, active: Callable[[], bool]) -> Iterator[dict[str, Any]]:
         while active():
@@ -191,19 +296,29 @@ class JobRunner:
             except queue.Empty:
                 continue
 
-    def stop(self, reason: str = "") -> None:
+    def stop(self, reason: str = "", job_id: str = "") -> None:
         """End the job (a collective waiting on peers fails at once). The process keeps
-        serving: a local worker exits when its engine closes the lifeline."""
+        serving: a local worker exits when its engine closes the lifeline. A Stop carrying
+        another job's id is stale (a dead coordinator's run) and is ignored."""
+        if job_id and job_id != self._job_id:
+            log.info("ignored a Stop for job %s, which is no longer here%s", job_id,
+                     f": {reason}" if reason else "")  # fmt: skip
+            return
         log.info("stop requested%s", f": {reason}" if reason else "")
         self.mailbox.fail(RuntimeError(f"worker stopped ({reason or 'no reason given'})"))
         with self._lock:
+            if job_id and job_id != self._job_id:
+                return
             if self._job is not None:
-                self._job.close()
-                self._job = None
-                self._tell_busy(False)
+                self._remember_end(self._job_id, f"Stop: {reason or 'no reason given'}", True)
+                self._drop_job()
 
     def close(self) -> None:
-        if self._job is not None:
-            self._job.close()
-            self._job = None
-            self._tell_busy(False)
+        if self.guard is not None:
+            self.guard.close()
+        held = self._lock.acquire(timeout=5.0)  # a call stuck in the job must not hold exit
+        try:
+            self._drop_job()
+        finally:
+            if held:
+                self._lock.release()

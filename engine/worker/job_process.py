@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.dist.mailbox import MAX_PART_BYTES, Mailbox
+from engine.worker.errors import JobLost
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 15.0
 
 
-class JobCrashed(RuntimeError):
+class JobCrashed(JobLost):
     """The job's process died; the worker itself is fine."""
 
 
@@ -144,6 +145,14 @@ class ProcessJob:
 
     def adapter_files(self) -> Any:
         return self._call("adapter_files")
+
+    def kill(self) -> None:
+        """End the child now (its coordinator is gone): a call waiting on it fails at once
+        with JobCrashed, and the memory it held is freed."""
+        self._mailbox.attach(None)
+        if self.proc.is_alive():
+            log.warning("killing job process %d", self.proc.pid)
+            self.proc.kill()
 
     def close(self) -> None:
         """Ask the child to finish; kill it if it does not within CLOSE_TIMEOUT_S."""

@@ -95,6 +95,7 @@ def serve_remote(args: argparse.Namespace, data_dir: Path, done: threading.Event
         on_busy=lambda busy: [a.set(state="busy" if busy else "idle") for a in live],
         confine_paths=True,
         job_process=True,
+        job_lease_s=args.job_lease_s,
     )
     host, port = args.host or "0.0.0.0", DEFAULT_PORT if args.port is None else args.port
     try:

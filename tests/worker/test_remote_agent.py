@@ -8,10 +8,10 @@ certificate that does not match the advertised fingerprint, is refused.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -24,6 +24,7 @@ from engine.rpc.paired_client import NotPairedError, connect_paired, split_addre
 from engine.rpc.tls import fetch_certificate, pinned_channel
 from engine.rpc.worker_client import WorkerCallError
 from engine.trust import SpoofedPeerError, open_trust_home
+from tests.worker.remote_jobs import job_pids, set_up_job, silent_peer
 from tests.worker.remote_procs import start_agent
 
 pytestmark = pytest.mark.timeout(120)
@@ -122,39 +123,32 @@ def test_another_certificate_at_a_paired_address_is_refused(coordinator_home, ag
     assert [p.fingerprint for p in open_trust_home().workers().all()] == [pinned_fp]
 
 
-def _set_up_job(client, tmp_path) -> None:
-    from engine.runtime.cluster import files_to_ship
-    from engine.worker.files import sha256_file
-    from tests.runtime.helpers import tiny_job
-
-    job = tiny_job(tmp_path / "runs", 3)
-    hashes = {}
-    for role, path in files_to_ship(job, remote=True).items():
-        hashes[role] = sha256_file(path)
-        name = role.split("/", 1)[1] if role.startswith("model/") else path.name
-        client.put_file(path, hashes[role], name=name)
-    client.setup_job(job.to_toml(), 0, 1, [client.address], "crash", hashes, "group-token")
-
-
-@pytest.mark.slow  # two job setups in child processes: about 10 s
+@pytest.mark.slow  # two job setups in child processes: about 20 s
 def test_a_crashed_job_does_not_take_the_worker_down(coordinator_home, agents, tmp_path):
     agent = agents("w1")
     address = f"127.0.0.1:{agent.port}"
     assert pair_main(address, agent.code) == 0
     client, _ = connect_paired(address, open_trust_home(), timeout_s=60)
+    sock, silent = silent_peer()
     try:
-        _set_up_job(client, tmp_path)
+        # rank 0 of two whose rank 1 never answers: the Step stays in flight
+        set_up_job(client, tmp_path / "runs", "crash", peers=[address, silent])
         assert client.describe()["busy"] is True
-        client.step(0, 0.01)
-        log = agent.proc.log_path.read_text()
-        pid = int(re.findall(r"job process (\d+) ready", log)[-1])
-        os.kill(pid, signal.SIGKILL)  # what a segfault or the OOM killer would do
-
-        with pytest.raises(WorkerCallError, match="job process died") as e:
-            client.step(1, 0.01)
-        assert e.value.code == grpc.StatusCode.INTERNAL
+        pid = job_pids(agent.proc.log_path)[-1]
+        with ThreadPoolExecutor(1) as pool:
+            step = pool.submit(client.step, 0, 0.01, 120.0)
+            time.sleep(1.5)  # the Step reaches the job process and waits on the silent peer
+            assert not step.done()
+            os.kill(pid, signal.SIGKILL)  # what a segfault or the OOM killer would do
+            with pytest.raises(WorkerCallError, match="job process died") as e:
+                step.result(timeout=30)
+        # a distinct status: the worker is up, its job is gone (not INTERNAL, not a bug)
+        assert e.value.code == grpc.StatusCode.ABORTED and e.value.job_lost
+        assert e.value.details.startswith("job lost: Step: the job process died (exit code -9)")
+        assert not e.value.unreachable
         assert client.describe()["busy"] is False  # the agent lives and knows it is free
-        _set_up_job(client, tmp_path)  # and takes the job again
+        set_up_job(client, tmp_path / "runs", "crash")  # and takes the job again
         assert client.step(0, 0.01).tokens > 0
     finally:
+        sock.close()
         client.close()
