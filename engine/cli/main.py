@@ -183,14 +183,10 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """Every flag after `worker` goes to the worker's own parser (one list of options)."""
     from engine.worker.__main__ import main as worker_main
 
-    argv = [] if args.port is None else ["--port", str(args.port)]
-    if args.local:
-        argv.append("--local")
-    if args.data_dir:
-        argv += ["--data-dir", args.data_dir]
-    return worker_main(argv)
+    return int(worker_main(args.worker_args) or 0)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -275,10 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("path")
     s.add_argument("--job", help="job.toml for the memory estimate")
 
-    s = add("worker", cmd_worker, "run the worker agent on this machine")
-    s.add_argument("--port", type=int, help="default 50051 (a free port with --local)")
-    s.add_argument("--local", action="store_true", help="loopback only, started by a coordinator")
-    s.add_argument("--data-dir")
+    add("worker", cmd_worker, "run the worker agent on this machine (orchard worker --help)")
 
     s = add("export", cmd_export, "export a run's adapter for other tools")
     s.add_argument("run_dir")
@@ -313,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["app"]:
         # Everything after `app` belongs to the app (argparse's REMAINDER drops leading flags).
         args = argparse.Namespace(fn=cmd_app, app_args=argv[1:], verbose=False)
+    elif argv[:1] == ["worker"]:  # likewise, the worker's own options
+        args = argparse.Namespace(fn=cmd_worker, worker_args=argv[1:], verbose=False)
     else:
         args = _parser().parse_args(argv)
     logging.basicConfig(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from engine.worker.job import StepResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+KEEPALIVE_S = 60.0  # well inside a network worker's job lease (DEFAULT_JOB_LEASE_S, 300 s)
 
 
 def files_to_ship(job: JobSpec, remote: bool) -> dict[str, Path]:
@@ -95,6 +98,7 @@ class Cluster:
         self.peer_certs: list[str] = []  # paired remote workers' pinned certificates, by rank
         self._pool: ThreadPoolExecutor | None = None
         self._started = 0  # local worker processes started so far
+        self._ended = threading.Event()
 
     @property
     def size(self) -> int:
@@ -120,6 +124,19 @@ class Cluster:
         )
         self.all(lambda c: c.wait_ready(timeout_s=30.0))
         self.all(check_protocol)
+        if self.remote:
+            threading.Thread(target=self._keep_alive, name="orchard-keepalive", daemon=True).start()
+
+    def _keep_alive(self) -> None:
+        """A network worker closes a job none of whose calls came for its lease (300 s by
+        default: engine/worker/orphans.py); between calls further apart than that (a slow
+        peer's SetupJob, a long checkpoint write) this keeps each job's lease."""
+        while not self._ended.wait(KEEPALIVE_S):
+            for c in list(self.clients):
+                try:
+                    c.keep_alive()
+                except Exception as e:  # noqa: BLE001 - a lost worker is the Watcher's to find
+                    log.debug("keep-alive to %s: %s", c.address, e)
 
     def _start_local(self) -> LocalWorker:
         self._started += 1  # one log file per process, replacements included
@@ -295,6 +312,7 @@ class Cluster:
 
     def stop(self, reason: str) -> None:
         """Stop every worker (best effort: a dead one must not block the others)."""
+        self._ended.set()
         for c in self.clients:
             try:
                 c.stop(reason, timeout_s=5.0)

@@ -29,6 +29,7 @@ from engine.train.trainer import total_steps_for
 
 log = logging.getLogger(__name__)
 
+REPLACEMENT_WAIT_S = 120.0  # with every worker lost, how long to wait for one to come back
 SNAPSHOT_SHARE = 0.02  # in-memory snapshots may take this share of the run's time
 SHOWN = {"shown_as_event": True}  # a log record whose text also goes out as an event
 
@@ -186,7 +187,7 @@ class Coordinator:
             raise RunHalted(f"{what}. dist.mode 'mlx' on workers this engine did not start "
                             f"cannot re-form: MLX initialises its group once per process, and a "
                             f"survivor stuck in MLX's collective cannot be interrupted. {kept}")  # fmt: skip
-        if cluster.size - len(lost.ranks) < 1 and not (job.dist.rejoin and cluster.local):
+        if cluster.size - len(lost.ranks) < 1 and not job.dist.rejoin:
             raise RunHalted(f"{what}. No worker is left. {kept}")
         t0 = time.perf_counter()
         self.emit(StateEvent("recovering", what, str(self.run_dir),
@@ -199,7 +200,7 @@ class Coordinator:
             gone = cluster.drop(lost.ranks)
             if self.rejoiner is not None:
                 self.rejoiner.departed(gone)
-            if not cluster.size:  # every worker was local and lost: wait for a replacement
+            if not cluster.size:  # nobody left: wait (bounded) for a worker to come back
                 self._wait_for_replacement(what, kept)
         self._setup_group()
         cluster.put_states(split(snap, job.dist.mode, cluster.size))
@@ -216,12 +217,13 @@ class Coordinator:
         return snap.step
 
     def _wait_for_replacement(self, what: str, kept: str) -> None:
-        """Every worker is gone; go on only once a restarted one is ready."""
+        """Every worker is gone; go on only once one is back (restarted, or answering)."""
         assert self.rejoiner is not None and self.cluster is not None
-        deadline = time.monotonic() + 120.0
+        deadline = time.monotonic() + REPLACEMENT_WAIT_S
         while not (back := self.rejoiner.ready()):
             if time.monotonic() > deadline or self.stop_event.is_set():
-                raise RunHalted(f"{what}. No worker is left and none restarted. {kept}")
+                raise RunHalted(f"{what}. No worker is left, and none came back within "
+                                f"{REPLACEMENT_WAIT_S:.0f}s. {kept}")  # fmt: skip
             time.sleep(0.2)
         self.cluster.add(back)
         self._files = self.cluster.ship_files()

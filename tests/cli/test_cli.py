@@ -73,3 +73,13 @@ def test_a_one_process_run_resumes_on_one_worker_only_and_says_so(tmp_path: Path
     done = _orchard("resume", str(result.run_dir), "--workers", "2")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "trained in one process" in done.stderr and "--workers 1" in done.stderr
+
+
+def test_worker_flags_reach_the_worker() -> None:
+    # one list of options: `orchard worker --help` is the worker's own parser
+    done = _orchard("worker", "--help", timeout=60)
+    assert done.returncode == 0
+    for flag in ("--job-lease-s", "--trust-dir", "--no-advertise", "--port"):
+        assert flag in done.stdout
+    bad = _orchard("worker", "--job-lease-s", "0", timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
