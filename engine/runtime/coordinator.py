@@ -67,6 +67,7 @@ class Coordinator:
         self._files: dict[str, str] = {}
         self._snap_cost = 0.0  # seconds the last snapshot took
         self._snap_at = 0.0  # time.monotonic() of the last snapshot
+        self._snaps = [0, 0.0]  # snapshots taken, seconds they took (reported at the end)
 
     def run(self) -> RunResult:
         job = self.job
@@ -160,6 +161,9 @@ class Coordinator:
         finally:
             metrics.close()
         adapter_dir = self._write_adapter(cluster, step)
+        (n, spent), elapsed = self._snaps, time.perf_counter() - progress.t0
+        log.info("%d snapshots (checkpoints included) took %.2fs of %.1fs training (%.1f%%)",
+                 n, spent, elapsed, 100 * spent / max(elapsed, 1e-9))  # fmt: skip
         status = "stopped" if stopped else "finished"
         self.emit(
             StateEvent(
@@ -321,6 +325,8 @@ class Coordinator:
         self.snapshot = self._gather_state(step)
         self._snap_at = time.monotonic()
         self._snap_cost = self._snap_at - t0
+        self._snaps[0] += 1
+        self._snaps[1] += self._snap_cost
 
     def _gather_state(self, step: int) -> FullState:
         assert self.watcher is not None
