@@ -141,9 +141,11 @@ class Cluster:
     def _start_local(self) -> LocalWorker:
         self._started += 1  # one log file per process, replacements included
         log_path = self.run_dir / "workers" / f"worker{self._started - 1}.log"
+        d = self.job.dist
         return start_local_worker(
-            self.token, self.data_dir, log_path, workers_on_host=self.job.dist.workers
-        )
+            self.token, self.data_dir, log_path, workers_on_host=d.workers,
+            niceness=d.worker_niceness,
+        )  # fmt: skip
 
     def reconnect(self, gone: Departed, timeout_s: float) -> Member:
         """A worker for the place ``gone`` left: a fresh local process, or the same remote

@@ -3,6 +3,8 @@
 Each worker gets the run token on its stdin (never argv), keeps that pipe as its lifeline,
 runs in its own session (a Ctrl-C in the terminal reaches only the engine, which then
 checkpoints and stops the workers in order), and logs to a file in the run folder.
+Workers can run at a lower CPU priority than the engine (``niceness``) so that, on a machine
+whose cores they fill, the app's window and the coordinator still get the CPU when they need it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from engine.worker.blas import worker_env
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0
+MAX_NICENESS = 19  # the lowest priority Unix offers
 
 
 class WorkerStartError(RuntimeError):
@@ -77,14 +80,39 @@ def _read_port(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> int:
     return int(line[len(PORT_LINE) :])
 
 
+def lower_priority(pid: int, niceness: int) -> int:
+    """Run process group ``pid`` ``niceness`` steps below this process; returns its nice value.
+
+    The group, not the process: on Linux a nice value belongs to each thread, and the group
+    call reaches every thread the child has started so far (later ones inherit it). The
+    child leads its own group (``start_new_session``), so nothing else is touched. On Linux
+    with autogroup scheduling a new session is also a CPU group of its own that competes
+    with the app's as an equal whatever its threads' nice values, so that group is lowered too.
+    """
+    target = min(MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+    try:
+        os.setpriority(os.PRIO_PGRP, pid, target)
+        autogroup = Path(f"/proc/{pid}/autogroup")
+        if autogroup.exists():
+            autogroup.write_text(f"{target}\n")
+    except OSError as e:  # an exited child or a sandbox that forbids it: run at normal priority
+        log.warning("could not lower the priority of worker pid %d to nice %d: %s", pid, target, e)
+    return target
+
+
 def start_local_worker(
     token: str,
     data_dir: Path,
     log_path: Path,
     workers_on_host: int = 1,
     timeout_s: float = START_TIMEOUT_S,
+    niceness: int = 0,
 ) -> LocalWorker:
-    """Spawn ``python -m engine.worker --local`` and wait until it reports its port."""
+    """Spawn ``python -m engine.worker --local`` and wait until it reports its port.
+
+    ``niceness`` (0..19) runs the worker that many nice steps below this process."""
+    if not 0 <= niceness <= MAX_NICENESS:
+        raise ValueError(f"niceness is {niceness}; expected 0 to {MAX_NICENESS}")
     root = str(Path(engine.__file__).resolve().parent.parent)
     env = worker_env(os.environ, workers_on_host)
     env[PARENT_PID_ENV] = str(os.getpid())
@@ -99,6 +127,8 @@ def start_local_worker(
         )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
     try:
+        if niceness:  # before the worker imports MLX and starts its compute threads
+            lower_priority(proc.pid, niceness)
         proc.stdin.write(token.encode() + b"\n")
         proc.stdin.flush()
         port = _read_port(proc, log_path, timeout_s)
