@@ -74,6 +74,7 @@ class ClusterModel(QObject):
         super().__init__(parent)
         self.local = local_worker()
         self.workers: dict[str, Worker] = {LOCAL_ID: self.local}
+        self._paired: set[str] = set()  # ids paired from this window; peer updates keep it
 
     def rows(self) -> list[Worker]:
         return list(self.workers.values())
@@ -87,8 +88,17 @@ class ClusterModel(QObject):
             if self.workers.pop(worker.id, None) is None:
                 return
         else:
+            worker.paired = worker.paired or worker.id in self._paired
             self.workers[worker.id] = worker
         self.changed.emit()
+
+    def mark_paired(self, worker_id: str) -> None:
+        """This machine holds the worker's pin now (paired, or a paired-channel call worked)."""
+        self._paired.add(worker_id)
+        worker = self.workers.get(worker_id)
+        if worker is not None and not worker.paired:
+            worker.paired = True
+            self.changed.emit()
 
     def add_manual(self, address: str) -> Worker:
         worker = Worker(id=address, name=address, address=address, state="unknown", source="manual")

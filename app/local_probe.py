@@ -32,10 +32,11 @@ def probe_this_machine(benchmark_s: float = 1.0) -> ProbeResult:
             stop_local_workers([worker], grace_s=5)
 
 
-def describe_probe(name: str, r: ProbeResult) -> str:
+def describe_probe(name: str, r: ProbeResult, remote: bool = False) -> str:
     """One line for the message bar."""
+    link = "from this machine" if remote else "to its worker process"
     return (
         f"{name}: {r.free_memory_bytes / 2**30:.1f} GiB free, "
         f"{r.matmul_gflops:.1f} GFLOP/s (fp32 matmul), round trip {r.rtt_ms:.1f} ms, "
-        f"{r.bandwidth_mb_s:.0f} MB/s to its worker process"
+        f"{r.bandwidth_mb_s:.0f} MB/s {link}"
     )

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from app.bridge import EngineBridge
 from app.cluster_model import ClusterModel
 from app.discovery_feed import DiscoveryFeed
+from app.gc_pauses import freeze_loaded_objects
 from app.job_model import JobModel
 from app.pages.cluster_page import ClusterPage
 from app.pages.dataset_page import DatasetPage
@@ -173,8 +174,10 @@ class MainWindow(QMainWindow):
         self.sidebar.setCurrentRow(0)
         self._update_summary()
         # Import the runtime (MLX, gRPC) now, off the GUI thread, so pressing Start later does
-        # not make the window wait on the import lock.
-        run_task(importlib.import_module, "engine.runtime")
+        # not make the window wait on the import lock; then keep what is loaded out of the GC.
+        run_task(
+            importlib.import_module, "engine.runtime", on_done=lambda _m: freeze_loaded_objects()
+        )
         self.discovery = DiscoveryFeed(self.bridge.sink, self) if discover else None
         if self.discovery is not None:
             self.discovery.failed.connect(lambda m: self.show_message(m, "warning"))

@@ -6,7 +6,12 @@ demo run trains (2 local workers, started from the window as a user would), then
 train metric's creation time (``MetricEvent.time``) is compared with the moment the chart
 timer draws it. Anchors: the targets, 50 ms stall and 250 ms metric-to-chart.
 
+``--niceness 0,10`` runs the demo once per ``dist.worker_niceness`` value, one after the
+other in the same process (so other load on the machine hits both alike), and prints each
+run's stalls and median tokens/s as ratios to the first value's.
+
     QT_QPA_PLATFORM=offscreen python bench/gui_latency.py [--steps 20] [--flood 100000]
+        [--niceness 0,10]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from engine.config import JobSpec  # noqa: E402
 from engine.events import MetricEvent  # noqa: E402
 
 BEAT_MS = 5
@@ -66,13 +72,136 @@ def pump(app: QApplication, until, timeout: float) -> None:
         time.sleep(0.001)
 
 
+def descendant_niceness() -> set[int]:
+    """Nice values of this process's descendants (the workers and their job processes);
+    empty off Linux. Shows the setting reached the workers."""
+    parent: dict[int, int] = {}
+    nice: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parent[pid], nice[pid] = int(fields[1]), int(fields[16])
+    mine, found = {os.getpid()}, True
+    while found:
+        found = False
+        for pid, ppid in parent.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                found = True
+    return {nice[p] for p in mine if p != os.getpid()}
+
+
+def p(xs: list[float], q: int) -> float:
+    return statistics.quantiles(xs, n=100)[q - 1] if len(xs) >= 2 else (xs[0] if xs else 0.0)
+
+
+def demo_run(app: QApplication, w, beat: Heartbeat, delays: list[float], niceness: int) -> dict:
+    """One demo run from the window at ``niceness``; its stalls, delays and throughput."""
+    w.job.set("dist", "worker_niceness", niceness)
+    speeds: list[float] = []
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def on_metric(e: MetricEvent) -> None:
+        if e.kind == "train" and e.step > 1 and "tokens_per_s" in e.values:
+            speeds.append(e.values["tokens_per_s"])  # step 1 pays for compiling
+
+    def sample() -> None:  # off the GUI thread: reading /proc is not free
+        while not done.wait(1.0):
+            seen.update(descendant_niceness())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    w.bridge.metric.connect(on_metric)
+    beat.stalls.clear()
+    beat.by_phase.clear()
+    first = len(delays)
+    beat.phase = "starting"
+    w.start_run()
+    beat.armed = True
+    t0, cpu0 = time.monotonic(), os.times()
+    pump(app, lambda: w.monitor_page.state in ("finished", "failed", "stopped"), 900)
+    seconds = time.monotonic() - t0
+    cpu1 = os.times()  # the app's own CPU (GUI + coordinator): all niceness can give back
+    app_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(seconds, 1e-9)
+    beat.armed = False
+    done.set()
+    sampler.join(5)
+    w.bridge.metric.disconnect(on_metric)
+    if w.monitor_page.state != "finished":
+        raise SystemExit(f"demo run ended {w.monitor_page.state}")
+    pump(app, lambda: not w.runner.running, 120)
+    return {
+        "niceness": niceness,
+        "seconds": seconds,
+        "stall": max(beat.stalls, default=0.0),
+        "phases": dict(beat.by_phase),
+        "delays": delays[first:],
+        "tokens_per_s": statistics.median(speeds) if speeds else 0.0,
+        "worker_nice": sorted(seen),
+        "app_cpu": app_cpu,
+        "load": os.getloadavg()[0],
+    }
+
+
+def flood(app: QApplication, w, beat: Heartbeat, delays: list[float], n: int, steps: int) -> dict:
+    """Every chart series gets ``n`` more points from a producer thread."""
+    beat.stalls.clear()
+    beat.phase = "flood"
+    beat.armed = True
+    first = len(delays)
+    sink = w.bridge.sink
+
+    def produce() -> None:
+        for i in range(n):
+            step = steps + 1 + i
+            sink(
+                MetricEvent(
+                    step,
+                    {
+                        "train_loss": 2.0 + (i % 97) / 100,
+                        "learning_rate": 1e-4,
+                        "tokens_per_s": 1000.0 + i % 50,
+                        "grad_norm": 1.0,
+                    },
+                )
+            )
+            sink(MetricEvent(step, {"compute_s": 0.5, "comm_s": 0.05}, kind="worker", worker=0))
+            if i % 2000 == 1999:
+                time.sleep(0.01)  # a very fast run, not a single burst
+
+    producer = threading.Thread(target=produce)
+    t1 = time.monotonic()
+    producer.start()
+    pump(
+        app, lambda: not producer.is_alive() and w.monitor_page.loss.point_count("train") >= n, 600
+    )
+    pump(app, lambda: not w.monitor_page.loss.dirty, 10)
+    beat.armed = False
+    return {
+        "seconds": time.monotonic() - t1,
+        "stall": max(beat.stalls, default=0.0),
+        "delays": delays[first:],
+        "load": os.getloadavg()[0],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument(
         "--flood", type=int, default=100_000, help="extra points per chart streamed in"
     )
+    parser.add_argument(
+        "--niceness",
+        default=str(JobSpec().dist.worker_niceness),
+        help="comma-separated dist.worker_niceness values, one demo run each (first = anchor)",
+    )
     args = parser.parse_args()
+    nicenesses = [int(x) for x in args.niceness.split(",") if x.strip()]
     app = QApplication(sys.argv[:1])
     from app.main_window import MainWindow
     from app.settings import AppSettings
@@ -103,77 +232,45 @@ def main() -> int:
     w.bridge.state.connect(
         lambda e: setattr(beat, "phase", e.state) if e.state in ("preparing", "running") else None
     )
-    beat.phase = "starting"
-    w.start_run()
-    beat.armed = True
-    t0 = time.monotonic()
-    pump(app, lambda: w.monitor_page.state in ("finished", "failed", "stopped"), 900)
-    run_s = time.monotonic() - t0
-    run_stall = max(beat.stalls, default=0.0)
-    run_delays = list(delays)
-    if w.monitor_page.state != "finished":
-        raise SystemExit(f"demo run ended {w.monitor_page.state}")
-    pump(app, lambda: not w.runner.running, 120)
-
-    # Flood: every chart series gets ``--flood`` more points from a producer thread.
-    beat.stalls.clear()
-    beat.phase = "flood"
-    sink = w.bridge.sink
-
-    def produce() -> None:
-        for i in range(args.flood):
-            step = args.steps + 1 + i
-            sink(
-                MetricEvent(
-                    step,
-                    {
-                        "train_loss": 2.0 + (i % 97) / 100,
-                        "learning_rate": 1e-4,
-                        "tokens_per_s": 1000.0 + i % 50,
-                        "grad_norm": 1.0,
-                    },
-                )
-            )
-            sink(MetricEvent(step, {"compute_s": 0.5, "comm_s": 0.05}, kind="worker", worker=0))
-            if i % 2000 == 1999:
-                time.sleep(0.01)  # a very fast run, not a single burst
-
-    producer = threading.Thread(target=produce)
-    t1 = time.monotonic()
-    producer.start()
-    pump(
-        app,
-        lambda: not producer.is_alive() and w.monitor_page.loss.point_count("train") >= args.flood,
-        600,
-    )
-    pump(app, lambda: not w.monitor_page.loss.dirty, 10)
-    flood_s = time.monotonic() - t1
-    flood_stall = max(beat.stalls, default=0.0)
-    flood_delays = delays[len(run_delays) :]
+    runs = [demo_run(app, w, beat, delays, n) for n in nicenesses]
+    flooded = flood(app, w, beat, delays, args.flood, args.steps)
     beat.timer.stop()
     w.close()
 
-    def p(xs: list[float], q: float) -> float:
-        return statistics.quantiles(xs, n=100)[q - 1] if len(xs) >= 2 else (xs[0] if xs else 0.0)
-
-    print(f"demo run: {args.steps} steps in {run_s:.1f}s, {len(run_delays)} train points")
-    phases = ", ".join(f"{k} {v:.0f} ms" for k, v in beat.by_phase.items() if k != "flood")
+    anchor = runs[0]
+    for r in runs:
+        phases = ", ".join(f"{k} {v:.0f} ms" for k, v in r["phases"].items())
+        ratio = (
+            f"; vs niceness {anchor['niceness']}: stall {r['stall'] / max(anchor['stall'], 1e-9):.2f}x, "
+            f"tokens/s {r['tokens_per_s'] / max(anchor['tokens_per_s'], 1e-9):.2f}x"
+            if r is not anchor
+            else ""
+        )
+        print(
+            f"demo run, worker niceness {r['niceness']} (workers seen at nice {r['worker_nice'] or '?'}): "
+            f"{args.steps} steps in {r['seconds']:.1f}s, load average {r['load']:.1f} on {os.cpu_count()} cores, "
+            f"app process {100 * r['app_cpu']:.0f}% of a core"
+        )
+        print(
+            f"  gui stall max {r['stall']:.1f} ms ({r['stall'] / STALL_TARGET_MS:.2f}x the 50 ms target); "
+            f"by phase: {phases}"
+        )
+        print(
+            f"  metric->chart median {p(r['delays'], 50):.0f} ms, max {max(r['delays'], default=0):.0f} ms "
+            f"({max(r['delays'], default=0) / CHART_TARGET_MS:.2f}x the 250 ms target); "
+            f"median {r['tokens_per_s']:.0f} tokens/s{ratio}"
+        )
     print(
-        f"  gui stall max {run_stall:.1f} ms ({run_stall / STALL_TARGET_MS:.2f}x the 50 ms target); "
-        f"by phase: {phases}"
+        f"flood: {args.flood:,} points x 7 series in {flooded['seconds']:.1f}s, "
+        f"load average {flooded['load']:.1f}"
     )
-    print(f"  load average during the bench: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
-        f"  metric->chart median {p(run_delays, 50):.0f} ms, max {max(run_delays, default=0):.0f} ms "
-        f"({max(run_delays, default=0) / CHART_TARGET_MS:.2f}x the 250 ms target)"
+        f"  gui stall max {flooded['stall']:.1f} ms ({flooded['stall'] / STALL_TARGET_MS:.2f}x target), "
+        f"metric->chart p99 {p(flooded['delays'], 99):.0f} ms"
     )
-    print(f"flood: {args.flood:,} points x 7 series in {flood_s:.1f}s")
-    print(
-        f"  gui stall max {flood_stall:.1f} ms ({flood_stall / STALL_TARGET_MS:.2f}x target), "
-        f"metric->chart p99 {p(flood_delays, 99):.0f} ms"
-    )
-    max_stall = max(run_stall, flood_stall)
-    print(f"max_stall_ms={max_stall:.1f} metric_to_chart_ms={max(run_delays, default=0):.1f}")
+    last = runs[-1]
+    max_stall = max(last["stall"], flooded["stall"])
+    print(f"max_stall_ms={max_stall:.1f} metric_to_chart_ms={max(last['delays'], default=0):.1f}")
     return 0
 
 

@@ -16,14 +16,20 @@ from app.cluster_model import ClusterModel, Worker
 from app.job_model import JobModel
 from app.local_probe import describe_probe, probe_this_machine
 from app.pairing import pair
+from app.remote_probe import probe_paired_worker
 from app.tasks import run_task
 from app.widgets.page import Page, group, hint
 from app.widgets.tables import list_table
 
 COLUMNS = ("Use", "Name", "Address", "Chip", "Memory", "State", "Paired")
 STATE_COLORS = {"idle": "#2e7d32", "busy": "#ef6c00", "offline": "#9e9e9e", "unknown": "#616161"}
-NO_PROBE = "Probing another Mac is not wired yet (it needs the paired channel); select this machine"
+NO_PROBE = "Select a machine to measure it"
 PROBE_HELP = "Measure this machine: free memory and matmul speed (takes a few seconds)"
+PROBE_REMOTE_HELP = (
+    "Measure this Mac over the paired channel a run uses: free memory, matmul speed, "
+    "round trip and bandwidth (takes a few seconds)"
+)
+PROBE_UNPAIRED = "Pair with this Mac first; Probe then measures it over the paired channel"
 PAIR_HELP = "Pair with the selected Mac using the code its `orchard worker` shows"
 
 
@@ -148,9 +154,13 @@ class ClusterPage(Page):
         self.remove_button.setEnabled(remote and w.source == "manual")
         self.pair_button.setEnabled(remote and not w.paired and not self._pairing)
         self.pair_button.setToolTip(PAIR_HELP if remote else "Select another Mac to pair with it")
-        local = w is not None and w.local
-        self.probe_button.setEnabled(local and not self._probing)
-        self.probe_button.setToolTip(PROBE_HELP if local else NO_PROBE)
+        self.probe_button.setEnabled(w is not None and not self._probing)
+        if w is None:
+            self.probe_button.setToolTip(NO_PROBE)
+        elif w.local:
+            self.probe_button.setToolTip(PROBE_HELP)
+        else:  # paired from the terminal (`orchard pair`) counts too: the probe finds out
+            self.probe_button.setToolTip(PROBE_REMOTE_HELP if w.paired else PROBE_UNPAIRED)
 
     def _use_toggled(self, item: QTableWidgetItem) -> None:
         if item.column() != 0:
@@ -207,30 +217,42 @@ class ClusterPage(Page):
 
     def _paired(self, w: Worker, peer: object) -> None:
         self._pairing = False
-        self._probing = False
-        w.paired = True
+        self.cluster.mark_paired(w.id)
         self.refresh()
-        self.message.emit(f"Paired with {w.name}.", "info")
+        self.message.emit(
+            f"Paired with {w.name}. Probe measures it; tick “Use” to train on it.", "info"
+        )
 
     def _pair_failed(self, message: str) -> None:
         self._pairing = False
-        self._probing = False
         self._update_buttons()
         self.message.emit(f"Pairing failed: {message}", "error")
 
     def _probe(self) -> None:
         w = self.selected()
-        if w is None or not w.local or self._probing:
+        if w is None or self._probing:
             return
+        self.probe(w)
+
+    def probe(self, w: Worker) -> None:
+        """Measure ``w`` on a pool thread: this machine through a short-lived local worker, a
+        remote Mac over the paired channel. The result comes back as a message."""
         self._probing = True
         self._update_buttons()
         self.message.emit(f"Probing {w.name}…", "info")
+        fn, args = (probe_this_machine, ()) if w.local else (probe_paired_worker, (w.address,))
         run_task(
-            probe_this_machine,
+            fn,
+            *args,
             owner=self,
-            on_done=lambda r: self._probe_done(describe_probe(w.name, r), "info"),
-            on_error=lambda m: self._probe_done(f"Probe failed: {m}", "error"),
+            on_done=lambda r: self._probed(w, r),
+            on_error=lambda m: self._probe_done(f"Probe of {w.name} failed: {m}", "error"),
         )
+
+    def _probed(self, w: Worker, result: object) -> None:
+        if not w.local:
+            self.cluster.mark_paired(w.id)  # the paired channel worked
+        self._probe_done(describe_probe(w.name, result, remote=not w.local), "info")
 
     def _probe_done(self, text: str, level: str) -> None:
         self._probing = False

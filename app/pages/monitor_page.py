@@ -115,6 +115,7 @@ class MonitorPage(Page):
         self.eta.setText("")
         self.log_view.clear()
         self.run_dir = ""
+        self.state = ""  # the last run's end state is not this run's
         self.set_running(True)
         self.state_label.setText(STATE_TEXT["preparing"])
 

@@ -131,6 +131,7 @@ class TrainingPage(Page):
         form.addRow("", self.mode_hint)
         form.addRow("Wire compression", ChoiceControl(job, "dist", "compression"))
         form.addRow("Local workers", NumberControl(job, "dist", "workers", slider_range=(1, 8)))
+        form.addRow("Worker priority drop", NumberControl(job, "dist", "worker_niceness"))
         form.addRow(
             "Bucket (MiB)", NumberControl(job, "dist", "bucket_mb", slider=False, decimals=2)
         )

@@ -76,10 +76,10 @@ def test_add_by_address_and_bad_address(window, qtbot) -> None:
         page.address.setText("no-port-here")
         page._add()
     assert "host:port" in blocker.args[0]
-    # Probing another Mac is not wired yet: disabled, with the reason as a tooltip.
+    # Another Mac can be probed once paired; until then the tooltip says to pair first.
     page.table.selectRow(1)
-    assert page.pair_button.isEnabled() and not page.probe_button.isEnabled()
-    assert "paired channel" in page.probe_button.toolTip()
+    assert page.pair_button.isEnabled() and page.probe_button.isEnabled()
+    assert "Pair with this Mac first" in page.probe_button.toolTip()
 
 
 def test_pairing_an_unreachable_worker_is_a_readable_error(
