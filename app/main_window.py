@@ -218,7 +218,9 @@ class MainWindow(QMainWindow):
         self.monitor_page.start_requested.connect(self.start_run)
         self.monitor_page.stop_requested.connect(self.stop_run)
         self.runner.ended.connect(self._on_run_ended)
+        self.runner.started.connect(lambda _job: self.runs_page.set_busy(True))
         self.runs_page.open_adapter.connect(self.open_adapter)
+        self.runs_page.resume_requested.connect(self.resume_run)
         self.cluster_page.add_requested.connect(self.add_worker)
         self.cluster_page.remove_requested.connect(self.remove_worker)
         self.dataset_page.stats_ready.connect(self.training_page.set_dataset_size)
@@ -291,6 +293,30 @@ class MainWindow(QMainWindow):
         self.go_to(self.monitor_page)
         self.runner.start(job)
 
+    def resume_run(self, run_dir: str) -> None:
+        """Continue a stopped run from its last checkpoint, with the job it was started with."""
+        if self.runner.running:
+            self.show_message("A run is already going. Stop it before resuming another.", "warning")
+            return
+        run_task(
+            JobSpec.load,
+            str(Path(run_dir) / "job.toml"),
+            owner=self,
+            on_done=lambda job: self._start_resumed(run_dir, job),
+            on_error=lambda m: self.show_message(f"Cannot resume {Path(run_dir).name}: {m}"),
+        )
+
+    def _start_resumed(self, run_dir: str, job: JobSpec) -> None:
+        if self.runner.running:  # a run started while the job file was being read
+            self.show_message("A run is already going. Stop it before resuming another.", "warning")
+            return
+        self.banner.hide()
+        self.monitor_page.reset(job.run.steps)  # "running" brings the exact range
+        self.start_button.setEnabled(False)
+        self.run_label.setText(f"Resuming {Path(run_dir).name}…")
+        self.go_to(self.monitor_page)
+        self.runner.start(job, resume_from=run_dir)
+
     def stop_run(self) -> None:
         self.runner.stop()
         self.run_label.setText("Stopping at the next step…")
@@ -306,6 +332,7 @@ class MainWindow(QMainWindow):
     def _on_run_ended(self, error: str) -> None:
         self.start_button.setEnabled(True)
         self.monitor_page.set_running(False)
+        self.runs_page.set_busy(False)
 
     def open_adapter(self, adapter_dir: str, model: str) -> None:
         run_task(

@@ -21,14 +21,17 @@ from engine.events import LogEvent, StateEvent
 log = logging.getLogger(__name__)
 
 
-def drive_run(job: JobSpec, sink: Any, stop_event: threading.Event) -> str:
-    """Run ``job`` with the runtime (the multi-worker coordinator) until it ends.
+def drive_run(
+    job: JobSpec, sink: Any, stop_event: threading.Event, resume_from: str | None = None
+) -> str:
+    """Run ``job`` with the runtime (the multi-worker coordinator) until it ends; with
+    ``resume_from``, continue that run folder from its last checkpoint.
 
     Blocks, so it runs on the controller's thread; ``stop_event`` stops it at the next step
     boundary with a checkpoint. Returns the final status."""
     from engine.runtime import start_run  # imports MLX: keep it off the app's startup path
 
-    handle = start_run(job, sink, stop_event)
+    handle = start_run(job, sink, stop_event, resume_from=resume_from)
     result = handle.wait()
     return result.status if result is not None else "unknown"
 
@@ -48,14 +51,15 @@ class RunController(QObject):
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, job: JobSpec) -> None:
+    def start(self, job: JobSpec, resume_from: str | None = None) -> None:
         if self.running:
             raise RuntimeError("a run is already going; stop it first")
         self.job = job
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._main, args=(job, self._stop), name="orchard-run", daemon=True
-        )
+            target=self._main, args=(job, self._stop, resume_from), name="orchard-run",
+            daemon=True,
+        )  # fmt: skip
         self._thread.start()
         self.started.emit(job)
 
@@ -69,10 +73,10 @@ class RunController(QObject):
             self._thread.join(timeout)
         return not self.running
 
-    def _main(self, job: JobSpec, stop_event: threading.Event) -> None:
+    def _main(self, job: JobSpec, stop_event: threading.Event, resume_from: str | None) -> None:
         sink = self.bridge.sink
         try:
-            drive_run(job, sink, stop_event)
+            drive_run(job, sink, stop_event, resume_from)
         except Exception as e:  # noqa: BLE001 - reported to the user, traceback to the log
             log.exception("run failed")
             message = describe_error(e)

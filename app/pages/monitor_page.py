@@ -105,6 +105,7 @@ class MonitorPage(Page):
         self.body.addWidget(split, 1)
         self.run_dir = ""
         self.state = ""
+        self._last_message = ""  # the last line logged: a StateEvent may repeat a LogEvent
 
     # event slots (GUI thread) ---------------------------------------------------------------
     def reset(self, total_steps: int) -> None:
@@ -116,6 +117,7 @@ class MonitorPage(Page):
         self.log_view.clear()
         self.run_dir = ""
         self.state = ""  # the last run's end state is not this run's
+        self._last_message = ""
         self.set_running(True)
         self.state_label.setText(STATE_TEXT["preparing"])
 
@@ -162,11 +164,15 @@ class MonitorPage(Page):
             self.progress.setValue(int(e.detail.get("start_step", 0)))
         if e.state in ("finished", "failed", "stopped"):
             self.set_running(False)
+        if e.message and e.message == self._last_message:  # a recovery says it once
+            return
         self.append_log(
             LogEvent("info" if e.state != "failed" else "error", f"[{e.state}] {e.message}".strip())
         )
+        self._last_message = e.message
 
     def append_log(self, e: LogEvent) -> None:
+        self._last_message = e.message
         stamp = time.strftime("%H:%M:%S", time.localtime(e.time))
         prefix = "" if e.level == "info" else f"{e.level.upper()}: "
         self.log_view.appendPlainText(f"{stamp}  {prefix}{e.message}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from engine.config import ConfigError, JobSpec
 from engine.train.metrics import METRICS_FILE, read_metrics
 
 COLUMNS = ("Run", "Started", "Steps", "Train loss", "Val loss", "Adapter")
+RESUME_HELP = "Continue this run from its last checkpoint, on the same curve"
 
 
 @dataclass
@@ -37,6 +39,31 @@ class RunSummary:
     val_loss: float | None
     has_adapter: bool
     model: str
+    checkpoint_step: int | None = None  # the newest checkpoint's step
+    total_steps: int | None = None  # what the run was set to reach
+
+    @property
+    def resumable(self) -> bool:
+        """Stopped (or cut short) with a checkpoint to continue from."""
+        return self.checkpoint_step is not None and (
+            self.total_steps is None or self.checkpoint_step < self.total_steps
+        )
+
+
+def _checkpoint_facts(folder: Path) -> tuple[int | None, int | None]:
+    """(step, total steps) of the newest checkpoint, from its meta.json alone."""
+    from engine.train.checkpoint import META_FILE, list_checkpoints
+
+    found = list_checkpoints(folder)
+    if not found:
+        return None, None
+    try:
+        meta = json.loads((found[0] / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None, None
+    step = int(found[0].name.rsplit("_", 1)[1])
+    total = meta.get("total_steps")
+    return step, int(total) if isinstance(total, int) else None
 
 
 def scan_runs(out_dir: str) -> list[RunSummary]:
@@ -55,6 +82,7 @@ def scan_runs(out_dir: str) -> list[RunSummary]:
             model = JobSpec.load(folder / "job.toml").model.path
         except ConfigError:
             model = "?"
+        checkpoint_step, total_steps = _checkpoint_facts(folder)
         runs.append(
             RunSummary(
                 name=folder.name,
@@ -65,6 +93,8 @@ def scan_runs(out_dir: str) -> list[RunSummary]:
                 val_loss=val[-1]["val_loss"] if val else None,
                 has_adapter=(folder / "adapter" / "adapters.safetensors").is_file(),
                 model=model,
+                checkpoint_step=checkpoint_step,
+                total_steps=total_steps,
             )
         )
     return sorted(runs, key=lambda r: r.started, reverse=True)
@@ -79,6 +109,7 @@ class RunsPage(Page):
     subtitle = "Earlier runs in the output folder. Select one to see its curves; open its adapter in Results."
 
     open_adapter = Signal(str, str)  # adapter dir, model
+    resume_requested = Signal(str)  # run folder
     message = Signal(str, str)
 
     def __init__(self, job: JobModel):
@@ -92,8 +123,14 @@ class RunsPage(Page):
         self.open_button = QPushButton("Open adapter in Results")
         self.open_button.setEnabled(False)
         self.open_button.clicked.connect(self._open)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip(RESUME_HELP)
+        self.resume_button.setEnabled(False)
+        self.resume_button.clicked.connect(self._resume)
+        self.busy = False  # a run is going: nothing can be resumed meanwhile
         top.addWidget(self.folder_label, 1)
         top.addWidget(refresh)
+        top.addWidget(self.resume_button)
         top.addWidget(self.open_button)
         self.body.addLayout(top)
         self.table = list_table(COLUMNS, stretch_column=0)
@@ -124,7 +161,7 @@ class RunsPage(Page):
             values = (
                 run.name,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started)),
-                str(run.steps),
+                f"{run.steps} of {run.total_steps}" if run.total_steps else str(run.steps),
                 _fmt(run.train_loss),
                 _fmt(run.val_loss),
                 "yes" if run.has_adapter else "no",
@@ -133,6 +170,9 @@ class RunsPage(Page):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         if runs and not self.table.selectionModel().hasSelection():
             self.table.selectRow(0)
+        run = self.current()  # the selection may have stayed on a row whose run changed
+        self.open_button.setEnabled(run is not None and run.has_adapter)
+        self._update_resume()
 
     def current(self) -> RunSummary | None:
         rows = self.table.selectionModel().selectedRows()
@@ -141,6 +181,7 @@ class RunsPage(Page):
     def _selected(self) -> None:
         run = self.current()
         self.open_button.setEnabled(run is not None and run.has_adapter)
+        self._update_resume()
         if run is not None:
             run_task(
                 read_metrics,
@@ -160,6 +201,28 @@ class RunsPage(Page):
             if "val_loss" in row:
                 self.chart.append("validation", row["step"], row["val_loss"])
         self.chart.redraw()
+
+    def set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        self._update_resume()
+
+    def _update_resume(self) -> None:
+        run = self.current()
+        ok = run is not None and run.resumable and not self.busy
+        self.resume_button.setEnabled(ok)
+        if run is not None and run.checkpoint_step is not None and not run.resumable:
+            self.resume_button.setToolTip("This run is finished")
+        elif run is not None and run.checkpoint_step is None:
+            self.resume_button.setToolTip("This run wrote no checkpoint to resume from")
+        elif self.busy:
+            self.resume_button.setToolTip("A run is going: stop it first")
+        else:
+            self.resume_button.setToolTip(RESUME_HELP)
+
+    def _resume(self) -> None:
+        run = self.current()
+        if run is not None and run.resumable:
+            self.resume_requested.emit(run.path)
 
     def _open(self) -> None:
         run = self.current()
