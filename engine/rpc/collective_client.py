@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 PUSH_METHOD = "/orchard.v1.Collective/Push"
 STREAM_LIFETIME_S = 3600.0  # deadline of one stream; replaced after a sixth of it
+# close() lets the streams finish this long (in all), then cancels the rest: a stream to a
+# frozen or vanished peer never finishes, and a worker shutting down must not wait on it.
+CLOSE_DRAIN_S = 0.25
 _CLOSE = None
 
 
@@ -165,15 +168,23 @@ class GrpcTransport(Transport):
         if self._error is not None:
             raise self._error
 
-    def close(self) -> None:
-        for stream in self._streams.values():
+    def close(self, drain_s: float = CLOSE_DRAIN_S) -> None:
+        """End every stream: queued frames get ``drain_s`` seconds in all to go out (a
+        healthy peer acks at once), then what is left is cancelled."""
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for stream in streams:
             stream.close()
-        for stream in self._streams.values():
+        deadline = time.monotonic() + drain_s
+        for stream in streams:
             try:
-                stream.future.result(timeout=5.0)
+                stream.future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except grpc.FutureTimeoutError:
+                log.info("a stream to a peer did not finish within %.2fs of close; cancelled",
+                         drain_s)  # fmt: skip
+                stream.future.cancel()
             except Exception:  # noqa: BLE001 - the peer may be gone already; closing anyway
                 log.debug("stream to a peer ended with an error on close", exc_info=True)
-        self._streams.clear()
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()

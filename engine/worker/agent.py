@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from engine.rpc.auth import TOKEN_ENV
@@ -91,6 +92,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="network worker: end a job whose coordinator made no call for this many seconds "
         f"(default {DEFAULT_JOB_LEASE_S:g})",
     )
+    p.add_argument(
+        "--no-warm-spare",
+        action="store_true",
+        help="network worker: do not keep a job process with the training stack imported "
+        "ahead (saves its memory; each SetupJob then imports MLX itself, a few seconds)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -109,14 +116,39 @@ def read_token(local: bool) -> str:
     return token
 
 
+# An orderly shutdown takes well under 1 s; only a step stuck in MLX's compute waits this out.
+HARD_EXIT_S = 10.0
+LOCAL_GRACE_S = 0.25  # a local worker's engine is gone or done: no call is worth waiting for
+
+
 def _parent_gone(reason: str, done: threading.Event) -> None:
-    """Shut down in order; if that hangs (a step stuck in MLX), exit hard after 10 s."""
+    """Shut down in order; if that hangs (a step stuck in MLX), exit hard after HARD_EXIT_S."""
     if not done.is_set():
         log.info("lifeline closed (%s); worker exits", reason)
     done.set()
-    timer = threading.Timer(10.0, lambda: os._exit(3))
+    timer = threading.Timer(HARD_EXIT_S, lambda: os._exit(3))
     timer.daemon = True
     timer.start()
+
+
+def _on_stop_signals(done: threading.Event, hard_exit: bool) -> None:
+    """SIGTERM/SIGINT end the worker. The handlers only note the signal; a thread acts on it.
+    A handler runs on the main thread inside whatever lock call it interrupted, and one that
+    set ``done`` itself deadlocked there (seen: a local worker hung after its engine's kill -9).
+    ``hard_exit``: SIGTERM also arms the hard-exit timer, as the lifeline does."""
+    got: list[int] = []
+    signal.signal(signal.SIGTERM, lambda sig, _: got.append(sig))
+    signal.signal(signal.SIGINT, lambda sig, _: got.append(sig))
+
+    def watch() -> None:
+        while not got:
+            time.sleep(0.05)
+        if hard_exit and got[0] == signal.SIGTERM:
+            _parent_gone("SIGTERM", done)
+        else:
+            done.set()
+
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
 
 
 def _preload() -> None:
@@ -149,9 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ.pop(TOKEN_ENV, None)  # a network worker trusts pairing, not a shared token
         done = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: done.set())
-        signal.signal(signal.SIGINT, lambda *_: done.set())
-        threading.Thread(target=_preload, name="preload", daemon=True).start()
+        _on_stop_signals(done, hard_exit=False)
+        # no preload here: the agent's warm spare job process imports the training stack
         code = serve_remote(args, data_dir, done)
         logging.shutdown()  # a handler thread stuck in a collective must not hold the exit
         os._exit(code)
@@ -183,14 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
+    # SIGTERM: the kernel's parent-death signal or the engine's stop; either way the hard
+    # exit stands behind the orderly one, as on the lifeline path
+    _on_stop_signals(done, hard_exit=True)
     threading.Thread(target=_preload, name="preload", daemon=True).start()
     while not done.wait(0.5):
         pass
     log.info("shutting down")
     runner.close()
-    server.stop(grace_s=2.0)
+    server.stop(grace_s=LOCAL_GRACE_S if args.local else 2.0)
     if args.local:  # a handler thread stuck in a collective must not hold the exit
         logging.shutdown()
         os._exit(0)

@@ -52,6 +52,9 @@ class StepResult:
 
 
 ENDED_KEPT = 64  # ended jobs whose reason a late call still gets told
+# Stop on a job process: a call still running this long after the collective was failed is
+# stuck where nothing reaches it (MLX's own collective), so the process is killed.
+STOP_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,14 @@ class JobRunner:
         confine_paths: bool = False,
         job_process: bool = False,
         job_lease_s: float | None = None,
+        warm_spare: bool = True,
     ):
         """``on_busy(True/False)`` is called when a job is set up / ends (the agent
         re-advertises its state); it must not block. ``confine_paths`` (network workers):
         a job may only read files the coordinator shipped (engine/worker/confine.py).
-        ``job_process``: each job runs in a child process (engine/worker/job_process.py).
+        ``job_process``: each job runs in a child process (engine/worker/job_process.py),
+        taken from a warm spare that imported the training stack ahead (worker/spare.py)
+        unless ``warm_spare`` is false (then each SetupJob spawns and imports its own).
         ``job_lease_s`` (network workers): end a job whose coordinator is gone
         (engine/worker/orphans.py); None: never (local workers die with their engine)."""
         from engine.dist.mailbox import Mailbox  # pure Python; peers push chunks into it
@@ -93,6 +99,12 @@ class JobRunner:
         self._on_busy = on_busy
         self.confine_paths = confine_paths
         self.guard = OrphanGuard(job_lease_s, self._end_orphan) if job_lease_s else None
+        self.spares: Any = None
+        self._starting: Any = None  # the job process a SetupJob is building in (job_process)
+        if job_process and warm_spare:
+            from engine.worker.spare import SparePool
+
+            self.spares = SparePool()
 
     def _tell_busy(self, busy: bool) -> None:
         if self._on_busy is not None:
@@ -122,14 +134,18 @@ class JobRunner:
             while len(self._ended) > ENDED_KEPT:
                 self._ended.popitem(last=False)
 
-    def _drop_job(self) -> None:
-        """Close the current job and forget it (hold self._lock)."""
+    def _drop_job(self, close_timeout_s: float | None = None) -> None:
+        """Close the current job and forget it (hold self._lock). ``close_timeout_s``: a job
+        process that takes longer to finish is killed (its default otherwise)."""
         job, job_id = self._job, self._job_id
         self._job, self._job_id = None, ""
         if self.guard is not None:
             self.guard.job_ended(job_id)
         if job is not None:
-            job.close()
+            if close_timeout_s is not None and self.job_process:
+                job.close(close_timeout_s)
+            else:
+                job.close()
             self._tell_busy(False)
 
     def _need_job(self, call: str, job_id: str = "") -> Any:
@@ -231,9 +247,13 @@ class JobRunner:
                 peer_certs=peer_certs or [],
             )  # fmt: skip
             if self.job_process:
-                from engine.worker.job_process import ProcessJob
+                from engine.worker.job_process import ProcessJob, Spawned
 
-                self._job = ProcessJob.start(self.mailbox, args)
+                self._starting = self.spares.take() if self.spares else Spawned()
+                try:
+                    self._job = ProcessJob.start(self.mailbox, args, self._starting)
+                finally:
+                    self._starting = None
             else:
                 from engine.worker.training import TrainingJob  # imports MLX
 
@@ -299,23 +319,46 @@ class JobRunner:
     def stop(self, reason: str = "", job_id: str = "") -> None:
         """End the job (a collective waiting on peers fails at once). The process keeps
         serving: a local worker exits when its engine closes the lifeline. A Stop carrying
-        another job's id is stale (a dead coordinator's run) and is ignored."""
+        another job's id is stale (a dead coordinator's run) and is ignored. On a job
+        process, a call still running STOP_GRACE_S later is stuck (MLX's collective): the
+        process is killed, the call fails 'job lost' and the worker is free at once."""
         if job_id and job_id != self._job_id:
             log.info("ignored a Stop for job %s, which is no longer here%s", job_id,
                      f": {reason}" if reason else "")  # fmt: skip
             return
         log.info("stop requested%s", f": {reason}" if reason else "")
         self.mailbox.fail(RuntimeError(f"worker stopped ({reason or 'no reason given'})"))
-        with self._lock:
+        job, starting, held = self._job, self._starting, False
+        if self.job_process and (job is not None or starting is not None):
+            held = self._lock.acquire(timeout=STOP_GRACE_S)
+            if not held and job is not None and self._job is job:
+                self._remember_end(self._job_id, f"Stop: {reason or 'no reason given'}", True)
+                log.warning("Stop: a call is stuck in job %s after %.0fs; killing its process",
+                            self._job_id, STOP_GRACE_S)  # fmt: skip
+                job.kill()  # the stuck call fails with JobCrashed and releases the lock
+            elif not held and starting is not None and self._starting is starting:
+                log.warning("Stop: SetupJob is stuck after %.0fs (MLX's group waiting for a "
+                            "peer?); killing its job process", STOP_GRACE_S)  # fmt: skip
+                starting.proc.kill()  # SetupJob fails with JobCrashed and releases the lock
+        if not held:
+            self._lock.acquire()
+        try:
             if job_id and job_id != self._job_id:
                 return
             if self._job is not None:
                 self._remember_end(self._job_id, f"Stop: {reason or 'no reason given'}", True)
-                self._drop_job()
+                self._drop_job(STOP_GRACE_S)  # a frozen job process must not hold the Stop
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
+        """Shut down: a collective waiting on peers fails at once (as in stop), so the call
+        in it returns and the job closes in order instead of the exit waiting it out."""
+        self.mailbox.fail(RuntimeError("the worker is shutting down"))
         if self.guard is not None:
             self.guard.close()
+        if self.spares is not None:
+            self.spares.close()
         held = self._lock.acquire(timeout=5.0)  # a call stuck in the job must not hold exit
         try:
             self._drop_job()

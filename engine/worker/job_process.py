@@ -6,6 +6,9 @@ holds the model and the TrainingJob. Calls go over a pipe as (name, args) -> ("o
 to the child's own mailbox over a second pipe; the child sends to its peers directly. When the
 child dies (a segfault in a kernel, the OOM killer), the pending call fails with JobCrashed,
 the agent forgets the job and keeps serving: the coordinator can set the job up again.
+
+A child is spawned before its job (engine/worker/spare.py keeps one warm): it imports the
+training stack, says "ready" and waits for its build arguments, so SetupJob skips the imports.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -70,6 +74,44 @@ class ForwardingMailbox(Mailbox):
         self._forward(("fail", str(error)))
 
 
+# What a spare child imports ahead of its job (engine.worker.training pulls MLX and mlx-lm).
+PRELOAD = ("engine.worker.training", "engine.model.load", "engine.lora.adapters", "engine.data",
+           "engine.train", "engine.dist.dist_optimizer", "engine.dist.factory")  # fmt: skip
+
+
+class Spawned:
+    """A job process before its job: spawned, importing (or idle with) the training stack."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process with gRPC threads
+        self.conn, child_conn = ctx.Pipe()
+        frames_in, self.frames = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(
+            target=_child_main, args=(child_conn, frames_in), name="orchard-job", daemon=True
+        )
+        self.proc.start()
+        child_conn.close()
+        frames_in.close()
+        self.ready = False
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the child has imported the training stack (tests and benches wait)."""
+        if not self.ready and self.conn.poll(timeout_s):
+            try:
+                status, _ = self.conn.recv()
+            except (EOFError, OSError):
+                return False
+            self.ready = status == "ready"
+        return self.ready
+
+    def discard(self) -> None:
+        """End an unused child: it holds no job, so nothing is lost."""
+        self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+        self.frames.close()
+
+
 class ProcessJob:
     """TrainingJob's calls, served by a child process (same methods, same results)."""
 
@@ -78,40 +120,41 @@ class ProcessJob:
         self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, mailbox: ForwardingMailbox, build_args: dict[str, Any]) -> ProcessJob:
-        """Spawn the child, build the TrainingJob there; raises what the build raised."""
-        ctx = multiprocessing.get_context("spawn")  # never fork a process with gRPC threads
-        conn, child_conn = ctx.Pipe()
-        frames_in, frames_out = ctx.Pipe(duplex=False)
-        proc = ctx.Process(
-            target=_child_main, args=(child_conn, frames_in, build_args), name="orchard-job",
-            daemon=True,
-        )  # fmt: skip
-        proc.start()
-        child_conn.close()
-        frames_in.close()
-        mailbox.attach(frames_out)
-        job = cls(proc, conn, mailbox, None)
+    def start(
+        cls, mailbox: ForwardingMailbox, build_args: dict[str, Any], spawned: Spawned | None = None
+    ) -> ProcessJob:
+        """Build the TrainingJob in ``spawned`` (a warm spare) or a fresh child; raises what
+        the build raised."""
+        spawned = spawned or Spawned()
+        mailbox.attach(spawned.frames)
+        job = cls(spawned.proc, spawned.conn, mailbox, None)
         try:
+            try:
+                spawned.conn.send(("build", (build_args,)))
+            except (OSError, ValueError):
+                spawned.proc.join(timeout=5)
+                raise job._crashed() from None
             job.setup_result = job._wait()
         except BaseException:
             job.close()
             raise
-        log.info("job process %d ready", proc.pid)
+        log.info("job process %d ready", spawned.proc.pid)
         return job
 
     def _wait(self) -> Any:
-        while not self._conn.poll(1.0):
-            if not self.proc.is_alive():
-                raise self._crashed()
-        try:
-            status, value = self._conn.recv()
-        except (EOFError, OSError):
-            self.proc.join(timeout=5)
-            raise self._crashed() from None
-        if status == "error":
-            raise value
-        return value
+        while True:
+            while not self._conn.poll(1.0):
+                if not self.proc.is_alive():
+                    raise self._crashed()
+            try:
+                status, value = self._conn.recv()
+            except (EOFError, OSError):
+                self.proc.join(timeout=5)
+                raise self._crashed() from None
+            if status == "error":
+                raise value
+            if status != "ready":  # a fresh child's "imported" note precedes its answer
+                return value
 
     def _crashed(self) -> JobCrashed:
         return JobCrashed(
@@ -154,14 +197,14 @@ class ProcessJob:
             log.warning("killing job process %d", self.proc.pid)
             self.proc.kill()
 
-    def close(self) -> None:
-        """Ask the child to finish; kill it if it does not within CLOSE_TIMEOUT_S."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Ask the child to finish; kill it if it does not within ``timeout_s``."""
         self._mailbox.attach(None)
         try:
             self._conn.send(("close", ()))
         except (OSError, ValueError):
             pass
-        self.proc.join(timeout=CLOSE_TIMEOUT_S)
+        self.proc.join(timeout=timeout_s)
         if self.proc.is_alive():
             log.warning("job process %d did not stop; killing it", self.proc.pid)
             self.proc.kill()
@@ -183,7 +226,8 @@ def _pump_frames(frames: Connection, mailbox: Mailbox) -> None:
     while True:
         try:
             item = frames.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # the agent dropped the job or died: nothing more comes
+            mailbox.fail(RuntimeError("the worker agent ended the job"))
             return
         if item[0] == "put":
             try:
@@ -194,16 +238,37 @@ def _pump_frames(frames: Connection, mailbox: Mailbox) -> None:
             mailbox.fail(RuntimeError(item[1]))
 
 
-def _child_main(conn: Connection, frames: Connection, build_args: dict[str, Any]) -> None:
+def _child_main(conn: Connection, frames: Connection) -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,
         format=f"%(asctime)s job[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )  # fmt: skip
-    from engine.worker.training import TrainingJob
+    import importlib
 
+    failure: BaseException | None = None
+    t0 = time.perf_counter()
+    try:
+        for name in PRELOAD:
+            importlib.import_module(name)
+        log.info("job process %d imported the training stack in %.1fs", os.getpid(),
+                 time.perf_counter() - t0)  # fmt: skip
+        conn.send(("ready", os.getpid()))
+    except BaseException as e:  # noqa: BLE001 - the build reports it to SetupJob
+        failure = _portable(e)
+    try:
+        name, args = conn.recv()  # idle until a SetupJob takes this process
+    except (EOFError, OSError):  # the agent is gone or discarded its spare
+        os._exit(0)
+    if name != "build":
+        os._exit(0)
+    build_args = args[0]
     mailbox = Mailbox(build_args["group_token"])
     threading.Thread(target=_pump_frames, args=(frames, mailbox), daemon=True).start()
     try:
+        if failure is not None:
+            raise failure
+        from engine.worker.training import TrainingJob
+
         args = dict(build_args, mailbox=mailbox, job_dir=Path(build_args["job_dir"]))
         job = TrainingJob.build(**args)
         conn.send(("ok", job.describe()))

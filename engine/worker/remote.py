@@ -96,6 +96,7 @@ def serve_remote(args: argparse.Namespace, data_dir: Path, done: threading.Event
         confine_paths=True,
         job_process=True,
         job_lease_s=args.job_lease_s,
+        warm_spare=not args.no_warm_spare,
     )
     host, port = args.host or "0.0.0.0", DEFAULT_PORT if args.port is None else args.port
     try:

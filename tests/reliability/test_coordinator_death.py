@@ -17,6 +17,7 @@ import pytest
 
 from engine.runtime import start_run
 from engine.train.checkpoint import load_latest_checkpoint
+from engine.worker.agent import HARD_EXIT_S
 from tests.reliability.proc_sockets import unread_from
 from tests.runtime.helpers import tiny_job, train_losses
 from tests.worker.test_lifeline import alive, wait_gone
@@ -183,7 +184,8 @@ def test_kill_9_while_a_worker_waits_in_a_collective_leaves_no_worker_and_resume
     assert not [s for s in printed if s.startswith("RECOVERING")], "a recovery began first"
     assert f"STEP={KILL_AFTER + 1} " not in "\n".join(printed), "the step was not blocked"
     try:
-        gone_0 = _gone_after([pids[0]], t_kill, 20)
+        # in order, well before the hard-exit timer: the shutdown fails the collective
+        gone_0 = _gone_after([pids[0]], t_kill, HARD_EXIT_S / 2)
         assert alive(pids[1])  # frozen: it cannot act on its death signal yet
     finally:
         t_cont = time.monotonic()

@@ -2,6 +2,7 @@ import pytest
 
 from engine.rpc.auth import new_token
 from engine.runtime.local_workers import start_local_worker, stop_local_workers
+from tests.worker.agent_fixtures import coordinator_home, paired  # noqa: F401 - fixtures
 
 
 @pytest.fixture

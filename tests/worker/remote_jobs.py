@@ -16,23 +16,25 @@ _JOB_READY = re.compile(r"job process (\d+) ready")
 
 def set_up_job(
     client: WorkerClient, out: Path, run_id: str = "run", peers: list[str] | None = None,
-    steps: int = 3,
+    steps: int = 3, rank: int = 0, mode: str = "", mlx_hostfile: str = "",
 ) -> str:  # fmt: skip
-    """Ship the files and set up stories260K (rank 0 of ``peers``, else of one worker);
-    returns the job id the worker gave the client."""
+    """Ship the files and set up stories260K (``rank`` of ``peers``, else rank 0 of one
+    worker; ``mode`` for another dist.mode); returns the job id the worker gave the client."""
     from engine.runtime.cluster import files_to_ship
     from engine.worker.files import sha256_file
     from tests.runtime.helpers import tiny_job
 
     peers = peers or [client.address]
     # a long step deadline: a test that blocks a step on a silent peer decides when it ends
-    job = tiny_job(out, steps, **{"dist.step_timeout_s": 600.0, "dist.workers": len(peers)})
+    over = {"dist.step_timeout_s": 600.0, "dist.workers": len(peers)}
+    job = tiny_job(out, steps, **over, **({"dist.mode": mode} if mode else {}))
     hashes = {}
     for role, path in files_to_ship(job, remote=True).items():
         hashes[role] = sha256_file(path)
         name = role.split("/", 1)[1] if role.startswith("model/") else path.name
         client.put_file(path, hashes[role], name=name)
-    client.setup_job(job.to_toml(), 0, len(peers), peers, run_id, hashes, "group-token")
+    client.setup_job(job.to_toml(), rank, len(peers), peers, run_id, hashes, "group-token",
+                     mlx_hostfile)  # fmt: skip
     return client.job_id
 
 

@@ -97,8 +97,9 @@ class Agent:
 def start_agent(
     home: Path, *, netns: str | None = None, host: str = "0.0.0.0", port: int = 0,
     service_type: str = "", timeout: float = 60, job_lease_s: float | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[LineProcess, Agent]:  # fmt: skip
-    argv = ["-m", "engine.worker", "--host", host, "--port", str(port)]
+    argv = ["-m", "engine.worker", "--host", host, "--port", str(port), *extra]
     argv += ["--job-lease-s", str(job_lease_s)] if job_lease_s else []
     argv += ["--service-type", service_type] if service_type else ["--no-advertise"]
     proc = LineProcess(argv, home, netns)
