@@ -29,6 +29,7 @@ from engine.worker.job import StepResult
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+STOP_TIMEOUT_S = 15.0  # a stuck job's process is killed 2 s after Stop; room for a slow link
 KEEPALIVE_S = 60.0  # well inside a network worker's job lease (DEFAULT_JOB_LEASE_S, 300 s)
 
 
@@ -293,6 +294,20 @@ class Cluster:
         except WorkerCallError:
             return False
         return True
+
+    def stop_jobs(self, ranks: list[int], reason: str) -> None:
+        """Stop these workers' jobs at once, in parallel (best effort). A network agent kills
+        a job process still stuck in a call 2 s after Stop (engine/worker/job.py)."""
+
+        def stop(rank: int) -> None:
+            try:
+                self.clients[rank].stop(reason, timeout_s=STOP_TIMEOUT_S)
+            except WorkerCallError as e:
+                log.warning("worker %s: stop: %s", self.clients[rank].address, e)
+
+        assert self._pool is not None, "Cluster.start() first"
+        for f in [self._pool.submit(stop, r) for r in ranks]:
+            f.result()
 
     def drop(self, ranks: list[int]) -> list[Departed]:
         """Forget lost workers (a local one is killed) and take a fresh group token, so the

@@ -186,21 +186,25 @@ class Coordinator:
         if self.failures > job.dist.max_failures:
             raise RunHalted(f"{what}. That is failure {self.failures}, more than dist.max_failures="
                             f"{job.dist.max_failures}: the run stopped. {kept}")  # fmt: skip
-        mlx_remote = job.dist.mode == "mlx" and not cluster.local
-        if mlx_remote:
-            raise RunHalted(f"{what}. dist.mode 'mlx' on workers this engine did not start "
-                            f"cannot re-form: MLX initialises its group once per process, and a "
-                            f"survivor stuck in MLX's collective cannot be interrupted. {kept}")  # fmt: skip
+        if job.dist.mode == "mlx" and cluster.remote and cluster.token:
+            raise RunHalted(f"{what}. dist.mode 'mlx' cannot re-form on workers reached with a "
+                            f"shared token: they run MLX in their own process, which a survivor "
+                            f"stuck in MLX's collective cannot leave (paired `orchard worker` "
+                            f"agents can: each job is a process of its own). {kept}")  # fmt: skip
         if cluster.size - len(lost.ranks) < 1 and not job.dist.rejoin:
             raise RunHalted(f"{what}. No worker is left. {kept}")
         t0 = time.perf_counter()
         self.emit(StateEvent("recovering", what, str(self.run_dir),
                              {"lost": lost.addresses, "detected_at": lost.detected_at, "step": failed_step + 1}))  # fmt: skip
-        if job.dist.mode == "mlx":  # fresh processes: the only way MLX's group re-forms
+        if job.dist.mode == "mlx" and cluster.local:  # MLX's group re-forms in new processes
             back = len(lost.ranks) if job.dist.rejoin else 0  # the lost come back at once
             cluster.restart_local(cluster.size - len(lost.ranks) + back)
             self._files = cluster.ship_files()
         else:
+            if job.dist.mode == "mlx":  # survivors stuck in MLX's collective: their agents
+                cluster.stop_jobs(  # kill those job processes; SetupJob starts fresh ones
+                    [r for r in range(cluster.size) if r not in lost.ranks], "a peer was lost"
+                )
             gone = cluster.drop(lost.ranks)
             if self.rejoiner is not None:
                 self.rejoiner.departed(gone)
