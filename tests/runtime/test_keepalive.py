@@ -8,27 +8,19 @@ import time
 
 import pytest
 
-from engine.cli.pair_cmd import pair_main
 from engine.events import MetricEvent, StateEvent
 from engine.runtime import cluster, start_run
 from tests.runtime.helpers import tiny_job
-from tests.worker.remote_procs import start_agent
+from tests.worker.agent_fixtures import paired_agent_at
 
 LEASE_S = 3.0  # short for the test; the agent's default is 300 s
 GAP_S = 2.5 * LEASE_S  # the coordinator holds still this long after step 2
 
 
 @pytest.fixture
-def paired_agent(tmp_path, monkeypatch):
-    monkeypatch.setenv("ORCHARD_HOME", str(tmp_path / "coord"))
-    monkeypatch.delenv("ORCHARD_WORKER_TOKEN", raising=False)
-    proc, agent = start_agent(tmp_path / "agent", host="127.0.0.1", job_lease_s=LEASE_S)
-    try:
-        address = f"127.0.0.1:{agent.port}"
-        assert pair_main(address, agent.code) == 0
+def paired_agent(tmp_path, coordinator_home):
+    with paired_agent_at(tmp_path / "agent", LEASE_S) as (_, address):
         yield address
-    finally:
-        proc.close()
 
 
 class SlowSink:

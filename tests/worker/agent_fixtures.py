@@ -49,6 +49,19 @@ def paired(tmp_path, coordinator_home):
         p.close()
 
 
+@contextmanager
+def paired_agent_at(home, lease_s: float | None = None) -> Iterator[tuple[object, str]]:
+    """An agent on 127.0.0.1 (with this job lease), paired with the trust folder in
+    ORCHARD_HOME (see ``coordinator_home``); yields (its process, its address)."""
+    proc, agent = start_agent(home, host="127.0.0.1", job_lease_s=lease_s)
+    try:
+        address = address_of(agent)
+        assert pair_main(address, agent.code) == 0
+        yield proc, address
+    finally:
+        proc.close()
+
+
 def address_of(agent: Agent) -> str:
     return f"127.0.0.1:{agent.port}"
 

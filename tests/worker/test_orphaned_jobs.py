@@ -16,29 +16,22 @@ import time
 import grpc
 import pytest
 
-from engine.cli.pair_cmd import pair_main
 from engine.rpc.paired_client import connect_paired
 from engine.rpc.worker_client import WorkerCallError
 from engine.trust import open_trust_home
+from tests.worker.agent_fixtures import paired_agent_at
 from tests.worker.remote_jobs import job_pids, set_up_job, silent_peer, wait_gone
-from tests.worker.remote_procs import LineProcess, json_line, start_agent
+from tests.worker.remote_procs import LineProcess, json_line
 
 LEASE_S = 6.0  # short for the test; the agent's default is minutes
 
 
 @pytest.fixture
-def paired_agent(tmp_path, monkeypatch):
+def paired_agent(tmp_path, coordinator_home):
     """An agent with a short job lease, paired with this test's trust folder (which the
     coordinator processes share through ORCHARD_HOME)."""
-    monkeypatch.setenv("ORCHARD_HOME", str(tmp_path / "coord"))
-    monkeypatch.delenv("ORCHARD_WORKER_TOKEN", raising=False)
-    proc, agent = start_agent(tmp_path / "agent", host="127.0.0.1", job_lease_s=LEASE_S)
-    try:
-        address = f"127.0.0.1:{agent.port}"
-        assert pair_main(address, agent.code) == 0
-        yield proc, address
-    finally:
-        proc.close()
+    with paired_agent_at(tmp_path / "agent", LEASE_S) as found:
+        yield found
 
 
 def _coordinator(tmp_path, name: str, address: str, netns: str | None = None) -> LineProcess:

@@ -31,14 +31,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def coordinator_home(tmp_path, monkeypatch):
-    """This test process acts as the coordinator, with its own trust folder."""
-    monkeypatch.setenv("ORCHARD_HOME", str(tmp_path / "coord"))
-    monkeypatch.delenv("ORCHARD_WORKER_TOKEN", raising=False)
-    return tmp_path / "coord"
-
-
-@pytest.fixture
 def agents(tmp_path):
     started = []
 
