@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.config import JobSpec
 from engine.events import EventSink, LogEvent, MetricEvent, StateEvent
 from engine.optim import make_schedule
-from engine.runtime.cluster import Cluster
+from engine.runtime.cluster import Cluster, Member
 from engine.runtime.full_state import FullState, from_checkpoint, gather, split, to_checkpoint
 from engine.runtime.recovery import Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
@@ -236,7 +236,7 @@ class Coordinator:
         self.cluster.add(back)
         self._files = self.cluster.ship_files()
 
-    def _rejoin(self, back: list, step: int) -> None:
+    def _rejoin(self, back: list[Member], step: int) -> None:
         """Workers that came back join between two steps: they get the group's current state,
         so nothing is redone. A worker that fails to join is left out again."""
         job, cluster = self.job, self.cluster
