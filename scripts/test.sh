@@ -7,4 +7,4 @@ scripts/setup.sh --dev
 export QT_QPA_PLATFORM="${QT_QPA_PLATFORM:-offscreen}"
 .venv/bin/python -m ruff check .
 .venv/bin/python scripts/gen_proto.py --check
-exec .venv/bin/python -m pytest -ra --durations=15 "$@"
+exec .venv/bin/python -m pytest -ra --durations=40 "$@"

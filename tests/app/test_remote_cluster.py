@@ -25,7 +25,9 @@ def app_home(tmp_path, monkeypatch):
 @pytest.fixture
 def agent(tmp_path):
     """`python -m engine.worker` on 127.0.0.1 with TLS; its pairing code read from its terminal."""
-    proc, agent = start_agent(tmp_path / "worker-home", host="127.0.0.1")
+    proc, agent = start_agent(
+        tmp_path / "worker-home", host="127.0.0.1", extra=("--no-warm-spare",)
+    )  # no job here
     yield agent
     proc.close()
 

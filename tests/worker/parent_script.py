@@ -4,6 +4,7 @@ Usage: parent_script.py <data_dir> <n> <exit|wait>. With "wait" it sleeps until 
 SIGINT (KeyboardInterrupt) stops the workers in the finally block, as the CLI does.
 """
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 from engine.rpc.auth import new_token
 from engine.runtime.local_workers import start_local_worker, stop_local_workers
 
+# A process started in the background by a non-interactive shell inherits SIGINT as ignored,
+# and Python then leaves it so; the CLI installs its own handler, and so does this stand-in.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 data_dir, n, how = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 token = new_token()
 workers = []

@@ -35,7 +35,10 @@ def agents(tmp_path):
     started = []
 
     def start(name: str, port: int = 0):
-        proc, agent = start_agent(tmp_path / name, host="127.0.0.1", port=port)
+        # no spare: the pairing tests set up no job, and the crash test takes the cold path
+        proc, agent = start_agent(
+            tmp_path / name, host="127.0.0.1", port=port, extra=("--no-warm-spare",)
+        )
         started.append(proc)
         return agent
 

@@ -95,7 +95,7 @@ def test_a_spoofed_advertisement_is_refused(netns_pair, service_type, tmp_path):
         started.append(p1)
         # The impostor: a real worker with its own key, plus a forged advertisement that copies
         # worker 1's id and fingerprint but points at the impostor's port.
-        p2, imp = start_agent(tmp_path / "imp", netns=netns_pair.b)
+        p2, imp = start_agent(tmp_path / "imp", netns=netns_pair.b, extra=("--no-warm-spare",))
         started.append(p2)
         coord = LineProcess(
             ["-m", "tests.worker.remote_coordinator", "--service-type", service_type,
