@@ -22,9 +22,9 @@ from engine.runtime.cluster import Cluster, Member
 from engine.runtime.full_state import FullState, from_checkpoint, gather, split, to_checkpoint
 from engine.runtime.recovery import Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
-from engine.runtime.run_folder import ADAPTER_DIR, attach_run_log, create_run_dir, detach_run_log
 from engine.train.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import MetricsLog, Progress
+from engine.train.run_dir import ADAPTER_DIR, attach_log_file, detach_log_file, new_run_dir
 from engine.train.trainer import total_steps_for
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class Coordinator:
 
     def run(self) -> RunResult:
         job = self.job
-        self.run_dir = self.resume_from or create_run_dir(job)
-        handler = attach_run_log(self.run_dir)
+        self.run_dir = self.resume_from or new_run_dir(job)
+        handler = attach_log_file(self.run_dir)
         try:
             return self._run(job, self.run_dir)
         except Exception as e:  # noqa: BLE001 - the run ends as "failed" with the reason
@@ -87,7 +87,7 @@ class Coordinator:
                 self.rejoiner.close()
             if self.cluster is not None:
                 self.cluster.stop("run ended")
-            detach_run_log(handler)
+            detach_log_file(handler)
 
     def _run(self, job: JobSpec, run_dir: Path) -> RunResult:
         r = job.run

@@ -1,4 +1,8 @@
-"""The run folder: runs/<name>/{job.toml, metrics.jsonl, log.txt, checkpoints/, adapter/}."""
+"""The run folder: runs/<name>/{job.toml, metrics.jsonl, log.txt, checkpoints/, adapter/}.
+
+One layout for the engine's runs and the one-process trainer's, so the app and the CLI
+read both the same way.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,19 @@ ADAPTER_DIR = "adapter"
 
 
 def new_run_dir(job: JobSpec) -> Path:
-    """Create ``out_dir/name`` (a dated name when empty); never reuse a folder that has a run."""
-    base = Path(job.run.out_dir) / (job.run.name or time.strftime("run-%Y%m%d-%H%M%S"))
-    path, n = base, 1
-    while (path / JOB_FILE).exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True, exist_ok=True)
+    """Create ``run.out_dir/run.name`` (a dated name when empty; ``-2``, ``-3``... when taken).
+    The mkdir itself claims the name, so two runs started at once never share a folder."""
+    root = Path(job.run.out_dir).expanduser()
+    base = job.run.name or time.strftime("run-%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    path, n = root / base, 1
+    while True:
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            path = root / f"{base}-{n}"
     job.save(path / JOB_FILE)
     return path
 

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from engine.config import JobSpec
-from engine.runtime.run_folder import JOB_FILE
 from engine.train.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
+from engine.train.run_dir import JOB_FILE
 from tests.runtime.helpers import adapter_weights, tiny_job
 from tests.runtime.resume_helpers import max_rel_diff, run, train_column, worker_pool
 
