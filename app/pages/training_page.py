@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
@@ -17,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.job_model import JobModel
+from app.settings import AppSettings
 from app.tasks import run_task
 from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
 from app.widgets.page import Page, group, hint
@@ -44,9 +46,10 @@ class TrainingPage(Page):
     job_saved = Signal(str)
     message = Signal(str, str)  # text, level
 
-    def __init__(self, job: JobModel):
+    def __init__(self, job: JobModel, settings: AppSettings | None = None):
         super().__init__()
         self.job = job
+        self.settings = settings
         self.train_records = 0  # from the Dataset page, to turn epochs into steps
 
         files = QHBoxLayout()
@@ -178,17 +181,27 @@ class TrainingPage(Page):
 
     # TOML in and out, on a worker thread (disk) -------------------------------------------
     def _ask_open(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open job", "", "Job files (*.toml)")
+        folder = self.settings.last_folder("jobs") if self.settings else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open job", folder, "Job files (*.toml)")
         if path:
+            self._remember(path)
             self.open_job(path)
 
     def _ask_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save job", "job.toml", "Job files (*.toml)")
+        folder = self.settings.last_folder("jobs") if self.settings else ""
+        start = str(Path(folder) / "job.toml") if folder else "job.toml"
+        path, _ = QFileDialog.getSaveFileName(self, "Save job", start, "Job files (*.toml)")
         if path:
+            self._remember(path)
             self.save_job(path)
+
+    def _remember(self, path: str) -> None:
+        if self.settings is not None:
+            self.settings.remember_folder("jobs", str(Path(path).parent))
 
     def open_job(self, path: str) -> None:
         def loaded(spec: JobSpec) -> None:
+            self.clear_message("error")
             self.job.replace(spec)
             self.job_loaded.emit(path)
             self.message.emit(f"Opened {path}", "info")
