@@ -205,7 +205,7 @@ class MonitorPage(Page):
         self.state = e.state
         if e.run_dir:
             self.run_dir = e.run_dir
-        text = STATE_TEXT.get(e.state, e.state)
+        text = STATE_TEXT.get(e.state, e.state.capitalize())
         self.state_label.set_full_text(f"{text}: {e.message}" if e.message else text)
         total = e.detail.get("total_steps")
         if e.state == "running" and isinstance(total, int):

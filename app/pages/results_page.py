@@ -115,7 +115,11 @@ class ResultsPage(Page):
         self._update()
 
     def show_adapter(self, adapter_dir: str, model: str, files: list[str] | None = None) -> None:
-        """Point the page at an adapter folder (``files`` as listed off the GUI thread)."""
+        """Point the page at an adapter folder (``files`` as listed off the GUI thread).
+
+        The folder is kept absolute: the generation processes and the user's own tools may
+        not share the folder the app was started from."""
+        adapter_dir = str(Path(adapter_dir).absolute())
         self.adapter_dir, self.model = adapter_dir, model
         self.adapter_label.set_full_text(adapter_dir)
         if files is not None:

@@ -3,38 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QWidget
 
 from engine.config import ConfigError, JobSpec
-
-
-def wheel(window, widget: QWidget, notches: int = -1) -> None:
-    """A real wheel event (through the window system) over the middle of ``widget``."""
-    pos = widget.mapTo(window, widget.rect().center())
-    QTest.wheelEvent(window.windowHandle(), QPointF(pos), QPoint(0, 120 * notches))
-    QTest.qWait(20)
-
-
-def focus(qtbot, window, widget: QWidget) -> None:
-    window.activateWindow()
-    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
-    QTest.mouseClick(widget, Qt.MouseButton.LeftButton, pos=QPoint(8, widget.height() // 2))
-    qtbot.waitUntil(widget.hasFocus, timeout=5_000)
-
-
-def type_into(qtbot, window, control, text: str) -> None:
-    """Click into the control's box, replace its text, press Enter: as a user does."""
-    edit = control.spin.lineEdit()
-    focus(qtbot, window, edit)
-    QTest.keyClick(edit, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-    QTest.keyClicks(edit, text)
-    QTest.keyClick(edit, Qt.Key.Key_Return)
-
-
-def controls(window) -> dict:
-    return {(c.section, c.name): c for c in window.findChildren(type(window.training_page.lr))}
+from tests.app.real_input import controls, focus, type_into, wheel
 
 
 def test_the_wheel_scrolls_the_page_not_the_control_under_it(window, qtbot) -> None:
