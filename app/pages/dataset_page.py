@@ -249,7 +249,7 @@ class DatasetPage(Page):
             )
             skipped = f"{s.no_target:,} with no trained token left"
             if errors:
-                skipped += f"; records with errors are left out ({errors} error(s))"
+                skipped += "; records with errors are not used"
             self.stat_labels["skipped"].setText(skipped)
             self.stat_labels["lengths"].setText(f"mean {s.mean_len:.0f}, max {s.max_len:,} tokens")
             self.stat_labels["duplicates"].setText(

@@ -32,6 +32,7 @@ from app.job_model import JobModel, default, meta
 from app.widgets.wheel import guard_wheel
 
 SLIDER_STEPS = 1000
+SPIN_WIDTH = 120
 TYPED_LIMIT = 1e15  # what a float box lets one type; the field's own limits are checked after
 
 
@@ -166,11 +167,11 @@ class NumberControl(QWidget):
         else:
             self.spin = FieldDoubleSpinBox(float(lo), float(hi), decimals)
         self.spin.setKeyboardTracking(False)
-        # As wide as the field's own limits need (the box itself takes far wider input).
+        # One width for every box, wide enough for the field's own limits (the box itself
+        # takes far wider input, which would otherwise make it as wide as 1e15).
         widest = max(len(self.spin.textFromValue(x)) for x in (lo, hi)) + 1
-        self.spin.setFixedWidth(
-            max(96, self.spin.fontMetrics().horizontalAdvance("0" * widest) + 40)
-        )
+        need = self.spin.fontMetrics().horizontalAdvance("0" * widest) + 40
+        self.spin.setFixedWidth(max(SPIN_WIDTH, need))
         self.slo, self.shi = slider_range or (lo, hi)
         if log_scale and self.slo <= 0:
             raise ValueError(f"{section}.{name}: a log slider needs a positive lower bound")
