@@ -51,6 +51,7 @@ class TrainingPage(Page):
         self.job = job
         self.settings = settings
         self.train_records = 0  # from the Dataset page, to turn epochs into steps
+        self._schedule_problem = ""  # the schedule's warning on the banner, if any
 
         files = QHBoxLayout()
         self.open_button = QPushButton("Open job…")
@@ -177,7 +178,12 @@ class TrainingPage(Page):
             xs = np.unique(np.linspace(0, total - 1, min(total, PREVIEW_POINTS)).astype(int))
             self.curve.setData(xs, [lr_at(int(s)) for s in xs])
         except ValueError as e:
-            self.message.emit(str(e), "warning")
+            self._schedule_problem = str(e)
+            self.message.emit(self._schedule_problem, "warning")
+            return
+        if self._schedule_problem and self.banner.text() == self._schedule_problem:
+            self.clear_message()  # the schedule draws again: its warning is over
+        self._schedule_problem = ""
 
     # TOML in and out, on a worker thread (disk) -------------------------------------------
     def _ask_open(self) -> None:
