@@ -68,10 +68,13 @@ class ElidedLabel(QLabel):
     def full_text(self) -> str:
         return self._full
 
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt override: callers set the full text
+        self.set_full_text(text)
+
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
         self._elide()
 
     def _elide(self) -> None:
         line = " ".join(self._full.split())  # one line: newlines would grow it downwards
-        self.setText(self.fontMetrics().elidedText(line, self.mode, max(1, self.width())))
+        super().setText(self.fontMetrics().elidedText(line, self.mode, max(1, self.width())))

@@ -74,9 +74,12 @@ def test_a_new_users_first_session(first_launch, qtbot) -> None:
     # Start from the welcome; the Monitor follows the run to its end.
     click_sidebar(window, "Cluster")
     click(window.welcome.start_button)
+    assert not window.welcome.isVisible() and not window.start_button.isEnabled()
     monitor = window.monitor_page
-    assert window.stack.currentWidget() is monitor and not window.welcome.isVisible()
-    assert not window.start_button.isEnabled() and monitor.stop_button.isEnabled()
+    qtbot.waitUntil(
+        lambda: window.stack.currentWidget() is monitor, timeout=60_000
+    )  # checked first
+    assert monitor.stop_button.isEnabled()
     qtbot.waitUntil(lambda: monitor.state in ("finished", "failed", "stopped"), timeout=240_000)
     assert monitor.state == "finished", monitor.log_view.toPlainText()
     qtbot.waitUntil(lambda: monitor.loss.point_count("train") == STEPS, timeout=5_000)
