@@ -104,7 +104,7 @@ def main() -> int:
     )
     if w.monitor_page.state != "finished":
         raise SystemExit(
-            f"the demo run ended {w.monitor_page.state}: {w.monitor_page.state_label.text()}"
+            f"the demo run ended {w.monitor_page.state}: {w.monitor_page.state_label.full_text()}"
         )
     shot(w.monitor_page, "5-monitor")
     wait_until(app, lambda: bool(w.results_page.adapter_dir), 30, "the adapter")

@@ -7,6 +7,8 @@ width it is given, and a Details button opens the whole text in a wrapped, scrol
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QResizeEvent, QTextOption
 from PySide6.QtWidgets import (
@@ -35,6 +37,19 @@ def summary_lines(text: str, limit: int = SUMMARY_LINES) -> tuple[list[str], boo
     return lines[:limit], len(lines) > limit
 
 
+class _Summary(QLabel):
+    """The strip's text; it re-elides whenever its own width changes (a button beside it
+    that changes its text changes the label's width, not the strip's)."""
+
+    def __init__(self, on_resize: Callable[[], None]):
+        super().__init__()
+        self.on_resize = on_resize
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self.on_resize()
+
+
 class Banner(QFrame):
     """Shows one message at a time; the close button hides it. Never blocks the window."""
 
@@ -43,7 +58,7 @@ class Banner(QFrame):
         self.setObjectName("banner")
         self.level = ""
         self._text = ""
-        self.label = QLabel()
+        self.label = _Summary(self._elide)
         self.label.setTextFormat(Qt.TextFormat.PlainText)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # Ignored: the label takes the width it is given and never asks for more.
@@ -102,10 +117,6 @@ class Banner(QFrame):
     def shown_text(self) -> str:
         """What the strip itself shows (the summary)."""
         return self.label.text()
-
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
-        super().resizeEvent(event)
-        self._elide()
 
     def _elide(self) -> None:
         lines, more = summary_lines(self._text)
