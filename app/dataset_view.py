@@ -18,6 +18,8 @@ from engine.config import JobSpec, resolve_data_path
 from engine.data import DatasetReadResult, DataStats, preview_record, read_dataset
 from engine.data.inspect import inspect_dataset
 from engine.data.prepare import split_records
+from engine.data.problems import WARNING, Problem
+from engine.data.records import Record
 from engine.data.templates import TemplateError
 from engine.model.inspect import read_config
 from engine.model.load import resolve_model_dir
@@ -48,6 +50,8 @@ class DatasetView:
     split: tuple[int, int] | None = None  # train/valid counts when valid is split off
     previews: list[Preview] = field(default_factory=list)
     note: str = ""
+    duplicates: list[Problem] = field(default_factory=list)  # the first ones, as warnings
+    duplicate_count: int = 0
 
 
 def tokenizer_for(model_path: str, trust_remote_code: bool = False) -> Any:
@@ -76,6 +80,33 @@ def _title(index: int, record: Any) -> str:
     return f"{index + 1}. {text[:48]}{'…' if len(text) > 48 else ''}"
 
 
+def duplicate_problems(records: list[Record], limit: int) -> tuple[list[Problem], int]:
+    """Records that repeat an earlier one exactly (the engine's ``Record.key``, the same test
+    its duplicate count uses), as warnings naming the first copy; the first ``limit`` of them
+    and how many there are."""
+    first: dict[str, Record] = {}
+    found: list[Problem] = []
+    count = 0
+    for record in records:
+        key = record.key()
+        original = first.setdefault(key, record)
+        if original is record:
+            continue
+        count += 1
+        if len(found) < limit:
+            where = (
+                f"line {original.line}"
+                if original.file == record.file
+                else f"{Path(original.file).name}:{original.line}"
+            )
+            found.append(
+                Problem(
+                    record.file, record.line, None, None, f"exact duplicate of {where}", WARNING
+                )
+            )
+    return found, count
+
+
 def load_dataset_view(job: JobSpec) -> DatasetView:
     """Read + check + tokenize the job's dataset with the job's model tokenizer (worker thread)."""
     data = job.data
@@ -97,6 +128,9 @@ def load_dataset_view(job: JobSpec) -> DatasetView:
         max_seq_len=data.max_seq_len,
         template=report.template,
         note=note,
+    )
+    view.duplicates, view.duplicate_count = duplicate_problems(
+        read.splits.get("train", []), data.max_problems
     )
     if "valid" not in read.splits and not data.valid_path and read.records:
         train, valid = split_records(read.records, data.valid_fraction, job.run.seed)

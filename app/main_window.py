@@ -36,14 +36,19 @@ from app.run_controller import RunController
 from app.settings import AppSettings
 from app.tasks import describe_error, run_task
 from app.widgets.banner import Banner
+from app.widgets.page import Page
+from app.widgets.welcome import WelcomeCard
 from engine.config import ConfigError, JobSpec
 from engine.events import StateEvent
+from engine.train.metrics import METRICS_FILE, read_metrics
 from engine.train.trainer import total_steps_for
 
 log = logging.getLogger(__name__)
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "orchard-512.png"
 
 STEPS = ("Cluster", "Dataset", "Model & LoRA", "Training", "Monitor", "Results", "Runs")
+WELCOME_DONE = "welcome/done"  # settings key: the first-run welcome was dismissed or used
+ENDED = ("finished", "failed", "stopped")
 SIDEBAR_STYLE = """
 QWidget#side { background: #f4f6f3; }
 QListWidget#sidebar { background: #f4f6f3; border: none; font-size: 11pt; padding-top: 8px; outline: 0; }
@@ -107,7 +112,7 @@ class MainWindow(QMainWindow):
         self.cluster_page = ClusterPage(self.job, self.cluster)
         self.dataset_page = DatasetPage(self.job, self.settings)
         self.model_page = ModelPage(self.job, self.cluster, self.settings)
-        self.training_page = TrainingPage(self.job)
+        self.training_page = TrainingPage(self.job, self.settings)
         self.monitor_page = MonitorPage()
         self.results_page = ResultsPage()
         self.runs_page = RunsPage(self.job)
@@ -146,11 +151,9 @@ class MainWindow(QMainWindow):
         side_layout.addWidget(self.sidebar, 1)
         side_layout.addWidget(self.start_button, 0, Qt.AlignmentFlag.AlignHCenter)
 
-        self.banner = Banner()
         content = QWidget()
         content_layout = QVBoxLayout(content)
         content_layout.setContentsMargins(8, 8, 8, 0)
-        content_layout.addWidget(self.banner)
         content_layout.addWidget(self.stack, 1)
         central = QWidget()
         layout = QHBoxLayout(central)
@@ -167,6 +170,10 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self._menus()
         self._wire()
+        self.welcome: WelcomeCard | None = None
+        if not self.settings.value(WELCOME_DONE):
+            self._show_welcome()
+        self.cluster_page.set_discovery(discover)
         self.resize(1200, 820)
         geometry = self.settings.value("window/geometry")
         if isinstance(geometry, QByteArray):
@@ -188,6 +195,18 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         for text, key, slot in (
             ("Open dataset…", QKeySequence.StandardKey.Open, self.dataset_page.ask_file),
+            ("Open dataset folder…", None, self.dataset_page.ask_folder),
+        ):
+            action = QAction(text, self)
+            if key is not None:
+                action.setShortcut(key)
+            action.triggered.connect(slot)
+            file_menu.addAction(action)
+        self.recent_menu = file_menu.addMenu("Recent datasets")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._fill_recent()
+        file_menu.addSeparator()
+        for text, key, slot in (
             ("Open job…", None, self.training_page._ask_open),
             ("Save job…", QKeySequence.StandardKey.Save, self.training_page._ask_save),
         ):
@@ -201,11 +220,55 @@ class MainWindow(QMainWindow):
         stop = QAction("Stop", self, shortcut="Ctrl+.", triggered=self.runner.stop)
         run_menu.addActions([start, stop])
 
+    def _fill_recent(self) -> None:
+        """File > Recent datasets, from the list the Dataset page keeps in the settings."""
+        self.recent_menu.clear()
+        recent = self.settings.recent("datasets")
+        for path in recent:
+            action = self.recent_menu.addAction(Path(path).name or path)
+            action.setToolTip(path)
+            action.setStatusTip(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_dataset(p))
+        if not recent:
+            self.recent_menu.addAction("No recent datasets").setEnabled(False)
+            return
+        self.recent_menu.addSeparator()
+        clear = self.recent_menu.addAction("Clear the list")
+        clear.triggered.connect(lambda: self.settings.clear_recent("datasets"))
+
+    def open_dataset(self, path: str) -> None:
+        self.go_to(self.dataset_page)
+        self.dataset_page.open_path(path)
+
+    def _show_welcome(self) -> None:
+        self.welcome = WelcomeCard()
+        self.cluster_page.body.insertWidget(0, self.welcome)
+        self._describe_welcome()
+        self.welcome.start_requested.connect(self._welcome_start)
+        self.welcome.dismissed.connect(self._welcome_done)
+        self.job.changed.connect(lambda s, n: self._describe_welcome())
+        self.job.reset.connect(self._describe_welcome)
+
+    def _describe_welcome(self) -> None:
+        if self.welcome is not None:
+            spec = self.job.spec
+            folder = str(Path(spec.run.out_dir).expanduser().absolute())
+            self.welcome.describe(spec.run.steps, spec.dist.workers, folder)
+
+    def _welcome_start(self) -> None:
+        self._welcome_done()
+        self.start_run()
+
+    def _welcome_done(self) -> None:
+        if self.welcome is not None:
+            self.welcome.hide()
+        self.settings.set_value(WELCOME_DONE, True)
+
     def _wire(self) -> None:
         for page in self.pages:
             signal = getattr(page, "message", None)
             if signal is not None:
-                signal.connect(self.show_message)
+                signal.connect(lambda text, level, page=page: self.show_message(text, level, page))
         self.bridge.peer.connect(self.cluster.on_peer_event)
         self.bridge.metric.connect(self.monitor_page.on_metric)
         self.bridge.progress.connect(self.monitor_page.on_progress)
@@ -217,9 +280,11 @@ class MainWindow(QMainWindow):
         self.bridge.log.connect(self.monitor_page.append_log)
         self.monitor_page.start_requested.connect(self.start_run)
         self.monitor_page.stop_requested.connect(self.stop_run)
+        self.monitor_page.results_requested.connect(lambda: self.go_to(self.results_page))
+        self.runner.started.connect(lambda _job: self._welcome_done())
         self.runner.ended.connect(self._on_run_ended)
         self.runner.started.connect(lambda _job: self.runs_page.set_busy(True))
-        self.runs_page.open_adapter.connect(self.open_adapter)
+        self.runs_page.open_adapter.connect(self._open_from_runs)
         self.runs_page.resume_requested.connect(self.resume_run)
         self.cluster_page.add_requested.connect(self.add_worker)
         self.cluster_page.remove_requested.connect(self.remove_worker)
@@ -248,8 +313,17 @@ class MainWindow(QMainWindow):
     def go_to(self, page: QWidget) -> None:
         self.sidebar.setCurrentRow(self.pages.index(page))
 
-    def show_message(self, text: str, level: str = "error") -> None:
-        self.banner.show_message(text, level)
+    def current_page(self) -> Page:
+        return self.pages[max(0, self.stack.currentIndex())]
+
+    @property
+    def banner(self) -> Banner:
+        """The message strip of the page on screen (each page has its own)."""
+        return self.current_page().banner
+
+    def show_message(self, text: str, level: str = "error", page: Page | None = None) -> None:
+        """Show ``text`` on ``page`` (the page it is about), else on the page on screen."""
+        (page or self.current_page()).show_message(text, level)
         if level == "error":
             log.warning("shown to the user: %s", text)
 
@@ -316,6 +390,19 @@ class MainWindow(QMainWindow):
         self.run_label.setText(f"Resuming {Path(run_dir).name}…")
         self.go_to(self.monitor_page)
         self.runner.start(job, resume_from=run_dir)
+        self.load_history(run_dir)
+
+    def load_history(self, run_dir: str) -> None:
+        """Plot the run's steps so far (its metrics.jsonl, read off the GUI thread)."""
+        path = Path(run_dir) / METRICS_FILE
+        run_task(
+            lambda: read_metrics(path) if path.is_file() else [],
+            owner=self,
+            on_done=self.monitor_page.load_history,
+            on_error=lambda m: self.show_message(
+                f"Cannot read this run's history: {m}", "warning", self.monitor_page
+            ),
+        )
 
     def stop_run(self) -> None:
         self.runner.stop()
@@ -323,8 +410,10 @@ class MainWindow(QMainWindow):
 
     def _on_state(self, e: StateEvent) -> None:
         self.run_label.setText(e.state.capitalize())
+        if e.run_dir:
+            self.runs_page.active_run = "" if e.state in ENDED else e.run_dir
         if e.state == "failed" and e.message:
-            self.show_message(f"The run failed: {e.message}")
+            self.show_message(f"The run failed: {e.message}", "error", self.monitor_page)
         adapter = e.detail.get("adapter_dir") if e.state in ("finished", "stopped") else None
         if adapter and self.runner.job is not None:
             self.open_adapter(str(adapter), self.runner.job.model.path)
@@ -333,6 +422,10 @@ class MainWindow(QMainWindow):
         self.start_button.setEnabled(True)
         self.monitor_page.set_running(False)
         self.runs_page.set_busy(False)
+
+    def _open_from_runs(self, adapter_dir: str, model: str) -> None:
+        self.open_adapter(adapter_dir, model)
+        self.go_to(self.results_page)
 
     def open_adapter(self, adapter_dir: str, model: str) -> None:
         run_task(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QSettings
 
 ORGANIZATION = "Orchard"
@@ -10,7 +12,8 @@ RECENT_LIMIT = 10
 
 
 class AppSettings:
-    """Recent items, window geometry and the last job, over one QSettings store."""
+    """Recent items, the folders file dialogs last opened, window geometry and the last job,
+    over one QSettings store."""
 
     def __init__(self, store: QSettings | None = None):
         self.store = store or QSettings(ORGANIZATION, APPLICATION)
@@ -24,6 +27,17 @@ class AppSettings:
     def add_recent(self, kind: str, item: str) -> None:
         items = [item] + [i for i in self.recent(kind) if i != item]
         self.store.setValue(f"recent/{kind}", items[:RECENT_LIMIT])
+
+    def clear_recent(self, kind: str) -> None:
+        self.store.remove(f"recent/{kind}")
+
+    def last_folder(self, kind: str) -> str:
+        """The folder a file dialog for ``kind`` opened in last time ('' lets Qt choose)."""
+        folder = self.store.value(f"dialogs/{kind}", "")
+        return str(folder) if folder and Path(str(folder)).is_dir() else ""
+
+    def remember_folder(self, kind: str, folder: str) -> None:
+        self.store.setValue(f"dialogs/{kind}", folder)
 
     def value(self, key: str, fallback: object = None) -> object:
         return self.store.value(key, fallback)

@@ -1,9 +1,11 @@
-"""Render every page of the app with real data into docs/screenshots/*.png (offscreen).
+"""Render every page of the app with real data into docs/screenshots/*.png.
 
-Runs a short real demo run (2 local workers) so Monitor, Results and Runs show live data,
-and loads a dataset with mistakes so the Problems view shows what a user would see.
+Starts as a first launch (empty settings: the welcome shows), runs a short real demo run
+(2 local workers) so Monitor, Results and Runs show live data, and loads a dataset with
+mistakes so the Problems view shows what a user would see.
 
     QT_QPA_PLATFORM=offscreen python scripts/screenshots.py [--steps 20]
+    DISPLAY=:99 QT_QPA_PLATFORM=xcb python scripts/screenshots.py   # a real window under Xvfb
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def bad_dataset(folder: Path) -> Path:
     rows[2] = '{"instruction": "Name a fruit", "output": "apple",}'
     rows[5] = json.dumps({"instruction": "What colour is the sky?"})
     rows[8] = json.dumps({"prompt": "Mixed formats", "completion": "are not allowed in one file"})
+    rows[10] = rows[3]  # an exact duplicate, listed with the line it repeats
     path = folder / "mistakes.jsonl"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
@@ -101,11 +104,12 @@ def main() -> int:
     )
     if w.monitor_page.state != "finished":
         raise SystemExit(
-            f"the demo run ended {w.monitor_page.state}: {w.monitor_page.state_label.text()}"
+            f"the demo run ended {w.monitor_page.state}: {w.monitor_page.state_label.full_text()}"
         )
     shot(w.monitor_page, "5-monitor")
     wait_until(app, lambda: bool(w.results_page.adapter_dir), 30, "the adapter")
-    w.results_page.prompt.setPlainText("Where does Pip live?")
+    # The prompt comes from the run's dataset (a held-out record), as a user first sees it.
+    wait_until(app, lambda: bool(w.results_page.prompt.toPlainText()), 30, "the sample prompt")
     w.results_page.generate()
     wait_until(app, lambda: w.results_page.generate_button.isEnabled(), 180, "generation")
     shot(w.results_page, "6-results")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
+    QLabel,
     QLineEdit,
     QPushButton,
     QTableWidgetItem,
@@ -18,8 +22,10 @@ from app.local_probe import describe_probe, probe_this_machine
 from app.pairing import pair
 from app.remote_probe import probe_paired_worker
 from app.tasks import run_task
+from app.widgets.controls import NumberControl
 from app.widgets.page import Page, group, hint
-from app.widgets.tables import list_table
+from app.widgets.tables import fit_height, list_table
+from app.widgets.text import wrapping_label
 
 COLUMNS = ("Use", "Name", "Address", "Chip", "Memory", "State", "Paired")
 STATE_COLORS = {"idle": "#2e7d32", "busy": "#ef6c00", "offline": "#9e9e9e", "unknown": "#616161"}
@@ -33,8 +39,33 @@ PROBE_UNPAIRED = "Pair with this Mac first; Probe then measures it over the pair
 PAIR_HELP = "Pair with the selected Mac using the code its `orchard worker` shows"
 
 
+NO_PEERS_BROWSING = (
+    "<b>No other Macs found yet.</b> Orchard is looking for them on this network (Bonjour). "
+    "On each Mac that should help, run <code>orchard worker</code>; it appears here by itself. "
+    "Where multicast is blocked, add it by address below. Until then this machine trains alone."
+)
+NO_PEERS_OFF = (
+    "<b>Not looking for other Macs</b> (network discovery is off). Add a Mac running "
+    "<code>orchard worker</code> by address below. Until then this machine trains alone."
+)
+
+
 def format_bytes(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n else "–"
+
+
+def system_name() -> str:
+    """'macOS 14.5' or 'Linux 6.1' (cheap: no subprocess on Linux)."""
+    if platform.system() == "Darwin":
+        return f"macOS {platform.mac_ver()[0]}".strip()
+    return f"{platform.system()} {platform.release().split('-')[0]}".strip()
+
+
+def compute_backend() -> str:
+    """Where MLX computes here; said plainly, since a Linux box trains far slower."""
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return "MLX on the GPU (Metal)"
+    return "MLX on the CPU (no Apple GPU here: fine for the demo, slow for real models)"
 
 
 class ClusterPage(Page):
@@ -54,11 +85,41 @@ class ClusterPage(Page):
         self._pairing = False
         self._probing = False
 
+        box, form = group("This machine")
+        facts = cluster.local.raw
+        self.facts: dict[str, QLabel] = {}
+        for key, title, value in (
+            ("name", "Name", str(facts.get("host") or "this machine")),
+            ("chip", "Chip", str(facts.get("chip") or "unknown")),
+            ("memory", "Memory", format_bytes(int(facts.get("memory_bytes") or 0))),
+            ("cores", "CPU cores", str(os.cpu_count() or "?")),
+            ("system", "System", system_name()),
+            ("backend", "Trains with", compute_backend()),
+            ("measured", "Measured", "not yet: select it below and press Probe"),
+        ):
+            label = wrapping_label(value)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.facts[key] = label
+            form.addRow(title, label)
+        self.processes = NumberControl(job, "dist", "workers", slider=False)
+        self.processes.setToolTip(
+            "How many worker processes this machine runs when no other Mac is used. "
+            "Two show the data-parallel path on one machine."
+        )
+        form.addRow("Worker processes", self.processes)
+        self.body.addWidget(box)
+
+        box, form = group("Workers")
         self.table = list_table(COLUMNS, stretch_column=1)
-        self.table.setMinimumHeight(220)
         self.table.itemChanged.connect(self._use_toggled)
         self.table.itemSelectionChanged.connect(self._update_buttons)
-        self.body.addWidget(self.table, 1)
+        form.addRow(self.table)
+        self.empty = wrapping_label()
+        self.empty.setStyleSheet(
+            "background:#f7f7f5; border:1px dashed #c8c8c0; border-radius:4px; padding:8px;"
+        )
+        form.addRow(self.empty)
+        self.discovering = True
 
         buttons = QHBoxLayout()
         self.pair_button = QPushButton("Pair…")
@@ -70,7 +131,8 @@ class ClusterPage(Page):
         for b in (self.pair_button, self.probe_button, self.remove_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
-        self.body.addLayout(buttons)
+        form.addRow(buttons)
+        self.body.addWidget(box)
 
         box, form = group("Add a worker by address")
         add_row = QHBoxLayout()
@@ -87,6 +149,7 @@ class ClusterPage(Page):
         self.hint = hint()
         form.addRow(self.hint)
         self.body.addWidget(box)
+        self.body.addStretch(1)
 
         cluster.changed.connect(self.refresh)
         job.changed.connect(lambda s, n: self.refresh() if s == "dist" else None)
@@ -133,13 +196,21 @@ class ClusterPage(Page):
                     item.setForeground(QColor(STATE_COLORS.get(w.state, "#616161")))
                 self.table.setItem(r, c, item)
         self.table.blockSignals(False)
+        fit_height(self.table)  # one row is one row high: no big empty table
         remote = self.cluster.remote()
+        self.empty.setText(NO_PEERS_BROWSING if self.discovering else NO_PEERS_OFF)
+        self.empty.setVisible(not remote)
         self.hint.setText(
-            "No other Macs found yet. Start `orchard worker` on a Mac on this network, or add it by address."
+            "A Mac that shows the pairing code of `orchard worker` can be added here."
             if not remote
             else f"{len(remote)} other Mac(s) known. Tick “Use” to train on them."
         )
         self._update_buttons()
+
+    def set_discovery(self, on: bool) -> None:
+        """Whether Bonjour browsing runs, so the empty state says the truth."""
+        self.discovering = on
+        self.refresh()
 
     def selected(self) -> Worker | None:
         rows = self.table.selectionModel().selectedRows()
@@ -252,6 +323,11 @@ class ClusterPage(Page):
     def _probed(self, w: Worker, result: object) -> None:
         if not w.local:
             self.cluster.mark_paired(w.id)  # the paired channel worked
+        else:
+            self.facts["measured"].setText(
+                f"{result.free_memory_bytes / 2**30:.1f} GiB free, "
+                f"{result.matmul_gflops:.1f} GFLOP/s (fp32 matmul)"
+            )
         self._probe_done(describe_probe(w.name, result, remote=not w.local), "info")
 
     def _probe_done(self, text: str, level: str) -> None:

@@ -30,9 +30,21 @@ from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
 from app.widgets.page import Page, group, hint
 from app.widgets.record_view import RecordView
 from app.widgets.tables import list_table
+from app.widgets.text import ElidedLabel, breakable_html, wrapping_label
 from engine.config import DEMO_DATASET
+from engine.data.problems import Problem
 
 PROBLEM_COLUMNS = ("Level", "File", "Line", "Column", "Field", "Message")
+DATASET_FILTER = "Datasets (*.jsonl *.json *.txt)"
+STATS = (
+    ("format", "Format"),
+    ("records", "Records"),
+    ("tokens", "Tokens"),
+    ("lengths", "Lengths"),
+    ("truncated", "Truncated"),
+    ("skipped", "Skipped"),
+    ("duplicates", "Duplicates"),
+)
 RELOAD_ON = {
     ("data", "path"),
     ("data", "format"),
@@ -62,10 +74,10 @@ class DatasetPage(Page):
         self.train_count = 0
         self._generation = 0  # drops results of loads the user has since replaced
 
+        self.problems: list[Problem] = []  # the rows of the Problems table
         top = QHBoxLayout()
-        self.path_label = QLabel()
+        self.path_label = ElidedLabel()  # a long path must not widen the page (full path: tooltip)
         self.path_label.setStyleSheet("font-size: 12pt; font-weight: 600;")
-        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         open_file = QPushButton("Open file…")
         open_folder = QPushButton("Open folder…")
         demo = QPushButton("Use demo dataset")
@@ -99,21 +111,11 @@ class DatasetPage(Page):
         stats_layout = QGridLayout(stats_box)
         stats_layout.setContentsMargins(0, 0, 0, 0)
         self.stat_labels: dict[str, QLabel] = {}
-        for i, (key, title) in enumerate(
-            (
-                ("format", "Format"),
-                ("records", "Records"),
-                ("tokens", "Tokens"),
-                ("truncated", "Truncated"),
-                ("lengths", "Lengths"),
-                ("duplicates", "Duplicates"),
-            )
-        ):
+        for i, (key, title) in enumerate(STATS):
             name = QLabel(title)
             name.setStyleSheet("color:#666;")
-            value = QLabel("–")
+            value = wrapping_label("–")
             value.setStyleSheet("font-weight:600;")
-            value.setWordWrap(True)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             stats_layout.addWidget(name, i // 2, (i % 2) * 2)
             stats_layout.addWidget(value, i // 2, (i % 2) * 2 + 1)
@@ -133,7 +135,7 @@ class DatasetPage(Page):
         )
         self.histogram.addItem(self.limit_line)
         self.bars: pg.BarGraphItem | None = None
-        stats_layout.addWidget(self.histogram, 3, 0, 1, 4)
+        stats_layout.addWidget(self.histogram, (len(STATS) + 1) // 2, 0, 1, 4)
         stats_group, stats_form = group("Statistics")
         stats_form.addRow(stats_box)
         settings_box.setMaximumWidth(460)
@@ -168,16 +170,20 @@ class DatasetPage(Page):
     # choosing a dataset ------------------------------------------------------------------------
     def ask_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open dataset", "", "Datasets (*.jsonl *.json *.txt)"
+            self, "Open dataset", self.settings.last_folder("datasets"), DATASET_FILTER
         )
         if path:
+            self.settings.remember_folder("datasets", str(Path(path).parent))
             self.open_path(path)
 
     def ask_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(
-            self, "Open a dataset folder (train/valid/test files)"
+            self,
+            "Open a dataset folder (train/valid/test files)",
+            self.settings.last_folder("datasets"),
         )
         if path:
+            self.settings.remember_folder("datasets", str(Path(path).parent))
             self.open_path(path)
 
     def open_path(self, path: str) -> None:
@@ -198,7 +204,7 @@ class DatasetPage(Page):
         shown = (
             "Demo dataset (Orchard robot Q&A)" if spec.data.path == DEMO_DATASET else spec.data.path
         )
-        self.path_label.setText(shown)
+        self.path_label.set_full_text(shown)
         self.status.setText("Reading and tokenizing…")
         run_task(
             load_dataset_view,
@@ -210,7 +216,7 @@ class DatasetPage(Page):
 
     def _failed(self, generation: int, message: str) -> None:
         if generation == self._generation:
-            self.status.setText(f"<span style='color:#c62828'>{message}</span>")
+            self.status.setText(f"<span style='color:#c62828'>{breakable_html(message)}</span>")
             self.message.emit(message, "error")
 
     # showing it ----------------------------------------------------------------------------------
@@ -218,11 +224,13 @@ class DatasetPage(Page):
         if generation != self._generation:
             return
         self.view = view
+        self.clear_message("error")  # an earlier read's failure is over
         if view.path != DEMO_DATASET:
             self.settings.add_recent("datasets", view.path)
         s = view.stats
         self.train_count = s.records.get("train", 0) if s else len(view.read.records)
-        errors, warnings = view.read.problems.errors, view.read.problems.warnings
+        errors = view.read.problems.errors
+        warnings = view.read.problems.warnings + view.duplicate_count
         self.stat_labels["format"].setText(view.read.format or "unknown")
         if s is not None:
             records = ", ".join(f"{k} {v:,}" for k, v in s.records.items())
@@ -237,16 +245,20 @@ class DatasetPage(Page):
             )
             pct = s.truncated / max(1, sum(s.records.values()))
             self.stat_labels["truncated"].setText(
-                f"{s.truncated:,} ({pct:.0%}) longer than {view.max_seq_len} tokens"
-                + (f"; {s.no_target} skipped (no trained token left)" if s.no_target else "")
+                f"{s.truncated:,} ({pct:.0%}) cut at {view.max_seq_len} tokens"
             )
+            skipped = f"{s.no_target:,} with no trained token left"
+            if errors:
+                skipped += "; records with errors are not used"
+            self.stat_labels["skipped"].setText(skipped)
             self.stat_labels["lengths"].setText(f"mean {s.mean_len:.0f}, max {s.max_len:,} tokens")
             self.stat_labels["duplicates"].setText(
-                f"{s.duplicates:,} exact; {s.overlap:,} valid also in train"
+                f"{s.duplicates:,} exact{' (see Problems)' if s.duplicates else ''}; "
+                f"{s.overlap:,} validation record(s) also in train"
             )
             self._draw_histogram(s.histogram.edges, s.histogram.counts, view.max_seq_len)
         else:
-            for key in ("records", "tokens", "truncated", "lengths", "duplicates"):
+            for key, _title in STATS[1:]:
                 self.stat_labels[key].setText("–")
             self.stat_labels["records"].setText(f"{len(view.read.records):,} read")
             self._draw_histogram([0, 1], [0], view.max_seq_len)
@@ -270,6 +282,15 @@ class DatasetPage(Page):
     def _draw_histogram(self, edges: list[int], counts: list[int], limit: int) -> None:
         if self.bars is not None:
             self.histogram.removeItem(self.bars)
+        view = self.histogram.getPlotItem()
+        if not any(counts):  # nothing to draw: an honest 0..1 axis, not pyqtgraph's -100..100
+            self.bars = None
+            view.setXRange(0, max(limit, 1), padding=0.02)
+            view.setYRange(0, 1, padding=0)
+            self.limit_line.setValue(limit)
+            self.limit_line.setVisible(True)
+            return
+        view.enableAutoRange()
         width = (edges[1] - edges[0]) if len(edges) > 1 else 1
         brushes = ["#c62828" if e + width > limit else "#2e7d32" for e in edges[:-1]]
         self.bars = pg.BarGraphItem(
@@ -281,7 +302,7 @@ class DatasetPage(Page):
 
     def _fill_problems(self, view: DatasetView) -> None:
         log = view.read.problems
-        kept = log.kept
+        kept = self.problems = list(log.kept) + view.duplicates
         self.problem_table.setRowCount(len(kept))
         for r, p in enumerate(kept):
             values = (
@@ -301,8 +322,9 @@ class DatasetPage(Page):
                         Qt.GlobalColor.red if p.is_error else Qt.GlobalColor.darkYellow
                     )
                 self.problem_table.setItem(r, c, item)
-        more = log.total - len(kept)
-        title = f"Problems ({log.total})" if log.total else "Problems"
+        total = log.total + view.duplicate_count
+        more = total - len(kept)
+        title = f"Problems ({total})" if total else "Problems"
         self.tabs.setTabText(1, title)
         if more > 0:
             self.problem_source.setPlainText(
@@ -338,7 +360,9 @@ class DatasetPage(Page):
         rows = self.problem_table.selectionModel().selectedRows()
         if self.view is None or not rows:
             return
-        p = self.view.read.problems.kept[rows[0].row()]
+        if rows[0].row() >= len(self.problems):
+            return
+        p = self.problems[rows[0].row()]
         preview = next(
             (x for x in self.view.previews if x.file == p.file and x.line == p.line), None
         )

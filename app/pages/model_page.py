@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -26,6 +27,8 @@ from app.tasks import run_task
 from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
 from app.widgets.memory_table import MemoryTable
 from app.widgets.page import Page, group, hint
+from app.widgets.text import breakable_html, wrapping_label
+from app.widgets.wheel import guard_wheel
 from engine.config import DEMO_MODEL
 from engine.model.inspect import ModelInfo, inspect_model
 from engine.model.load import resolve_model_dir
@@ -35,6 +38,16 @@ DEMO_NOTE = (
     "try the whole flow in seconds. It is <i>not</i> a useful assistant: pick a real model "
     "(a local folder or a Hugging Face id) for real work."
 )
+
+
+def alpha_caution(alpha: float) -> str:
+    """Alpha 0 is allowed (engine/config.py) but scales every LoRA update to nothing."""
+    if alpha == 0:
+        return (
+            "Alpha 0 scales the adapter's update to zero (scale = alpha / rank): the run "
+            "would train an adapter that changes nothing."
+        )
+    return ""
 
 
 def inspect_path(path: str) -> ModelInfo:
@@ -104,6 +117,7 @@ class ModelPage(Page):
         self.hub.setEditable(True)
         self.hub.lineEdit().setPlaceholderText("e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit")
         self.hub.addItems(settings.recent("models_hub"))
+        guard_wheel(self.hub)
         form.addRow("Model id", self.hub)
         self.demo_note = QLabel(DEMO_NOTE)
         self.demo_note.setWordWrap(True)
@@ -112,8 +126,7 @@ class ModelPage(Page):
         )
         self.demo_note.setMaximumHeight(64)  # a wrapped label in a form otherwise grows tall
         form.addRow("", self.demo_note)
-        self.info_label = QLabel("…")
-        self.info_label.setWordWrap(True)
+        self.info_label = wrapping_label("…")
         self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow("Model", self.info_label)
         self.body.addWidget(box)
@@ -131,7 +144,10 @@ class ModelPage(Page):
 
         box, form = group("LoRA")
         form.addRow("Rank", NumberControl(job, "lora", "rank", slider_range=(1, 128)))
-        form.addRow("Alpha", NumberControl(job, "lora", "alpha", slider_range=(0, 256), decimals=1))
+        self.alpha = NumberControl(
+            job, "lora", "alpha", slider_range=(0, 256), decimals=1, warn=alpha_caution
+        )
+        form.addRow("Alpha", self.alpha)
         form.addRow(
             "Dropout", NumberControl(job, "lora", "dropout", slider_range=(0, 0.5), decimals=2)
         )
@@ -193,8 +209,11 @@ class ModelPage(Page):
 
     # model source ---------------------------------------------------------------------------
     def _browse(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Choose a model folder")
+        path = QFileDialog.getExistingDirectory(
+            self, "Choose a model folder", self.settings.last_folder("models")
+        )
         if path:
+            self.settings.remember_folder("models", str(Path(path).parent))
             self._pick_folder(path)
 
     def _pick_folder(self, path: str) -> None:
@@ -228,6 +247,7 @@ class ModelPage(Page):
             b.blockSignals(False)
         self.demo_note.setVisible(path == DEMO_MODEL)
         self.layers.setText(format_layers(self.job.spec.lora.layers))
+        self._refuse_layers("")
         self._check_modules()
         self.inspect(path)
 
@@ -249,6 +269,7 @@ class ModelPage(Page):
         if path != self.job.spec.model.path:
             return  # the user moved on while we were reading
         self._inspecting, self._inspected, self.info = "", path, info
+        self.clear_message("error")  # a model that failed to read before is fixed
         quant = f", quantized {info.quantization.get('bits')}-bit" if info.quantization else ""
         self.info_label.setText(
             f"{info.model_type} · {info.param_count / 1e6:,.2f}M parameters · {info.num_layers} layers · "
@@ -270,7 +291,7 @@ class ModelPage(Page):
         if path != self.job.spec.model.path:
             return
         self.info = None
-        self.info_label.setText(f"<span style='color:#c62828'>{message}</span>")
+        self.info_label.setText(f"<span style='color:#c62828'>{breakable_html(message)}</span>")
         self.message.emit(message, "error")
         self._estimate_timer.start()
 
@@ -314,16 +335,30 @@ class ModelPage(Page):
         try:
             layers = parse_layers(self.layers.text())
         except ValueError as e:
-            self.message.emit(str(e), "warning")
-            self.layers.setText(format_layers(self.job.spec.lora.layers))
+            self._refuse_layers(str(e))
             return
         if self.info is not None and layers and max(layers) >= self.info.num_layers:
-            self.message.emit(
-                f"layers: this model has layers 0–{self.info.num_layers - 1}", "warning"
+            self._refuse_layers(
+                f"layers: this model has layers 0–{self.info.num_layers - 1}, not {max(layers)}"
             )
-            self.layers.setText(format_layers(self.job.spec.lora.layers))
             return
+        self._refuse_layers("")
         self.job.set("lora", "layers", layers)
+
+    def _refuse_layers(self, why: str) -> None:
+        """Say why next to the field and keep what was typed, so it can be corrected."""
+        self.job.refuse("lora", "layers", f"lora.{why}" if why else "")
+        self.layers.setStyleSheet("QLineEdit { border: 2px solid #c62828; }" if why else "")
+        if why:
+            kept = format_layers(self.job.spec.lora.layers) or "all layers"
+            self.layers_hint.setText(
+                f"<span style='color:#c62828'>Not used: {breakable_html(why)}. "
+                f"The job keeps {kept}.</span>"
+            )
+        elif self.info is not None:
+            self.layers_hint.setText(
+                f"This model has {self.info.num_layers} layers (0–{self.info.num_layers - 1})."
+            )
 
     def _on_change(self, section: str, name: str) -> None:
         if (section, name) == ("model", "path"):
@@ -332,6 +367,7 @@ class ModelPage(Page):
             self._check_modules()
         elif (section, name) == ("lora", "layers"):
             self.layers.setText(format_layers(self.job.spec.lora.layers))
+            self._refuse_layers("")
         if section in ("model", "lora", "run", "dist", "data"):
             self._estimate_timer.start()
 

@@ -1,8 +1,14 @@
-"""Monitor: live charts, progress with ETA, the log, and Stop."""
+"""Monitor: live charts, progress with ETA, the log, and Stop.
+
+Charts take live events (``on_metric``) and a run's earlier rows (``load_history``: rows as
+metrics.jsonl holds them), so a resumed or re-attached run shows its whole curve.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QTextCursor
@@ -19,11 +25,20 @@ from PySide6.QtWidgets import (
 
 from app.widgets.charts import ChartClock, LiveChart
 from app.widgets.page import Page
+from app.widgets.text import ElidedLabel
 from engine.events import LogEvent, MetricEvent, ProgressEvent, StateEvent
 
 LOG_LINES = 5000
+IDLE_TEXT = "No run yet. Press Start training to run the job as configured."
+ENDED = ("finished", "failed", "stopped")
+TRAIN_SERIES = (  # metrics key, chart attribute, series
+    ("train_loss", "loss", "train"),
+    ("learning_rate", "lr", "lr"),
+    ("tokens_per_s", "speed", "tokens/s"),
+    ("grad_norm", "grad", "grad norm"),
+)
 STATE_TEXT = {
-    "preparing": "Preparing: loading the model and data, starting workers…",
+    "preparing": "Preparing",
     "running": "Training",
     "checkpointed": "Training (checkpoint saved)",
     "finished": "Finished",
@@ -47,6 +62,7 @@ class MonitorPage(Page):
 
     start_requested = Signal()
     stop_requested = Signal()
+    results_requested = Signal()  # "See the results" after a run wrote its adapter
 
     def __init__(self) -> None:
         super().__init__(scroll=False)
@@ -57,15 +73,20 @@ class MonitorPage(Page):
         self.stop_button.setEnabled(False)
         self.start_button.clicked.connect(self.start_requested)
         self.stop_button.clicked.connect(self.stop_requested)
-        self.state_label = QLabel("Not started. Press Start training to run the job as configured.")
+        self.state_label = ElidedLabel(IDLE_TEXT, Qt.TextElideMode.ElideRight)
+        self.results_button = QPushButton("See the results →")
+        self.results_button.setToolTip("Open the adapter this run wrote, and try it, in Results")
+        self.results_button.clicked.connect(self.results_requested)
+        self.results_button.hide()
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("No run yet")
         self.eta = QLabel("")
         top.addWidget(self.start_button)
         top.addWidget(self.stop_button)
         top.addWidget(self.state_label, 1)
+        top.addWidget(self.results_button)
         self.body.addLayout(top)
         bar = QHBoxLayout()
         bar.addWidget(self.progress, 1)
@@ -105,6 +126,8 @@ class MonitorPage(Page):
         self.body.addWidget(split, 1)
         self.run_dir = ""
         self.state = ""
+        self.start_step: int | None = None  # where this run (or its resume) began
+        self._elapsed: float | None = None
         self._last_message = ""  # the last line logged: a StateEvent may repeat a LogEvent
 
     # event slots (GUI thread) ---------------------------------------------------------------
@@ -113,57 +136,90 @@ class MonitorPage(Page):
             chart.clear_all()
         self.progress.setRange(0, max(total_steps, 1))
         self.progress.setValue(0)
+        self.progress.setFormat("%v / %m steps")
         self.eta.setText("")
         self.log_view.clear()
         self.run_dir = ""
         self.state = ""  # the last run's end state is not this run's
+        self.start_step = None
+        self._elapsed = None
         self._last_message = ""
+        self.results_button.hide()
         self.set_running(True)
-        self.state_label.setText(STATE_TEXT["preparing"])
+        self.state_label.set_full_text(STATE_TEXT["preparing"])
 
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
-    def on_metric(self, e: MetricEvent) -> None:
-        v = e.values
-        if e.kind == "train":
-            if "train_loss" in v:
-                self.loss.append("train", e.step, v["train_loss"])
-            if "learning_rate" in v:
-                self.lr.append("lr", e.step, v["learning_rate"])
-            if "tokens_per_s" in v:
-                self.speed.append("tokens/s", e.step, v["tokens_per_s"])
-            if "grad_norm" in v:
-                self.grad.append("grad norm", e.step, v["grad_norm"])
-        elif e.kind == "val" and "val_loss" in v:
-            self.loss.append("validation", e.step, v["val_loss"])
-        elif e.kind == "worker":
-            w = e.worker if e.worker is not None else 0
+    def _points(
+        self, kind: str, worker: int | None, v: dict[str, Any]
+    ) -> Iterator[tuple[LiveChart, str, float]]:
+        """(chart, series, value) for each number of one metrics row."""
+        if kind == "train":
+            for key, chart, series in TRAIN_SERIES:
+                if key in v:
+                    yield getattr(self, chart), series, v[key]
+        elif kind == "val" and "val_loss" in v:
+            yield self.loss, "validation", v["val_loss"]
+        elif kind == "worker":
+            w = worker if worker is not None else 0
             if "compute_s" in v:
-                self.workers.append(f"w{w} compute", e.step, v["compute_s"])
+                yield self.workers, f"w{w} compute", v["compute_s"]
             if "comm_s" in v:
-                self.workers.append(f"w{w} comm", e.step, v["comm_s"])
+                yield self.workers, f"w{w} comm", v["comm_s"]
             if "compute_s" not in v and "step_time_s" in v:
-                self.workers.append(f"w{w} step", e.step, v["step_time_s"])
+                yield self.workers, f"w{w} step", v["step_time_s"]
+
+    def on_metric(self, e: MetricEvent) -> None:
+        for chart, series, y in self._points(e.kind, e.worker, e.values):
+            chart.append(series, e.step, y)
+
+    def load_history(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Plot a run's earlier rows (as metrics.jsonl holds them) in front of the live points.
+
+        Rows past the step a resume starts from are left out: the run redoes those steps."""
+        series: dict[tuple[int, str], tuple[LiveChart, list[float], list[float]]] = {}
+        for row in sorted(rows, key=lambda r: int(r.get("step", 0))):
+            step = int(row.get("step", 0))
+            if self.start_step is not None and step > self.start_step:
+                continue
+            worker = row.get("worker")
+            kind = str(row.get("kind", "train"))
+            for chart, name, y in self._points(kind, worker, row):
+                _, xs, ys = series.setdefault((id(chart), name), (chart, [], []))
+                xs.append(step)
+                ys.append(float(y))
+        for (_, name), (chart, xs, ys) in series.items():
+            chart.put_history(name, xs, ys)
 
     def on_progress(self, e: ProgressEvent) -> None:
         self.progress.setRange(0, max(e.total_steps, 1))
         self.progress.setValue(e.step)
+        self._elapsed = e.elapsed_s
+        if self.state in ENDED:
+            return  # a late progress event must not bring back an ETA
         self.eta.setText(f"elapsed {format_duration(e.elapsed_s)} · ETA {format_duration(e.eta_s)}")
 
     def on_state(self, e: StateEvent) -> None:
         self.state = e.state
         if e.run_dir:
             self.run_dir = e.run_dir
-        text = STATE_TEXT.get(e.state, e.state)
-        self.state_label.setText(f"{text}: {e.message}" if e.message else text)
+        text = STATE_TEXT.get(e.state, e.state.capitalize())
+        self.state_label.set_full_text(f"{text}: {e.message}" if e.message else text)
         total = e.detail.get("total_steps")
         if e.state == "running" and isinstance(total, int):
+            self.start_step = int(e.detail.get("start_step", 0))
             self.progress.setRange(0, max(total, 1))
-            self.progress.setValue(int(e.detail.get("start_step", 0)))
-        if e.state in ("finished", "failed", "stopped"):
+            self.progress.setValue(self.start_step)
+            for chart in self.charts:  # a resume redoes the steps past its checkpoint
+                chart.drop_after(self.start_step)
+        if e.state in ENDED:
             self.set_running(False)
+            took = "took" if e.state == "finished" else "ran for"
+            elapsed = self._elapsed
+            self.eta.setText(f"{took} {format_duration(elapsed)}" if elapsed is not None else "")
+            self.results_button.setVisible(bool(e.detail.get("adapter_dir")))
         if e.message and e.message == self._last_message:  # a recovery says it once
             return
         self.append_log(

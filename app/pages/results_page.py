@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -18,11 +18,15 @@ from PySide6.QtWidgets import (
 )
 
 from app.generation import GenerationProcess
+from app.prompts import sample_prompt
 from app.tasks import run_task
 from app.widgets.page import Page, group, hint
+from app.widgets.text import ElidedLabel
+from app.widgets.wheel import guard_wheel
 from engine.cli.export_cmd import export_run
 
 ADAPTER_FILES = ("adapters.safetensors", "adapter_config.json")
+NO_ADAPTER = "No adapter yet. Finish a run (or pick one under Runs) to see it here."
 
 
 class ResultsPage(Page):
@@ -37,12 +41,11 @@ class ResultsPage(Page):
         self.adapter_dir = ""
         self.model = ""
         self._exporting = False
+        self._sample = ""  # the prompt this page put in the box (replaced with the adapter)
 
         box, form = group("Adapter")
-        self.adapter_label = QLabel(
-            "No adapter yet. Finish a run (or pick one under Runs) to see it here."
-        )
-        self.adapter_label.setWordWrap(True)
+        self.adapter_label = ElidedLabel(NO_ADAPTER)
+        self.adapter_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow("Folder", self.adapter_label)
         self.files_label = hint()
         form.addRow("", self.files_label)
@@ -77,6 +80,7 @@ class ResultsPage(Page):
         self.max_tokens.setRange(1, 4096)
         self.max_tokens.setValue(64)
         self.max_tokens.setToolTip("Most tokens to generate")
+        guard_wheel(self.max_tokens)
         self.generate_button = QPushButton("Generate")
         self.generate_button.clicked.connect(self.generate)
         side_layout.addWidget(QLabel("Max tokens"), 0, 0)
@@ -111,9 +115,13 @@ class ResultsPage(Page):
         self._update()
 
     def show_adapter(self, adapter_dir: str, model: str, files: list[str] | None = None) -> None:
-        """Point the page at an adapter folder (``files`` as listed off the GUI thread)."""
+        """Point the page at an adapter folder (``files`` as listed off the GUI thread).
+
+        The folder is kept absolute: the generation processes and the user's own tools may
+        not share the folder the app was started from."""
+        adapter_dir = str(Path(adapter_dir).absolute())
         self.adapter_dir, self.model = adapter_dir, model
-        self.adapter_label.setText(adapter_dir)
+        self.adapter_label.set_full_text(adapter_dir)
         if files is not None:
             missing = [f for f in ADAPTER_FILES if f not in files]
             self.files_label.setText(
@@ -122,6 +130,21 @@ class ResultsPage(Page):
                 else "adapters.safetensors · adapter_config.json"
             )
         self._update()
+        if self.prompt.toPlainText().strip() in ("", self._sample):
+            run_task(
+                sample_prompt,
+                adapter_dir,
+                owner=self,
+                on_done=lambda text: self._put_sample(adapter_dir, text),
+            )
+
+    def _put_sample(self, adapter_dir: str, text: str) -> None:
+        """A prompt from the run's dataset, unless the user typed their own meanwhile."""
+        if adapter_dir != self.adapter_dir or not text:
+            return
+        if self.prompt.toPlainText().strip() in ("", self._sample):
+            self._sample = text
+            self.prompt.setPlainText(text)
 
     def _update(self) -> None:
         has = bool(self.adapter_dir)
@@ -174,6 +197,7 @@ class ResultsPage(Page):
         if not prompt:
             self.message.emit("Type a prompt first.", "warning")
             return
+        self.clear_message("warning")
         tokens = self.max_tokens.value()
         self.base_out.setPlainText("Generating…")
         self.adapter_out.setPlainText("Generating…")

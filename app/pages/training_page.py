@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
@@ -17,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.job_model import JobModel
+from app.settings import AppSettings
 from app.tasks import run_task
 from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
 from app.widgets.page import Page, group, hint
@@ -44,10 +46,12 @@ class TrainingPage(Page):
     job_saved = Signal(str)
     message = Signal(str, str)  # text, level
 
-    def __init__(self, job: JobModel):
+    def __init__(self, job: JobModel, settings: AppSettings | None = None):
         super().__init__()
         self.job = job
+        self.settings = settings
         self.train_records = 0  # from the Dataset page, to turn epochs into steps
+        self._schedule_problem = ""  # the schedule's warning on the banner, if any
 
         files = QHBoxLayout()
         self.open_button = QPushButton("Open job…")
@@ -174,21 +178,36 @@ class TrainingPage(Page):
             xs = np.unique(np.linspace(0, total - 1, min(total, PREVIEW_POINTS)).astype(int))
             self.curve.setData(xs, [lr_at(int(s)) for s in xs])
         except ValueError as e:
-            self.message.emit(str(e), "warning")
+            self._schedule_problem = str(e)
+            self.message.emit(self._schedule_problem, "warning")
+            return
+        if self._schedule_problem and self.banner.text() == self._schedule_problem:
+            self.clear_message()  # the schedule draws again: its warning is over
+        self._schedule_problem = ""
 
     # TOML in and out, on a worker thread (disk) -------------------------------------------
     def _ask_open(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open job", "", "Job files (*.toml)")
+        folder = self.settings.last_folder("jobs") if self.settings else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open job", folder, "Job files (*.toml)")
         if path:
+            self._remember(path)
             self.open_job(path)
 
     def _ask_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save job", "job.toml", "Job files (*.toml)")
+        folder = self.settings.last_folder("jobs") if self.settings else ""
+        start = str(Path(folder) / "job.toml") if folder else "job.toml"
+        path, _ = QFileDialog.getSaveFileName(self, "Save job", start, "Job files (*.toml)")
         if path:
+            self._remember(path)
             self.save_job(path)
+
+    def _remember(self, path: str) -> None:
+        if self.settings is not None:
+            self.settings.remember_folder("jobs", str(Path(path).parent))
 
     def open_job(self, path: str) -> None:
         def loaded(spec: JobSpec) -> None:
+            self.clear_message("error")
             self.job.replace(spec)
             self.job_loaded.emit(path)
             self.message.emit(f"Opened {path}", "info")

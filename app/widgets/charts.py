@@ -40,6 +40,19 @@ class SeriesBuffer:
         for x, y in zip(xs, ys, strict=True):
             self.append(float(x), float(y))
 
+    def put_before(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Earlier points (a run's history) go in front of what is here, in x order; those at
+        or past the first point already here are left out (the live ones win)."""
+        x, y = self.view()
+        keep = xs < x[0] if self.n else np.ones(len(xs), dtype=bool)
+        self.x = np.concatenate([np.asarray(xs, float)[keep], x, np.empty(len(x) or 16)])
+        self.y = np.concatenate([np.asarray(ys, float)[keep], y, np.empty(len(y) or 16)])
+        self.n = int(keep.sum()) + len(x)
+
+    def drop_after(self, limit: float) -> None:
+        """Forget points past ``limit`` (steps a resumed run will redo)."""
+        self.n = int(np.searchsorted(self.x[: self.n], limit, side="right"))
+
     def view(self) -> tuple[np.ndarray, np.ndarray]:
         return self.x[: self.n], self.y[: self.n]
 
@@ -64,12 +77,16 @@ class LiveChart(pg.PlotWidget):
         if y_label:
             self.setLabel("left", y_label)
         self.showGrid(x=True, y=True, alpha=0.2)
+        for side in ("left", "bottom"):  # no "(x0.001)" tacked onto a unit by pyqtgraph
+            self.getAxis(side).enableAutoSIPrefix(False)
         self.setLogMode(y=log_y)
         self.setMinimumHeight(160)
         if legend:  # one-series charts say it in the title
             self.legend = self.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 200))
         self.series: dict[str, tuple[SeriesBuffer, pg.PlotDataItem]] = {}
         self.colors: dict[str, str] = {}
+        self.symbols: dict[str, str | None] = {}
+        self.dotted: set[str] = set()  # series of one point, shown as a dot (a line needs two)
         self.fast: set[str] = set()  # series drawn thin and aliased (long runs)
         self.dirty: set[str] = set()
         self.last_append: dict[str, float] = {}  # monotonic time of the newest undrawn point
@@ -93,6 +110,7 @@ class LiveChart(pg.PlotWidget):
         item.setClipToView(True)
         self.series[name] = (SeriesBuffer(), item)
         self.colors[name] = color
+        self.symbols[name] = symbol
 
     def append(self, name: str, x: float, y: float) -> None:
         if name not in self.series:
@@ -104,7 +122,23 @@ class LiveChart(pg.PlotWidget):
     def point_count(self, name: str) -> int:
         return self.series[name][0].n if name in self.series else 0
 
+    def put_history(self, name: str, xs: list[float], ys: list[float]) -> None:
+        """A run's earlier points, in front of any live ones already here."""
+        if name not in self.series:
+            self.add_series(name)
+        self.series[name][0].put_before(np.asarray(xs, float), np.asarray(ys, float))
+        self.dirty.add(name)
+        self.last_append.setdefault(name, time.monotonic())
+
+    def drop_after(self, x: float) -> None:
+        for name, (buffer, _item) in self.series.items():
+            if buffer.n and buffer.x[buffer.n - 1] > x:
+                buffer.drop_after(x)
+                self.dirty.add(name)
+                self.last_append.setdefault(name, time.monotonic())
+
     def clear_all(self) -> None:
+        """Empty every series and forget the last run's axes (and any zoom the user made)."""
         for name, (buffer, item) in self.series.items():
             buffer.clear()
             if name in self.fast:
@@ -112,8 +146,14 @@ class LiveChart(pg.PlotWidget):
                 item.setData([], [], antialias=True)
             else:
                 item.setData([], [])
+            if name in self.dotted:
+                item.setSymbol(self.symbols[name])
         self.fast.clear()
+        self.dotted.clear()
         self.dirty.clear()
+        self.last_append.clear()
+        self.plotItem.vb.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        self.plotItem.enableAutoRange()  # setRange turned it off
 
     def redraw(self) -> list[float]:
         """Push dirty series to pyqtgraph; returns how long each waited since its first new point."""
@@ -121,6 +161,10 @@ class LiveChart(pg.PlotWidget):
         now = time.monotonic()
         for name in self.dirty:
             buffer, item = self.series[name]
+            if (buffer.n == 1) != (name in self.dotted) and name not in self.fast:
+                # One point has no line to draw: mark it with a dot until a second arrives.
+                self.dotted.symmetric_difference_update({name})
+                item.setSymbol("o" if buffer.n == 1 else self.symbols[name])
             if buffer.n > FAST_DRAW_POINTS and name not in self.fast:
                 self.fast.add(name)  # once: style changes make pyqtgraph rebuild the item
                 item.setPen(pg.mkPen(self.colors[name], width=1))

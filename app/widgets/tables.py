@@ -19,3 +19,14 @@ def list_table(columns: Sequence[str], stretch_column: int) -> QTableWidget:
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     header.setSectionResizeMode(stretch_column, QHeaderView.ResizeMode.Stretch)
     return table
+
+
+def fit_height(table: QTableWidget, max_rows: int = 8) -> None:
+    """As tall as its rows (at least one, at most ``max_rows``, then it scrolls)."""
+    rows = max(1, min(table.rowCount(), max_rows))
+    height = table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
+    height += sum(table.rowHeight(r) for r in range(min(rows, table.rowCount())))
+    height += table.verticalHeader().defaultSectionSize() * max(0, rows - table.rowCount())
+    if table.horizontalScrollBar().isVisible():
+        height += table.horizontalScrollBar().height()
+    table.setFixedHeight(height)

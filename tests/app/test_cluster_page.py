@@ -115,3 +115,20 @@ def test_probe_measures_this_machine_with_a_real_worker(window, qtbot) -> None:
     gflops = float(text.split(" GFLOP/s")[0].rsplit(" ", 1)[1])
     assert gflops > 0, text
     assert page.probe_button.isEnabled()
+
+
+def test_this_machine_has_its_facts_and_the_network_an_honest_empty_state(window, qtbot) -> None:
+    page = window.cluster_page
+    window.go_to(page)
+    facts = {k: v.text() for k, v in page.facts.items()}
+    assert facts["memory"].endswith("GiB") and facts["chip"] and facts["cores"].isdigit()
+    assert "MLX" in facts["backend"]
+    # One row is one row high: no big empty table.
+    assert page.table.height() < 4 * page.table.verticalHeader().defaultSectionSize()
+    assert page.empty.isVisible() and "No other Macs" not in page.empty.text()  # discovery off
+    assert "Not looking for other Macs" in page.empty.text()
+    page.set_discovery(True)
+    assert "No other Macs found yet" in page.empty.text()
+    with qtbot.waitSignal(window.cluster.changed, timeout=5_000):
+        window.bridge.sink(PeerEvent("added", peer("studio", 50051)))
+    assert not page.empty.isVisible() and page.table.rowCount() == 2
