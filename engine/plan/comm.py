@@ -1,0 +1,121 @@
+"""How long one step's gradient synchronisation takes in each sync mode, on these links.
+
+Every mode is modelled by what each worker sends and receives and how many rounds of latency
+it waits, as engine/dist implements it (N workers, S gradient values, w wire bytes per value:
+4, or 2 with bf16/fp16; parameters always travel as exact fp32):
+
+| mode | per worker, each way | rounds |
+| --- | --- | --- |
+| all-reduce (direct) | 2 (N-1)/N S w per 32 MiB bucket (reduce-scatter + all-gather) | 2 a bucket |
+| ring | 2 (N-1)/N S w, neighbours only | 2 (N-1) a bucket |
+| reduce-scatter (ZeRO-1) | (N-1)/N S w, then (N-1)/N S 4 (parameters) | 3 |
+| parameter-server | S w up, S 4 down; rank 0 moves (N-1) times that | 2 |
+| mlx | as ring, through MLX's own transport | 2 (N-1) |
+
+Buckets of at most 256 KiB go in one round to every peer ("one-shot", engine/dist/p2p.py).
+A phase lasts as long as its busiest worker: bytes over min(link, transport ceiling). A round
+costs the one-way latency between two workers plus the transport's fixed per-round cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from engine.plan.costs import Costs
+from engine.plan.inputs import Mac, Workload
+
+ONE_SHOT_BYTES = 256 * 1024  # engine/dist/p2p.py ONE_SHOT_BYTES
+ONE_SHOT_MAX_RANKS = 8
+WIRE_BYTES = {"none": 4, "bf16": 2, "fp16": 2}
+
+
+@dataclass(frozen=True)
+class SyncCost:
+    seconds: float
+    bytes_per_worker: float  # sent by the busiest worker
+    rounds: int
+    note: str = ""
+
+
+def _rate(mac: Mac, ceiling: float) -> float:
+    return min(mac.bandwidth_bytes_s, ceiling)
+
+
+def _one_way(macs: list[Mac]) -> float:
+    """One-way latency of a message between the two farthest workers: half of each one's
+    round trip to the switch (a crossing of both links)."""
+    worst = sorted(m.rtt_s for m in macs)[-2:]
+    return sum(worst) / 2 if len(worst) == 2 else 0.0
+
+
+def _slow_start(macs: list[Mac], ceiling: float, costs: Costs) -> float:
+    """A connection idle through a step's compute restarts from TCP's initial window: the
+    first transfer needs log2(BDP / initial window) extra round trips to reach the link rate."""
+    worst = 0.0
+    for m in macs:
+        bdp = _rate(m, ceiling) * m.rtt_s
+        if bdp > costs.initial_window_bytes:
+            worst = max(worst, m.rtt_s * math.log2(bdp / costs.initial_window_bytes))
+    return worst
+
+
+def sync_time(mode: str, codec: str, macs: list[Mac], work: Workload, costs: Costs) -> SyncCost:
+    """Seconds one step spends synchronising gradients (and parameters) in ``mode``."""
+    n = len(macs)
+    if n == 1:
+        return SyncCost(0.0, 0.0, 0)
+    w = WIRE_BYTES[codec]
+    s = work.grad_params
+    mlx = mode == "mlx"
+    ceiling = costs.mlx_bytes_s if mlx else costs.grpc_bytes_s
+    round_s = _one_way(macs) + (costs.mlx_round_s if mlx else costs.grpc_round_s)
+    slowest = min(_rate(m, ceiling) for m in macs)
+    share = (n - 1) / n
+    fp32_bytes = 4.0 * s
+    buckets = max(1, math.ceil(fp32_bytes / work.bucket_bytes))
+    bucket_values = s / buckets
+    small_rounds = 0 if codec == "none" else 1  # loss and token count: an exact all-gather
+    codec_s = 0.0 if codec == "none" else 2 * fp32_bytes / _codec_rate(codec, macs, costs)
+    if mode in ("all-reduce", "ring", "mlx"):
+        one_shot = bucket_values * w <= ONE_SHOT_BYTES and (
+            mode == "all-reduce" or n <= ONE_SHOT_MAX_RANKS
+        )
+        if one_shot and not mlx:  # every rank sends its whole bucket to every peer
+            per = (n - 1) * bucket_values * w
+            rounds = buckets
+        else:
+            per = 2 * share * bucket_values * w
+            rounds = buckets * (2 if mode == "all-reduce" else 2 * (n - 1))
+        sent = buckets * per
+        seconds = sent / slowest + rounds * round_s
+    elif mode == "reduce-scatter":
+        sent = share * s * w + share * fp32_bytes
+        rounds = 3
+        small_rounds = 0  # its small all-gather is one of the 3 rounds
+        seconds = sent / slowest + rounds * round_s
+    elif mode == "parameter-server":
+        root = macs[0]
+        up, down = s * w, fp32_bytes
+        root_rate = _rate(root, ceiling)
+        seconds = max((n - 1) * up / root_rate, up / slowest)
+        seconds += max((n - 1) * down / root_rate, down / slowest)
+        sent = (n - 1) * down
+        rounds = 2
+        seconds += rounds * round_s
+    else:
+        raise ValueError(f"dist.mode: no communication model for {mode!r}")
+    seconds += small_rounds * round_s + codec_s + _slow_start(macs, ceiling, costs)
+    return SyncCost(seconds, sent, rounds + small_rounds)
+
+
+def _codec_rate(codec: str, macs: list[Mac], costs: Costs) -> float:
+    if all(m.apple for m in macs):
+        return 10 * costs.codec_bytes_s["bf16"]  # native conversion on Apple silicon
+    return costs.codec_bytes_s[codec]
+
+
+def update_time(mode: str, n: int, work: Workload, costs: Costs) -> float:
+    """AdamW on the master vector: every worker updates all of it, except ZeRO-1 (1/N)."""
+    values = work.grad_params / n if mode == "reduce-scatter" and n > 1 else work.grad_params
+    return values * costs.update_s_per_param

@@ -1,0 +1,46 @@
+"""The constants the planner's model needs besides the probes, each with where it comes from.
+
+Everything here is a rate or a fixed cost of Orchard's own software, measured, so a plan can
+be checked against a run (bench/links.py prints plan against measurement).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Costs:
+    # The gRPC data plane moves at most this many bytes/s per worker process, whatever the
+    # link (serialising, copying and summing in Python threads): ~0.9 GB/s measured on an
+    # idle 16-core box, 2 processes on loopback, 184 MB all-reduce in 0.215 s (issue 12).
+    grpc_bytes_s: float = 0.9 * GB
+    # mx.distributed's ring (C++, TCP) on the same box: 184 MB in 0.19 s (issue 12).
+    mlx_bytes_s: float = 1.0 * GB
+    # Fixed cost of one collective round on top of the network's one-way latency: a 64 KiB
+    # gRPC message crosses ~4 Python threads, ~0.5-0.8 ms (engine/dist/README.md); MLX ~0.1 ms.
+    grpc_round_s: float = 0.6e-3
+    mlx_round_s: float = 0.1e-3
+    # Encoding fp32 to bf16/fp16 and back, bytes of fp32 per second (engine/dist/README.md:
+    # bf16 ~1 GB/s on 2 x86 cores, fp16 ~0.33 GB/s there; Apple silicon converts natively).
+    codec_bytes_s: dict[str, float] = field(
+        default_factory=lambda: {"none": float("inf"), "bf16": 1.0 * GB, "fp16": 0.33 * GB}
+    )
+    # AdamW on the flat fp32 master vector, seconds per parameter (numpy <-> mx copies and
+    # the update; ~4 ns/param measured on this 2-core box with bench/links.py --calibrate)
+    update_s_per_param: float = 4e-9
+    # The share of the probe's fp32 matmul rate a LoRA training step reaches (backward,
+    # attention, norms and Python around the matmuls). Measured here: bench/links.py
+    # --calibrate runs real steps of a small model against the probe's matmul rate.
+    train_efficiency: float = 0.5
+    # Each micro-batch of gradient accumulation costs a fixed dispatch on top of its FLOPs
+    # (one compiled call and its evaluation).
+    micro_batch_s: float = 2e-3
+    # A gain below this share does not justify lossy wire compression: auto keeps exact
+    # fp32 gradients unless bf16/fp16 is at least this much faster.
+    compression_min_gain: float = 0.10
+    # TCP's initial window (10 segments); a connection idle longer than its RTO restarts
+    # from it, so each step's first transfer pays a few round trips of slow start.
+    initial_window_bytes: float = 10 * 1448
