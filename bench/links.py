@@ -82,7 +82,8 @@ def calibrate() -> Costs:
     with SyncWorkers([(None, "127.0.0.1")] * 2) as w:
         w.run("all-reduce", "none", n, 2, 0.0)
         t = statistics.median(w.run("all-reduce", "none", n, 3, 0.0))
-    grpc = 4 * n / max(t - update * n, 1e-6)  # 2 (N-1)/N = 1 buffer each way for N = 2
+    # N = 2: each worker sends 2 (N-1)/N = 1 buffer and receives as much
+    grpc = 2 * 4 * n / max(t - update * n, 1e-6)
     base = Costs()
     costs = Costs(grpc_bytes_s=grpc, update_s_per_param=update,
                   codec_bytes_s={**base.codec_bytes_s, "bf16": codec})  # fmt: skip

@@ -13,7 +13,8 @@ it waits, as engine/dist implements it (N workers, S gradient values, w wire byt
 | mlx | as ring, through MLX's own transport | 2 (N-1) |
 
 Buckets of at most 256 KiB go in one round to every peer ("one-shot", engine/dist/p2p.py).
-A phase lasts as long as its busiest worker: bytes over min(link, transport ceiling). A round
+A step's transfers last as long as its busiest worker: the larger of its bytes over its link
+(each direction) and its bytes sent plus received over the transport's CPU ceiling. A round
 costs the one-way latency between two workers plus the transport's fixed per-round cost.
 """
 
@@ -61,7 +62,10 @@ def _slow_start(macs: list[Mac], ceiling: float, costs: Costs) -> float:
 
 
 def sync_time(mode: str, codec: str, macs: list[Mac], work: Workload, costs: Costs) -> SyncCost:
-    """Seconds one step spends synchronising gradients (and parameters) in ``mode``."""
+    """Seconds one step spends synchronising gradients (and parameters) in ``mode``.
+
+    Each worker i sends s_i and receives r_i bytes; a phase takes the longest of
+    max(s_i, r_i) / link_i (the wire) and (s_i + r_i) / ceiling (the transport's CPU)."""
     n = len(macs)
     if n == 1:
         return SyncCost(0.0, 0.0, 0)
@@ -70,7 +74,6 @@ def sync_time(mode: str, codec: str, macs: list[Mac], work: Workload, costs: Cos
     mlx = mode == "mlx"
     ceiling = costs.mlx_bytes_s if mlx else costs.grpc_bytes_s
     round_s = _one_way(macs) + (costs.mlx_round_s if mlx else costs.grpc_round_s)
-    slowest = min(_rate(m, ceiling) for m in macs)
     share = (n - 1) / n
     fp32_bytes = 4.0 * s
     buckets = max(1, math.ceil(fp32_bytes / work.bucket_bytes))
@@ -82,31 +85,28 @@ def sync_time(mode: str, codec: str, macs: list[Mac], work: Workload, costs: Cos
             mode == "all-reduce" or n <= ONE_SHOT_MAX_RANKS
         )
         if one_shot and not mlx:  # every rank sends its whole bucket to every peer
-            per = (n - 1) * bucket_values * w
+            each = (n - 1) * bucket_values * w
             rounds = buckets
         else:
-            per = 2 * share * bucket_values * w
+            each = 2 * share * bucket_values * w
             rounds = buckets * (2 if mode == "all-reduce" else 2 * (n - 1))
-        sent = buckets * per
-        seconds = sent / slowest + rounds * round_s
+        traffic = [(buckets * each, buckets * each)] * n
     elif mode == "reduce-scatter":
-        sent = share * s * w + share * fp32_bytes
-        rounds = 3
-        small_rounds = 0  # its small all-gather is one of the 3 rounds
-        seconds = sent / slowest + rounds * round_s
+        each = share * s * w + share * fp32_bytes  # gradient shards, then fp32 parameters
+        traffic = [(each, each)] * n
+        rounds, small_rounds = 3, 0  # its small all-gather is one of the 3 rounds
     elif mode == "parameter-server":
-        root = macs[0]
-        up, down = s * w, fp32_bytes
-        root_rate = _rate(root, ceiling)
-        seconds = max((n - 1) * up / root_rate, up / slowest)
-        seconds += max((n - 1) * down / root_rate, down / slowest)
-        sent = (n - 1) * down
+        up, down = s * w, fp32_bytes  # push gradients, pull parameters
+        traffic = [((n - 1) * down, (n - 1) * up)] + [(up, down)] * (n - 1)
         rounds = 2
-        seconds += rounds * round_s
     else:
         raise ValueError(f"dist.mode: no communication model for {mode!r}")
-    seconds += small_rounds * round_s + codec_s + _slow_start(macs, ceiling, costs)
-    return SyncCost(seconds, sent, rounds + small_rounds)
+    seconds = max(
+        max(max(sent, got) / m.bandwidth_bytes_s, (sent + got) / ceiling)
+        for m, (sent, got) in zip(macs, traffic, strict=True)
+    )
+    seconds += (rounds + small_rounds) * round_s + codec_s + _slow_start(macs, ceiling, costs)
+    return SyncCost(seconds, max(sent for sent, _ in traffic), rounds + small_rounds)
 
 
 def _codec_rate(codec: str, macs: list[Mac], costs: Costs) -> float:

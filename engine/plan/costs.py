@@ -13,12 +13,14 @@ GB = 1e9
 
 @dataclass(frozen=True)
 class Costs:
-    # The gRPC data plane moves at most this many bytes/s per worker process, whatever the
-    # link (serialising, copying and summing in Python threads): ~0.9 GB/s measured on an
-    # idle 16-core box, 2 processes on loopback, 184 MB all-reduce in 0.215 s (issue 12).
-    grpc_bytes_s: float = 0.9 * GB
-    # mx.distributed's ring (C++, TCP) on the same box: 184 MB in 0.19 s (issue 12).
-    mlx_bytes_s: float = 1.0 * GB
+    # The gRPC data plane's ceiling: bytes a worker process sends plus receives per second,
+    # whatever the link (serialising, copying and summing in Python threads cost CPU in both
+    # directions). Issue 12: 184 MB all-reduced by 2 processes on an idle 16-core box in
+    # 0.215 s, each sending and receiving 184 MB: 2 x 184 / 0.215 = 1.7 GB/s (~0.9 GB/s of
+    # all-reduce bandwidth).
+    grpc_bytes_s: float = 1.7 * GB
+    # mx.distributed's ring (C++, TCP) on the same box: 184 MB in 0.19 s -> 1.9 GB/s.
+    mlx_bytes_s: float = 1.9 * GB
     # Fixed cost of one collective round on top of the network's one-way latency: a 64 KiB
     # gRPC message crosses ~4 Python threads, ~0.5-0.8 ms (engine/dist/README.md); MLX ~0.1 ms.
     grpc_round_s: float = 0.6e-3
