@@ -126,7 +126,8 @@ class Coordinator:
         metrics = MetricsLog(run_dir, self.emit, resume_step=start if self.resume_from else None)
         progress = Progress(start, total)
         self.emit(StateEvent("running", f"{total - start} steps on {cluster.size} workers", str(run_dir),
-                             {"start_step": start, "total_steps": total, "workers": cluster.size}))  # fmt: skip
+                             {"start_step": start, "total_steps": total, "workers": cluster.size,
+                              **self._plan_details()}))  # fmt: skip
         train_loss = val_loss = None
         step, saved_at, stopped = start, start, False
         try:
@@ -291,6 +292,12 @@ class Coordinator:
             log.info("%s", msg, extra=SHOWN)
             self.emit(LogEvent("info", msg))
         return job
+
+    def _plan_details(self) -> dict:
+        """dist.mode auto: the plan as plain data, for the app's "measured against predicted"."""
+        from engine.plan.resolve import plan_details
+
+        return {"plan": plan_details(self.tracker.plan)} if self.tracker is not None else {}
 
     def _setup_group(self) -> list:
         """SetupJob on every worker with the current ranks (and MLX's hostfile)."""

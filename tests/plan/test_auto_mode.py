@@ -32,6 +32,11 @@ def test_auto_resolves_before_setup_and_reports_measured_against_predicted(tmp_p
         e.message for e in events if isinstance(e, LogEvent) and "dist.mode auto ->" in e.message
     ]
     assert len(chose) == 1 and "predicted" in chose[0], chose
+    from engine.events import StateEvent
+
+    running = [e for e in events if isinstance(e, StateEvent) and e.state == "running"]
+    plan = running[0].detail["plan"]
+    assert plan["predicted_step_s"] > 0 and len(plan["shares"]) == 2 and plan["reason"]
     saved = JobSpec.load(result.run_dir / "job.toml")
     assert saved.dist.mode in SYNC_MODES and saved.dist.mode != "mlx"  # local: no MLX ring
     assert saved.dist.mode in chose[0]
