@@ -150,8 +150,10 @@ def main() -> int:
                 regret = measured[key] / min(measured.values()) - 1
                 regrets.append(regret)
                 best = min(measured, key=measured.get)
+                speedup = work.tokens / measured[key] / max(alone.values())
                 print(f"auto profile={pname} model={model} picked={'+'.join(key)} "
-                      f"best_measured={'+'.join(best)} regret={regret:.3f}", flush=True)  # fmt: skip
+                      f"best_measured={'+'.join(best)} regret={regret:.3f} "
+                      f"speedup_vs_fastest_alone={speedup:.2f}", flush=True)  # fmt: skip
     print(f"elapsed {time.time() - t_start:.0f}s")
     print(f"plan_error_max={max(errors):.3f} auto_regret_max={max(regrets):.3f}")
     return 0
