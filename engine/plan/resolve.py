@@ -65,8 +65,9 @@ def plan_for(job: JobSpec, probes: list[tuple[str, Any]], local: bool,
 def resolve_auto(job: JobSpec, cluster: Any) -> tuple[JobSpec, Tracker | None, str]:
     """(the concrete job, a Tracker of its plan or None, a message saying what and why).
 
-    Never fails the run: a worker that cannot be probed or a model that cannot be described
-    here falls back to all-reduce, and the message says why."""
+    A worker that cannot be probed or a model that cannot be described here falls back to
+    all-reduce, and the message says why; a worker without the memory for one sequence is
+    refused by name (MemoryError) before anything is set up."""
     if job.dist.mode != AUTO_MODE:
         return job, None, f"dist.mode {job.dist.mode} (set by the job)"
     if cluster.size == 1:
@@ -79,6 +80,9 @@ def resolve_auto(job: JobSpec, cluster: Any) -> tuple[JobSpec, Tracker | None, s
         log.warning("dist.mode auto: could not plan (%s): using %s", e, FALLBACK_MODE)
         out = concrete(job, FALLBACK_MODE, job.dist.compression, job.run.grad_accum)
         return out, None, f"dist.mode auto -> {FALLBACK_MODE}: could not plan ({e})"
+    if p.refused:  # it would fail its first step: say so by name before anything is set up
+        raise MemoryError("; ".join(f"worker {name} cannot take part: {why}" for name, why in p.refused.items())
+                          + ". Leave it out, or use a smaller model, QLoRA or a shorter max_seq_len.")  # fmt: skip
     c = p.best.choice
     out = concrete(job, c.mode, c.compression, c.grad_accum)
     msg = (f"dist.mode auto -> {c.mode}, compression {c.compression}, grad_accum "

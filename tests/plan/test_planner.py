@@ -120,3 +120,22 @@ def test_a_probe_that_lies_is_corrected_from_measured_steps(caplog):
     assert tracker.plan.best.step_s > 1.3 * p.best.step_s  # the prediction follows the truth
     assert tracker.plan.best.shares[0] < tracker.plan.best.shares[1]  # and so would the split
     assert 0 < out["scaling_efficiency"] <= 1.05
+
+
+def test_auto_refuses_a_worker_without_memory_by_name(monkeypatch):
+    """resolve_auto, with probes and the model stubbed (the parts above it are tested)."""
+    from types import SimpleNamespace
+
+    from engine.config import JobSpec
+    from engine.plan import resolve
+
+    small = SimpleNamespace(
+        matmul_gflops=100.0, free_memory_bytes=1 << 20, bandwidth_mb_s=100.0, rtt_ms=1.0
+    )
+    big = SimpleNamespace(
+        matmul_gflops=100.0, free_memory_bytes=64 << 30, bandwidth_mb_s=100.0, rtt_ms=1.0
+    )
+    monkeypatch.setattr(resolve, "probe_all", lambda cluster: [big, small])
+    cluster = SimpleNamespace(size=2, addresses=["studio:1", "air:2"], remote=True)
+    with pytest.raises(MemoryError, match="worker air:2 cannot take part: 0.0 GiB free"):
+        resolve.resolve_auto(JobSpec(), cluster)
