@@ -88,7 +88,7 @@ def calibrate() -> Costs:
     costs = Costs(grpc_bytes_s=grpc, update_s_per_param=update,
                   codec_bytes_s={**base.codec_bytes_s, "bf16": codec})  # fmt: skip
     print(
-        f"calibration (loopback, this machine): gRPC data plane {grpc / 1e9:.2f} GB/s per "
+        f"calibration (loopback, this machine): gRPC data plane {grpc / 1e9:.2f} GB/s sent+received per "
         f"worker, AdamW {update * 1e9:.1f} ns/param, bf16 codec {codec / 1e9:.2f} GB/s"
     )
     return costs
