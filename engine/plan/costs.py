@@ -42,7 +42,7 @@ class Costs:
     micro_batch_s: float = 2e-3
     # A gain below this share does not justify lossy wire compression: auto keeps exact
     # fp32 gradients unless bf16/fp16 is at least this much faster.
-    compression_min_gain: float = 0.10
+    compression_min_gain: float = 0.05
     # TCP's initial window (10 segments); a connection idle longer than its RTO restarts
     # from it, so each step's first transfer pays a few round trips of slow start.
     initial_window_bytes: float = 10 * 1448
