@@ -59,7 +59,8 @@ def job() -> JobSpec:
 
 
 def calibrate() -> Costs:
-    """This machine's transport, update and codec costs, on loopback (no shaping)."""
+    """This machine's transport, update and codec costs, on loopback (no shaping): what the
+    planner cannot know from a probe, measured apart from the shaped runs it predicts."""
     import mlx.core as mx
 
     from engine.config import OptimSpec
@@ -101,14 +102,13 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     t_start = time.time()
-    costs = calibrate()
     spec = job()
     infos = {
         m: inspect_model(RESOURCES / "model_configs" / m) for m in set(args.models) | {REFERENCE_7B}
     }
     works = {m: workload_from_job(spec, infos[m]) for m in args.models}
     ref_fpt = workload_from_job(spec, infos[REFERENCE_7B]).flops_per_token
-    print(f"compute: modelled from {SOURCE}: " + ", ".join(
+    print(f"compute: modelled from {SOURCE}, not run: " + ", ".join(
         f"{name} {tps:.0f} tokens/s on a 7B = {tps * ref_fpt / 1e12:.1f} TFLOP/s" for name, tps, _ in MACS))  # fmt: skip
     errors, regrets = [], []
     first = PROFILES[args.profiles[0]]
@@ -118,6 +118,7 @@ def main() -> int:
     ):
         for pname in args.profiles:
             prof = PROFILES[pname]
+            costs = calibrate()  # again for each profile: a shared machine's load drifts
             for i in range(2):
                 net.reshape(i, prof)
             link = measure_link(net, 0, 1, nbytes=int(min(128e6, prof.rate_bytes_s * 0.8)))

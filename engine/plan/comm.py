@@ -64,8 +64,9 @@ def _slow_start(macs: list[Mac], ceiling: float, costs: Costs) -> float:
 def sync_time(mode: str, codec: str, macs: list[Mac], work: Workload, costs: Costs) -> SyncCost:
     """Seconds one step spends synchronising gradients (and parameters) in ``mode``.
 
-    Each worker i sends s_i and receives r_i bytes; a phase takes the longest of
-    max(s_i, r_i) / link_i (the wire) and (s_i + r_i) / ceiling (the transport's CPU)."""
+    A step is a sequence of phases; in each, worker i sends s_i and receives r_i bytes, and
+    the phase takes the longest of max(s_i, r_i) / link_i (the wire, full duplex) and
+    (s_i + r_i) / ceiling (the transport's CPU) over the workers."""
     n = len(macs)
     if n == 1:
         return SyncCost(0.0, 0.0, 0)
@@ -87,26 +88,30 @@ def sync_time(mode: str, codec: str, macs: list[Mac], work: Workload, costs: Cos
         if one_shot and not mlx:  # every rank sends its whole bucket to every peer
             each = (n - 1) * bucket_values * w
             rounds = buckets
-        else:
+        else:  # reduce-scatter then all-gather, each moving (N-1)/N of the bucket
             each = 2 * share * bucket_values * w
             rounds = buckets * (2 if mode == "all-reduce" else 2 * (n - 1))
-        traffic = [(buckets * each, buckets * each)] * n
-    elif mode == "reduce-scatter":
-        each = share * s * w + share * fp32_bytes  # gradient shards, then fp32 parameters
-        traffic = [(each, each)] * n
+        phases = [[(buckets * each, buckets * each)] * n]
+    elif mode == "reduce-scatter":  # gradient shards, then fp32 parameters
+        phases = [[(share * s * w,) * 2] * n, [(share * fp32_bytes,) * 2] * n]
         rounds, small_rounds = 3, 0  # its small all-gather is one of the 3 rounds
-    elif mode == "parameter-server":
-        up, down = s * w, fp32_bytes  # push gradients, pull parameters
-        traffic = [((n - 1) * down, (n - 1) * up)] + [(up, down)] * (n - 1)
+    elif mode == "parameter-server":  # push gradients to rank 0, then pull parameters
+        up, down = s * w, fp32_bytes
+        phases = [[(0.0, (n - 1) * up)] + [(up, 0.0)] * (n - 1),
+                  [((n - 1) * down, 0.0)] + [(0.0, down)] * (n - 1)]  # fmt: skip
         rounds = 2
     else:
         raise ValueError(f"dist.mode: no communication model for {mode!r}")
-    seconds = max(
-        max(max(sent, got) / m.bandwidth_bytes_s, (sent + got) / ceiling)
-        for m, (sent, got) in zip(macs, traffic, strict=True)
+    seconds = sum(
+        max(
+            max(max(sent, got) / m.bandwidth_bytes_s, (sent + got) / ceiling)
+            for m, (sent, got) in zip(macs, phase, strict=True)
+        )
+        for phase in phases
     )
     seconds += (rounds + small_rounds) * round_s + codec_s + _slow_start(macs, ceiling, costs)
-    return SyncCost(seconds, max(sent for sent, _ in traffic), rounds + small_rounds)
+    sent_most = max(sum(phase[i][0] for phase in phases) for i in range(n))
+    return SyncCost(seconds, sent_most, rounds + small_rounds)
 
 
 def _codec_rate(codec: str, macs: list[Mac], costs: Costs) -> float:
