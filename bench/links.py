@@ -58,7 +58,7 @@ def job() -> JobSpec:
                                      'run.precision="bf16"'])  # fmt: skip
 
 
-def calibrate() -> Costs:
+def calibrate(loopback: SyncWorkers) -> Costs:
     """This machine's transport, update and codec costs, on loopback (no shaping): what the
     planner cannot know from a probe, measured apart from the shaped runs it predicts."""
     import mlx.core as mx
@@ -80,9 +80,8 @@ def calibrate() -> Costs:
     t0 = time.perf_counter()
     decode(*encode(x, "bf16"))
     codec = 4 * n / (time.perf_counter() - t0)
-    with SyncWorkers([(None, "127.0.0.1")] * 2) as w:
-        w.run("all-reduce", "none", n, 2, 0.0)
-        t = statistics.median(w.run("all-reduce", "none", n, 3, 0.0))
+    loopback.run("all-reduce", "none", n, 1, 0.0)
+    t = statistics.median(loopback.run("all-reduce", "none", n, 3, 0.0))
     # N = 2: each worker sends 2 (N-1)/N = 1 buffer and receives as much
     grpc = 2 * 4 * n / max(t - update * n, 1e-6)
     base = Costs()
@@ -115,10 +114,11 @@ def main() -> int:
     with (
         SimNetwork([first, first]) as net,
         SyncWorkers([(n.ns, n.ip) for n in net.nodes]) as workers,
+        SyncWorkers([(None, "127.0.0.1")] * 2) as loopback,
     ):
         for pname in args.profiles:
             prof = PROFILES[pname]
-            costs = calibrate()  # again for each profile: a shared machine's load drifts
+            costs = calibrate(loopback)  # again for each profile: a shared machine's load drifts
             for i in range(2):
                 net.reshape(i, prof)
             link = measure_link(net, 0, 1, nbytes=int(min(128e6, prof.rate_bytes_s * 0.8)))
