@@ -80,7 +80,9 @@ def sync_time(mode: str, codec: str, macs: list[Mac], work: Workload, costs: Cos
     buckets = max(1, math.ceil(fp32_bytes / work.bucket_bytes))
     bucket_values = s / buckets
     small_rounds = 0 if codec == "none" else 1  # loss and token count: an exact all-gather
-    codec_s = 0.0 if codec == "none" else 2 * fp32_bytes / _codec_rate(codec, macs, costs)
+    # each worker encodes and decodes about the whole gradient once (its shards out, the
+    # peers' in); Costs.codec_bytes_s is that round trip's rate
+    codec_s = 0.0 if codec == "none" else fp32_bytes / _codec_rate(codec, macs, costs)
     if mode in ("all-reduce", "ring", "mlx"):
         one_shot = bucket_values * w <= ONE_SHOT_BYTES and (
             mode == "all-reduce" or n <= ONE_SHOT_MAX_RANKS

@@ -25,8 +25,9 @@ class Costs:
     # gRPC message crosses ~4 Python threads, ~0.5-0.8 ms (engine/dist/README.md); MLX ~0.1 ms.
     grpc_round_s: float = 0.6e-3
     mlx_round_s: float = 0.1e-3
-    # Encoding fp32 to bf16/fp16 and back, bytes of fp32 per second (engine/dist/README.md:
-    # bf16 ~1 GB/s on 2 x86 cores, fp16 ~0.33 GB/s there; Apple silicon converts natively).
+    # Encoding fp32 to bf16/fp16 and decoding it again, bytes of fp32 per second
+    # (engine/dist/README.md: bf16 ~1 GB/s on 2 x86 cores, fp16 ~0.33 GB/s there; Apple
+    # silicon converts natively).
     codec_bytes_s: dict[str, float] = field(
         default_factory=lambda: {"none": float("inf"), "bf16": 1.0 * GB, "fp16": 0.33 * GB}
     )
