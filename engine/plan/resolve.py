@@ -21,8 +21,8 @@ from engine.plan.planner import Plan, plan
 
 log = logging.getLogger(__name__)
 
-PROBE_PAYLOAD_MB = 2.0
-PROBE_BENCHMARK_S = 0.5
+PROBE_PAYLOAD_MB = 1.0  # enough to see a link's rate past its round trip
+PROBE_BENCHMARK_S = 0.25  # a relative speed; every run with auto pays it per worker
 FALLBACK_MODE = "all-reduce"
 
 
