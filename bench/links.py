@@ -39,7 +39,7 @@ from bench.netsim.workers import CHOICES, SyncWorkers  # noqa: E402
 from engine.config import RESOURCES, JobSpec  # noqa: E402
 from engine.model import inspect_model  # noqa: E402
 from engine.plan import Costs, Mac, workload_from_job  # noqa: E402
-from engine.plan.planner import Choice, _predict, alone_tokens_per_s, pick, split_by_speed  # noqa: E402
+from engine.plan.planner import Choice, alone_tokens_per_s, pick, predict, split_by_speed  # noqa: E402
 
 MODELS = ("Qwen2.5-0.5B", "Qwen2.5-1.5B-Instruct", "Qwen2.5-7B", "Llama-3.1-8B")
 SOURCE = "mlx-examples lora/README.md"
@@ -130,7 +130,7 @@ def main() -> int:
                 work = works[model]
                 alone = {m.name: alone_tokens_per_s(m, work, costs) for m in macs}
                 shares = split_by_speed(work.batch, [m.flops for m in macs])
-                preds = sorted((_predict(Choice(mode, codec, 1), macs, work, shares, alone, costs)
+                preds = sorted((predict(Choice(mode, codec, 1), macs, work, shares, alone, costs)
                                 for mode, codec in CHOICES), key=lambda q: q.step_s)  # fmt: skip
                 auto, _ = pick(preds, costs)
                 measured = {}

@@ -145,7 +145,7 @@ def plan(
         for codec in compressions if len(usable) > 1 else ("none",):
             for accum in accums:
                 preds.append(
-                    _predict(Choice(mode, codec, accum), usable, work, shares, alone, costs)
+                    predict(Choice(mode, codec, accum), usable, work, shares, alone, costs)
                 )
     preds.sort(key=lambda p: p.step_s)
     best, reason = pick(preds, costs)
@@ -155,8 +155,9 @@ def plan(
     return out
 
 
-def _predict(choice: Choice, macs: list[Mac], work: Workload, shares: list[int],
-             alone: dict[str, float], costs: Costs) -> Prediction:  # fmt: skip
+def predict(choice: Choice, macs: list[Mac], work: Workload, shares: list[int],
+            alone: dict[str, float], costs: Costs) -> Prediction:  # fmt: skip
+    """One choice's step: slowest compute of its share + synchronisation + update."""
     n = len(macs)
     compute = max(
         _compute_s(m, work, s, choice.grad_accum, costs) for m, s in zip(macs, shares, strict=True)
