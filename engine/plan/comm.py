@@ -13,9 +13,11 @@ it waits, as engine/dist implements it (N workers, S gradient values, w wire byt
 | mlx | as ring, through MLX's own transport | 2 (N-1) |
 
 Buckets of at most 256 KiB go in one round to every peer ("one-shot", engine/dist/p2p.py).
-A step's transfers last as long as its busiest worker: the larger of its bytes over its link
-(each direction) and its bytes sent plus received over the transport's CPU ceiling. A round
-costs the one-way latency between two workers plus the transport's fixed per-round cost.
+Each phase (reduce-scatter, all-gather, push, pull) lasts as long as its busiest worker: the
+larger of its bytes over its link (each direction) and its bytes sent plus received over the
+transport's CPU ceiling; phases follow one another. A round costs the one-way latency between
+two workers plus the transport's fixed per-round cost; a connection idle through the compute
+restarts TCP slow start, and bf16/fp16 cost one encode/decode round trip of the gradient.
 """
 
 from __future__ import annotations
