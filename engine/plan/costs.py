@@ -35,9 +35,11 @@ class Costs:
     # the update; ~4 ns/param measured on this 2-core box with bench/links.py --calibrate)
     update_s_per_param: float = 4e-9
     # The share of the probe's fp32 matmul rate a LoRA training step reaches (backward,
-    # attention, norms and Python around the matmuls). Measured here: bench/links.py
-    # --calibrate runs real steps of a small model against the probe's matmul rate.
-    train_efficiency: float = 0.5
+    # attention, norms and Python around the matmuls): bench/compute_rate.py runs real
+    # steps of a hidden-512, 8-layer model against the probe's benchmark in one process;
+    # 0.30-0.41 on this project's 2-core Linux VM with OpenBLAS. Measured steps correct it
+    # per Mac during a run (engine/plan/live.py).
+    train_efficiency: float = 0.4
     # Each micro-batch of gradient accumulation costs a fixed dispatch on top of its FLOPs
     # (one compiled call and its evaluation).
     micro_batch_s: float = 2e-3
