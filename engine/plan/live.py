@@ -33,9 +33,11 @@ class Tracker:
         out = {"predicted_step_s": self.plan.best.step_s}
         fpt = self.plan.work.flops_per_token
         if self.steps > WARMUP_STEPS:
+            # a worker's compute_s is its step less communication: the update is in it
+            update = self.plan.best.update_s
             for mac, (tok, compute_s) in zip(self.plan.macs, workers, strict=False):
-                if tok and compute_s > 0:
-                    rate = tok * fpt / compute_s
+                if tok and compute_s > update:
+                    rate = tok * fpt / (compute_s - update)
                     old = self.measured_flops.get(mac.name, rate)
                     self.measured_flops[mac.name] = (1 - EMA) * old + EMA * rate
             self._maybe_correct()
