@@ -47,3 +47,16 @@ def test_auto_resolves_before_setup_and_reports_measured_against_predicted(tmp_p
     for r in rows:
         assert r["predicted_step_s"] > 0
     assert all(0 < r["scaling_efficiency"] < 5 for r in rows)
+
+
+@pytest.mark.slow  # two local workers started, probed and stopped
+def test_orchard_plan_prints_the_table_for_local_workers(tmp_path, monkeypatch, capsys):
+    from engine.cli.main import main
+
+    monkeypatch.setenv("ORCHARD_HOME", str(tmp_path / "home"))
+    assert main(["plan", "--workers", "2", "--set", "data.max_seq_len=64"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:4] == ["mode", "compress", "accum", "step_s"]
+    assert out.count("<- auto") == 1 and "mlx " not in out  # local workers: no MLX ring
+    assert "127.0.0.1:" in out and "tokens/s it adds" in out
+    assert "x the fastest alone" in out
