@@ -21,7 +21,9 @@ RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 DEMO_MODEL = "demo"  # resolves to resources/models/stories260K
 DEMO_DATASET = "demo"  # resolves to resources/datasets/orchard_robot.jsonl
 
-SYNC_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")
+SYNC_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")  # concrete
+AUTO_MODE = "auto"  # the coordinator resolves it with the planner (engine/plan) before setup
+DIST_MODES = (AUTO_MODE, *SYNC_MODES)
 DATA_FORMATS = ("auto", "alpaca", "sharegpt", "chat", "completion", "text")
 
 
@@ -141,7 +143,12 @@ class RunSpec:
 class DistSpec:
     workers: int = _f(2, "Local worker processes when no hosts are given", min=1, max=64)
     hosts: list[str] = _f([], "Remote workers as host:port; empty means local workers")
-    mode: str = _f("all-reduce", "How gradients are combined", choices=SYNC_MODES)
+    mode: str = _f(
+        AUTO_MODE,
+        "How gradients are combined; 'auto' lets the planner pick the mode, compression and "
+        "accumulation it predicts fastest for these Macs and links (orchard plan shows why)",
+        choices=DIST_MODES,
+    )
     compression: str = _f("none", "Gradient encoding on the wire", choices=("none", "bf16", "fp16"))
     bucket_mb: float = _f(32.0, "Gradient bucket size in MiB", min=0.0625, max=4096.0)
     max_failures: int = _f(3, "Worker failures a run survives before it stops", min=0, max=1000)

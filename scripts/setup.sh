@@ -19,6 +19,8 @@ if [ "$(uname -s)" = "Linux" ]; then
   pkgs="libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 iproute2 libopenblas0-pthread"
   if [ "${1:-}" = "--dev" ]; then
     pkgs="$pkgs xvfb libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0"
+    # the link harness (bench/netsim): iptables-legacy for NFQUEUE, and nfdelay.c's build
+    pkgs="$pkgs iptables libnetfilter-queue-dev gcc libc6-dev"
   fi
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

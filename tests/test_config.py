@@ -54,7 +54,7 @@ def test_edited_job_round_trips() -> None:
         ),
         ({"run": {"batch_size": 0}}, "run.batch_size: expected a value in [1, 65536]"),
         ({"run": {"precision": "fp8"}}, "run.precision: expected one of fp32, bf16, fp16"),
-        ({"dist": {"mode": "gossip"}}, "dist.mode: expected one of all-reduce"),
+        ({"dist": {"mode": "gossip"}}, "dist.mode: expected one of auto, all-reduce"),
         ({"dist": {"workers": 0}}, "dist.workers: expected a value in [1, 64]"),
         ({"model": {"bits": 3}}, "model.bits: expected one of 4, 8, got 3"),
         ({"data": {"max_seq_len": 4}}, "data.max_seq_len: expected a value in [8, 131072]"),

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.config import SYNC_MODES, ConfigError, JobSpec
+from engine.cli import plan_cmd
+from engine.config import DIST_MODES, ConfigError, JobSpec
 
 log = logging.getLogger("orchard")
 
@@ -233,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--workers", type=int, default=JobSpec().dist.workers, help="local worker processes"
     )
-    s.add_argument("--mode", choices=SYNC_MODES, default=JobSpec().dist.mode)
+    s.add_argument("--mode", choices=DIST_MODES, default=JobSpec().dist.mode)
     s.add_argument(
         "--set", action="append", metavar="SECTION.KEY=VALUE", help="override any job setting"
     )
@@ -246,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--steps", type=int)
     s.add_argument("--workers", type=int)
-    s.add_argument("--mode", choices=SYNC_MODES)
+    s.add_argument("--mode", choices=DIST_MODES)
     s.add_argument("--out")
     s.add_argument("--data")
     s.add_argument("--model")
@@ -284,6 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     s = add("pair", cmd_pair, "pair with a worker using the code it shows")
     s.add_argument("target", metavar="HOST[:PORT]", help="the worker (default port 50051)")
     s.add_argument("--code", help="the pairing code (asked for when not given)")
+
+    plan_cmd.add_parser(add)
 
     s = add("discover", cmd_discover, "list Orchard workers on the local network")
     s.add_argument("--timeout", type=float, default=3.0)

@@ -1,7 +1,9 @@
 """Describe a model from config.json and safetensors headers alone (no weights are read).
 
 This is what the app shows before a run: architecture, size, dtype, quantization and the
-linear modules LoRA can target, for a checkpoint of any size, in milliseconds.
+linear modules LoRA can target, for a checkpoint of any size, in milliseconds. A folder with a
+config.json and no weights (resources/model_configs/) is described from the config alone: the
+shapes come from mlx-lm's own model class built lazily (MLX allocates nothing until evaluated).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from mlx_lm.utils import MODEL_ARCHITECTURE_REMAPPING, MODEL_REMAPPING
 
 from engine.config import resolve_model_path
 from engine.model.errors import ModelError
-from engine.model.safetensors_header import TensorHeader, read_header
+from engine.model.safetensors_header import DTYPE_BYTES, TensorHeader, read_header
 
 WEIGHT_GLOB = "model*.safetensors"  # the files mlx_lm.utils.load_model reads
 INDEX_FILE = "model.safetensors.index.json"
 _LAYER_RE = re.compile(r"^(?P<prefix>(?:.*\.)?layers)\.(?P<idx>\d+)\.(?P<rest>.+)$")
 _DTYPE_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # LoraSpec's default targets
+LORA_RANKS_SHOWN = (8, 16)
 _CONFIG_ALIASES = {
     "num_layers": ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
@@ -65,10 +69,22 @@ class ModelInfo:
     bias_params: int  # parameters in tensors whose leaf name is "bias"
     weight_files: tuple[str, ...]
     tensors: dict[str, TensorHeader] = field(repr=False, compare=False, default_factory=dict)
+    weights_present: bool = True  # False: a config-only folder, shapes from config.json
 
     @property
     def module_names(self) -> list[str]:
         return [m.name for m in self.linear_modules]
+
+    def lora_params(self, rank: int, targets: list[str] | None = None) -> int:
+        """Trainable LoRA parameters (A and B of every adapted module in every layer) at
+        ``rank``; ``targets`` as in LoraSpec.target_modules, None for every linear module."""
+        names = set(self.module_names)
+        if targets is not None:
+            names = {n for hits in match_targets(self.module_names, targets).values() for n in hits}
+        per_layer = sum(
+            m.in_features + m.out_features for m in self.linear_modules if m.name in names
+        )
+        return rank * per_layer * self.num_layers
 
     def format_text(self) -> str:
         """A few lines for a terminal or a tooltip."""
@@ -82,11 +98,21 @@ class ModelInfo:
             f"dtype       {self.dtype}"
             + (f", quantized {quant.get('bits')}-bit group {quant.get('group_size')}" if quant else ""),
             f"embeddings  {'tied' if self.tied_embeddings else 'separate lm_head'}",
+            *([] if self.weights_present else
+              ["weights     absent: parameters counted from config.json (no weights read)"]),
             "modules     " + ", ".join(
                 f"{m.name} ({m.in_features}->{m.out_features}{', bias' if m.has_bias else ''})"
                 for m in self.linear_modules
             ),
         ]  # fmt: skip
+        attention = [n for n in ATTENTION_TARGETS if match_targets(self.module_names, [n])[n]]
+        for rank in LORA_RANKS_SHOWN:
+            lines.append(
+                f"LoRA r={rank:<3}  {self.lora_params(rank, attention) / 1e6:.3f}M params attention-only "
+                f"({'/'.join(attention) or 'none'}), {self.lora_params(rank) / 1e6:.3f}M all-linear "
+                f"(fp32 gradient {self.lora_params(rank, attention) * 4 / 2**20:.1f} / "
+                f"{self.lora_params(rank) * 4 / 2**20:.1f} MiB a step)"
+            )
         return "\n".join(lines)
 
 
@@ -150,7 +176,12 @@ def inspect_model(path: str | Path) -> ModelInfo:
     config = read_config(folder)
     text = {**config, **(config.get("text_config") or {})}  # multimodal configs nest it
     tensors: dict[str, TensorHeader] = {}
-    files = weight_files(folder)
+    try:
+        files = weight_files(folder)
+    except ModelError as no_weights:
+        if not _config_only(folder):
+            raise
+        files, tensors = [], config_tensors(folder, config, no_weights)
     for f in files:
         tensors.update(read_header(f))
     quant = config.get("quantization") or config.get("quantization_config")
@@ -182,7 +213,44 @@ def inspect_model(path: str | Path) -> ModelInfo:
         bias_params=sum(t.size for n, t in tensors.items() if n.endswith(".bias")),
         weight_files=tuple(str(f) for f in files),
         tensors=tensors,
+        weights_present=bool(files),
     )
+
+
+def _config_only(folder: Path) -> bool:
+    """No weight file of any kind: a folder that only describes a model (config.json)."""
+    kinds = (".safetensors", ".bin", ".pt", ".gguf", ".npz")
+    return not (folder / INDEX_FILE).exists() and not any(
+        p.suffix in kinds for p in folder.iterdir()
+    )
+
+
+def config_tensors(
+    folder: Path, config: dict[str, Any], no_weights: ModelError
+) -> dict[str, TensorHeader]:
+    """Tensor shapes of a config-only folder, from mlx-lm's model class built lazily: the
+    same names and shapes mlx-lm would load, in the config's dtype. ``no_weights`` is raised
+    (with the reason added) when the config cannot build the model."""
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import _get_classes
+
+    try:
+        model_class, args_class = _get_classes(config)
+        model = model_class(args_class.from_dict(config))
+    except Exception as e:  # noqa: BLE001 - any config mlx-lm cannot build is named
+        raise ModelError(f"{no_weights}; config.json alone does not describe the model: "
+                         f"{type(e).__name__}: {e}") from None  # fmt: skip
+    dtype = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(
+        str(config.get("torch_dtype", "")), "BF16"
+    )
+    out = {}
+    for name, p in tree_flatten(model.parameters()):
+        shape = tuple(int(d) for d in p.shape)
+        size = 1
+        for d in shape:
+            size *= d
+        out[name] = TensorHeader(name, dtype, shape, size * DTYPE_BYTES[dtype], "")
+    return out
 
 
 def quant_bits(quant: dict[str, Any] | None, module_path: str) -> int:

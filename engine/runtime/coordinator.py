@@ -24,7 +24,13 @@ from engine.runtime.recovery import Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
 from engine.train.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import MetricsLog, Progress
-from engine.train.run_dir import ADAPTER_DIR, attach_log_file, detach_log_file, new_run_dir
+from engine.train.run_dir import (
+    ADAPTER_DIR,
+    JOB_FILE,
+    attach_log_file,
+    detach_log_file,
+    new_run_dir,
+)
 from engine.train.trainer import total_steps_for
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,7 @@ class Coordinator:
         self._snap_cost = 0.0  # seconds the last snapshot took
         self._snap_at = 0.0  # time.monotonic() of the last snapshot
         self._snaps = [0, 0.0]  # snapshots taken, seconds they took (reported at the end)
+        self.tracker = None  # dist.mode auto: the plan, against measured steps (engine/plan)
 
     def run(self) -> RunResult:
         job = self.job
@@ -95,6 +102,8 @@ class Coordinator:
         cluster = self.cluster = Cluster(job, run_dir, self.data_dir)
         cluster.start()
         self.emit(LogEvent("info", f"{cluster.size} workers: {', '.join(cluster.addresses)}"))
+        job = self._resolve_auto(cluster, run_dir)
+        r = job.run
         self._files = cluster.ship_files()
         infos = self._setup_group()
         self.watcher = Watcher(cluster, abort_survivors=job.dist.mode != "mlx")
@@ -117,7 +126,8 @@ class Coordinator:
         metrics = MetricsLog(run_dir, self.emit, resume_step=start if self.resume_from else None)
         progress = Progress(start, total)
         self.emit(StateEvent("running", f"{total - start} steps on {cluster.size} workers", str(run_dir),
-                             {"start_step": start, "total_steps": total, "workers": cluster.size}))  # fmt: skip
+                             {"start_step": start, "total_steps": total, "workers": cluster.size,
+                              **self._plan_details()}))  # fmt: skip
         train_loss = val_loss = None
         step, saved_at, stopped = start, start, False
         try:
@@ -270,6 +280,25 @@ class Coordinator:
             "rejoined": names, "step": step, "workers": cluster.size,
         }))  # fmt: skip
 
+    def _resolve_auto(self, cluster: Cluster, run_dir: Path) -> JobSpec:
+        """dist.mode "auto" -> the planner's concrete choice, before any worker sets up; the
+        run folder's job.toml then names it, so a resume sees the same concrete job."""
+        from engine.plan.resolve import resolve_auto
+
+        job, self.tracker, msg = resolve_auto(self.job, cluster)
+        if job is not self.job:
+            self.job = cluster.job = job
+            (run_dir / JOB_FILE).write_text(job.to_toml(), encoding="utf-8")
+            log.info("%s", msg, extra=SHOWN)
+            self.emit(LogEvent("info", msg))
+        return job
+
+    def _plan_details(self) -> dict:
+        """dist.mode auto: the plan as plain data, for the app's "measured against predicted"."""
+        from engine.plan.resolve import plan_details
+
+        return {"plan": plan_details(self.tracker.plan)} if self.tracker is not None else {}
+
     def _setup_group(self) -> list:
         """SetupJob on every worker with the current ranks (and MLX's hostfile)."""
         assert self.cluster is not None and self.run_dir is not None
@@ -291,6 +320,8 @@ class Coordinator:
             "comm_share": comm / dt if dt > 0 else 0.0,
             "peak_memory_gb": max(o.peak_memory_bytes for o in outs) / 1e9, "workers": float(len(outs)),
         }  # fmt: skip
+        if self.tracker is not None and len(outs) == len(self.tracker.plan.macs):
+            values.update(self.tracker.observe(dt, [(o.tokens, o.compute_s) for o in outs]))
         if any(o.skipped for o in outs):
             values["skipped"] = 1.0
             log.warning("step %d: update skipped (fp16 overflow or no target tokens)", step)

@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.rpc.auth import TOKEN_ENV
 from engine.rpc.server import serve
 from engine.rpc.worker_service import WorkerServicer
-from engine.worker.blas import openblas_loaded
+from engine.worker.blas import openblas_loaded, worker_env
 from engine.worker.info import worker_info
 from engine.worker.job import JobRunner
 from engine.worker.lifeline import set_parent_death_signal, start_watchdog
@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         from engine.worker.remote import serve_remote
 
         os.environ.pop(TOKEN_ENV, None)  # a network worker trusts pairing, not a shared token
+        # job processes are spawned children: they inherit this environment, so they get the
+        # OpenBLAS preload that local workers get from the engine (~8x faster on Linux)
+        os.environ.update(worker_env(os.environ))
         done = threading.Event()
         _on_stop_signals(done, hard_exit=False)
         # no preload here: the agent's warm spare job process imports the training stack

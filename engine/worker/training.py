@@ -19,7 +19,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from engine.config import JobSpec
+from engine.config import AUTO_MODE, JobSpec
 from engine.train.update import DTYPES
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.job import SetupResult, StepResult
@@ -65,6 +65,9 @@ class TrainingJob:
         job = JobSpec.from_toml(
             job_toml, source="SetupJob.job_toml"
         )  # bad settings fail first, fast
+        if job.dist.mode == AUTO_MODE:  # coordinators resolve it; a direct caller gets the
+            log.warning("dist.mode 'auto' reached a worker unresolved: using all-reduce")
+            job.dist.mode = "all-reduce"  # same mode on every rank: they all read this job
 
         from engine.data import BatchSampler, prepare_data
         from engine.dist.dist_optimizer import DistributedAdamW

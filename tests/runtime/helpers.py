@@ -17,6 +17,7 @@ def tiny_job(out_dir: Path, steps: int = 30, **over: object) -> JobSpec:
         f"run.steps={steps}", "run.batch_size=5", "data.max_seq_len=64", "run.val_every=0",
         "run.checkpoint_every=0", f'run.out_dir="{out_dir}"', "optim.learning_rate=0.01",
         "optim.warmup_steps=3", "lora.rank=4",
+        'dist.mode="all-reduce"',  # a fixed mode (auto probes first: tests/plan covers it)
     ]  # fmt: skip
     sets += [f"{k}={_toml(v)}" for k, v in over.items()]
     return JobSpec().with_overrides([s.replace("'", '"') for s in sets])
