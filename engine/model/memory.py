@@ -14,7 +14,8 @@ copies of each hidden/MLP vector, one and a half of the attention scores) were r
 measured peaks of real steps on MLX 0.32 across hidden, MLP width, vocabulary, heads, layers
 and sequence length; tests/model/test_memory.py measures a real step against this estimate.
 It assumes no gradient checkpointing, attention that materialises its scores (true of MLX's
-backward pass), and a trainer that casts the non-quantized base to the compute dtype. Allocator caching and fragmentation come on top.
+backward pass), and a trainer that casts the non-quantized base to the compute dtype.
+Allocator caching and fragmentation come on top.
 """
 
 from __future__ import annotations
