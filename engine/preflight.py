@@ -102,8 +102,8 @@ class PreflightResult:
     def ok(self) -> bool:
         return not self.refusals
 
-    def message(self, cli: bool = False) -> str:
-        """The text the CLI prints and the app shows; ``cli`` adds each fix's --set flags."""
+    def summary(self) -> str:
+        """Why the run cannot start (and the notes), without the fixes."""
         lines: list[str] = []
         if self.refusals:
             lines.append("This run cannot start:")
@@ -111,6 +111,12 @@ class PreflightResult:
                 first, *rest = r.message.splitlines()
                 lines.append(f"- {r.kind}: {first}")
                 lines += [f"    {line}" for line in rest]
+        lines += [f"Note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def message(self, cli: bool = False) -> str:
+        """The text the CLI prints and the app shows; ``cli`` adds each fix's --set flags."""
+        lines = [self.summary()] if self.refusals or self.notes else []
         if self.suggestions:
             lines.append("What fits instead:")
             for i, s in enumerate(self.suggestions, 1):
@@ -119,7 +125,6 @@ class PreflightResult:
                     lines.append(
                         "     " + " ".join(f"--set {shlex.quote(a)}" for a in s.set_args())
                     )
-        lines += [f"Note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
