@@ -79,7 +79,8 @@ class Coordinator:
         except Exception as e:  # noqa: BLE001 - the run ends as "failed" with the reason
             log.exception("run failed")
             # a worker's memory guard may be why (say so, not "connection refused")
-            msg = memory_failure(self.cluster) or str(e) or type(e).__name__
+            settle = 0.5 if getattr(e, "unreachable", False) else 0.0
+            msg = memory_failure(self.cluster, settle_s=settle) or str(e) or type(e).__name__
             self.emit(StateEvent("failed", msg, str(self.run_dir)))
             return RunResult("failed", self.run_dir, message=msg)
         finally:

@@ -111,7 +111,7 @@ class Watcher:
                         beats[r] = self._beats.submit(c.reachable, r, HEARTBEAT_TIMEOUT_S)
         detected_at = time.time()
         # a step past a worker's memory limit is not a lost worker: every one would hit it
-        check_out_of_memory(c, [f.exception() for f in futures if f.done() and f.exception()])
+        check_out_of_memory(c, [f.exception() if f.done() else None for f in futures])
         gone = [r for r, f in enumerate(futures) if f.done() and _job_lost(f.exception())]
         lost = [
             r
