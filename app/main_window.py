@@ -380,6 +380,8 @@ class MainWindow(QMainWindow):
             self._checking = False
             if result.ok:
                 self.training_page.clear_refusal()
+                if result.notes:  # e.g. tight on memory: it runs, but say so
+                    self.show_message("\n".join(result.notes), "warning")
                 launch()
                 return
             self.start_button.setEnabled(True)
