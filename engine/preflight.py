@@ -338,21 +338,24 @@ class _Sizer:
             machines = [m for m in machines if m.host in job.dist.hosts]
         return job, machines
 
+    def width(self, job: JobSpec) -> int:
+        """Tokens per sequence in the widest batch: a batch is as wide as its longest item
+        (padded to 8), unless packing fills every sequence to max_seq_len."""
+        if self.longest and not job.data.packing:
+            return min(job.data.max_seq_len, -(-self.longest // 8) * 8)
+        return job.data.max_seq_len
+
     def size(self, overrides: Mapping[str, Any]) -> tuple[Any, list[MachineFit]]:
         from engine.model import estimate_memory
 
         job, machines = self.variant(overrides)
-        sized = job
-        if self.longest and not job.data.packing:  # a batch is as wide as its longest item
-            width = min(job.data.max_seq_len, -(-self.longest // 8) * 8)
-            sized = replace(job, data=replace(job.data, max_seq_len=width))
-        world = sum(m.processes for m in machines)
-        est = estimate_memory(self.info, sized, workers=world)
+        sized = replace(job, data=replace(job.data, max_seq_len=self.width(job)))
+        est = estimate_memory(self.info, sized, workers=sum(m.processes for m in machines))
         return est, [_fit(m, est.total_bytes * m.processes) for m in machines]
 
-    def fits(self, overrides: Mapping[str, Any]) -> tuple[Any, list[MachineFit]] | None:
-        est, fits = self.size(overrides)
-        return (est, fits) if all(f.level in ("fits", "unknown") for f in fits) else None
+    def fits(self, overrides: Mapping[str, Any]) -> bool:
+        """Every machine under FIT_SHARE (or of unknown memory)."""
+        return all(f.level in ("fits", "unknown") for f in self.size(overrides)[1])
 
     def with_accum(self, overrides: Mapping[str, Any]) -> dict[str, Any] | None:
         """``overrides`` as they are if they fit, else with the least gradient accumulation
@@ -404,26 +407,21 @@ def _check_memory(
     over = [f for f in fits if f.level == "won't fit"]
     if not over:
         return
+    width = sizer.width(job)
     batch = (f"a micro-batch of {est.micro_batch} sequence{'s' if est.micro_batch != 1 else ''} "
-             f"× {_width(job, longest)} tokens per worker")  # fmt: skip
+             f"× {width} tokens per worker")  # fmt: skip
     one_seq = sizer.size({"run.grad_accum": MAX_ACCUM})[1]  # micro-batch of 1 wherever possible
     lines = []
     for f in over:
         single = next(g for g in one_seq if g.machine.name == f.machine.name)
         if single.level == "won't fit":
             lines.append(f"{f.machine.name} ({gib(f.machine.memory_bytes)}) cannot fit even one "
-                         f"sequence of {_width(job, longest)} tokens: a micro-batch of 1 needs "
+                         f"sequence of {width} tokens: a micro-batch of 1 needs "
                          f"{gib(single.need_bytes)} there")  # fmt: skip
         else:
             lines.append(f"won't fit on {f.describe()} ({batch})")
     result.refusals.append(Refusal("memory", "\n".join(lines)))
     result.suggestions = _suggestions(job, info, machines, sizer, over)
-
-
-def _width(job: JobSpec, longest: int) -> int:
-    if longest and not job.data.packing:
-        return min(job.data.max_seq_len, -(-longest // 8) * 8)
-    return job.data.max_seq_len
 
 
 def _suggestions(
