@@ -30,7 +30,7 @@ LIMIT_ENV = "ORCHARD_MEMORY_LIMIT_MB"
 WORKERS_ENV = "ORCHARD_WORKERS_ON_HOST"
 MEMORY_EXIT_CODE = 86  # "stopped at its memory limit"; no other Orchard exit uses it
 TAG = "memory limit:"  # starts the guard's log line and every message made from it
-POLL_S = 0.01  # a step's buffers are counted when allocated, before their pages are touched
+POLL_S = 0.02  # a step's buffers are counted when allocated, before their pages are touched
 
 
 def memory_limit(env: Mapping[str, str] = os.environ, total: int | None = None) -> int:
