@@ -380,9 +380,9 @@ class MainWindow(QMainWindow):
             self._checking = False
             if result.ok:
                 self.training_page.clear_refusal()
-                if result.notes:  # e.g. tight on memory: it runs, but say so
-                    self.show_message("\n".join(result.notes), "warning")
                 launch()
+                if result.notes:  # e.g. tight on memory: it runs, but say so where it runs
+                    self.show_message("\n".join(result.notes), "warning", self.monitor_page)
                 return
             self.start_button.setEnabled(True)
             self.run_label.setText("Ready")

@@ -42,11 +42,12 @@ class AppSettings:
         self.store.setValue(f"dialogs/{kind}", folder)
 
     def runs_folder(self) -> str:
-        """Where the app puts run folders: the user's choice, else the engine's default."""
+        """Where the app puts run folders, a full path: the user's choice, else the engine's
+        default for this user."""
         chosen = self.store.value("runs/folder", "")
         if isinstance(chosen, str) and chosen and Path(chosen).is_absolute():
             return chosen
-        return JobSpec().run.out_dir
+        return str(Path(JobSpec().run.out_dir).expanduser())
 
     def set_runs_folder(self, folder: str) -> None:
         self.store.setValue("runs/folder", folder)

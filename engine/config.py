@@ -20,8 +20,9 @@ import tomli_w
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 DEMO_MODEL = "demo"  # resolves to resources/models/stories260K
 DEMO_DATASET = "demo"  # resolves to resources/datasets/orchard_robot.jsonl
-# Runs go to a folder of the user's, never to wherever a program happened to start.
-DEFAULT_RUNS_DIR = str(Path.home() / "Orchard" / "runs")
+# Runs go to a folder of the user's, never to wherever a program happened to start. The
+# "~" is expanded where the folder is made (engine/train/run_dir.py), for whoever runs it.
+DEFAULT_RUNS_DIR = "~/Orchard/runs"
 
 SYNC_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")
 DATA_FORMATS = ("auto", "alpaca", "sharegpt", "chat", "completion", "text")

@@ -197,7 +197,8 @@ class TrainingPage(Page):
         full path, else the remembered one (a relative folder depends on where the app ran)."""
         out = self.job.spec.run.out_dir
         if initial or not os.path.isabs(os.path.expanduser(out)):
-            remembered = self.settings.runs_folder() if self.settings else JobSpec().run.out_dir
+            default = os.path.expanduser(JobSpec().run.out_dir)
+            remembered = self.settings.runs_folder() if self.settings else default
             self.job.set("run", "out_dir", remembered)
         self.runs_folder.setText(self.job.spec.run.out_dir)
 

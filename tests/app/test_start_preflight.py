@@ -47,8 +47,9 @@ def test_dataset_errors_are_refused_by_line(window, qtbot, tmp_path: Path):
 
 def test_the_runs_folder_is_a_full_path_remembered_by_the_app(window, settings, tmp_path):
     page = window.training_page
+    window.go_to(page)
     assert not page.set_runs_folder("runs")  # relative: refused, with the reason
-    assert "Runs folder: expected a full path" in window.banner.text()
+    assert "Runs folder: expected a full path" in page.banner.text()
     assert window.job.spec.run.out_dir == str(tmp_path / "runs")
     chosen = tmp_path / "elsewhere" / "runs"
     assert page.set_runs_folder(str(chosen))
