@@ -1,20 +1,35 @@
 """Text generation in a separate process (``python -m app.generate_process``).
 
 A child process keeps MLX off the GUI thread entirely and lets the user cancel by killing
-it. QProcess is asynchronous: output arrives through signals, nothing here waits.
+it. QProcess is asynchronous: output arrives through signals, nothing here waits. The child
+runs in the Orchard folder (so ``-m app...`` imports), not in the app's current folder: every
+path it gets is made absolute here first.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, Signal
 
+from engine.config import DEMO_MODEL
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def absolute(path: str) -> str:
+    """A path that exists from the app's current folder, made absolute; anything else (the
+    'demo' model, a Hugging Face id) unchanged."""
+    if not path or path == DEMO_MODEL:
+        return path
+    local = os.path.expanduser(path)
+    return os.path.abspath(local) if os.path.exists(local) else path
+
+
 def generate_args(model: str, max_tokens: int, adapter: str = "") -> list[str]:
+    model, adapter = absolute(model), absolute(adapter)
     args = ["-m", "app.generate_process", "--model", model, "--max-tokens", str(max_tokens)]
     if adapter:
         args += ["--adapter", adapter]

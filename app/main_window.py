@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt
@@ -40,6 +41,7 @@ from app.widgets.page import Page
 from app.widgets.welcome import WelcomeCard
 from engine.config import ConfigError, JobSpec
 from engine.events import StateEvent
+from engine.preflight import PreflightResult, preflight
 from engine.train.metrics import METRICS_FILE, read_metrics
 from engine.train.trainer import total_steps_for
 
@@ -108,6 +110,7 @@ class MainWindow(QMainWindow):
         self.bridge = EngineBridge(self)
         self.cluster = ClusterModel(self)
         self.runner = RunController(self.bridge, self)
+        self._checking = False  # a preflight is running: Start waits for its verdict
 
         self.cluster_page = ClusterPage(self.job, self.cluster)
         self.dataset_page = DatasetPage(self.job, self.settings)
@@ -349,7 +352,7 @@ class MainWindow(QMainWindow):
 
     # runs -------------------------------------------------------------------------------------------
     def start_run(self) -> None:
-        if self.runner.running:
+        if self.runner.running or self._checking:
             self.show_message("A run is already going. Stop it before starting another.", "warning")
             return
         try:
@@ -359,7 +362,47 @@ class MainWindow(QMainWindow):
                 "The job has settings to fix before it can start:\n" + describe_error(e)
             )
             return
+        self._preflight_then(job, lambda: self._launch(job))
+
+    def _preflight_then(
+        self, job: JobSpec, launch: Callable[[], None], resume: bool = False
+    ) -> None:
+        """Check ``job`` off the GUI thread (engine/preflight.py: dataset, model, memory per
+        machine), then launch it, or show why not with the fixes that fit. A refused run
+        never starts a worker."""
+        self._checking = True
         self.banner.hide()
+        self.start_button.setEnabled(False)
+        self.run_label.setText("Checking the job…")
+        hosts = {w.address: w.memory_bytes for w in self.cluster.remote() if w.memory_bytes}
+
+        def checked(result: PreflightResult) -> None:
+            self._checking = False
+            if result.ok:
+                self.training_page.clear_refusal()
+                launch()
+                if result.notes:  # e.g. tight on memory: it runs, but say so where it runs
+                    self.show_message("\n".join(result.notes), "warning", self.monitor_page)
+                return
+            self.start_button.setEnabled(True)
+            self.run_label.setText("Ready")
+            self.training_page.show_refusal(result, can_apply=not resume)
+            self.go_to(self.training_page)
+
+        def failed(message: str) -> None:
+            self._checking = False
+            self.start_button.setEnabled(True)
+            self.run_label.setText("Ready")
+            self.show_message(f"Could not check the job: {message}")
+
+        local = self.cluster.local.memory_bytes or None
+        run_task(preflight, job, host_memory=hosts, local_memory=local, owner=self,
+                 on_done=checked, on_error=failed)  # fmt: skip
+
+    def _launch(self, job: JobSpec) -> None:
+        if self.runner.running:  # a run started while the job was being checked
+            self.start_button.setEnabled(False)
+            return
         n_train = self.dataset_page.train_count
         self.monitor_page.reset(total_steps_for(job, n_train) if n_train else job.run.steps)
         self.start_button.setEnabled(False)
@@ -369,7 +412,7 @@ class MainWindow(QMainWindow):
 
     def resume_run(self, run_dir: str) -> None:
         """Continue a stopped run from its last checkpoint, with the job it was started with."""
-        if self.runner.running:
+        if self.runner.running or self._checking:
             self.show_message("A run is already going. Stop it before resuming another.", "warning")
             return
         run_task(
@@ -381,10 +424,14 @@ class MainWindow(QMainWindow):
         )
 
     def _start_resumed(self, run_dir: str, job: JobSpec) -> None:
-        if self.runner.running:  # a run started while the job file was being read
+        if self.runner.running or self._checking:  # a run started while the job file was read
             self.show_message("A run is already going. Stop it before resuming another.", "warning")
             return
-        self.banner.hide()
+        self._preflight_then(job, lambda: self._launch_resumed(run_dir, job), resume=True)
+
+    def _launch_resumed(self, run_dir: str, job: JobSpec) -> None:
+        if self.runner.running:
+            return
         self.monitor_page.reset(job.run.steps)  # "running" brings the exact range
         self.start_button.setEnabled(False)
         self.run_label.setText(f"Resuming {Path(run_dir).name}…")

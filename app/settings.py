@@ -6,14 +6,16 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from engine.config import JobSpec
+
 ORGANIZATION = "Orchard"
 APPLICATION = "Orchard"
 RECENT_LIMIT = 10
 
 
 class AppSettings:
-    """Recent items, the folders file dialogs last opened, window geometry and the last job,
-    over one QSettings store."""
+    """Recent items, the folders file dialogs last opened, window geometry, the last job and
+    the runs folder, over one QSettings store."""
 
     def __init__(self, store: QSettings | None = None):
         self.store = store or QSettings(ORGANIZATION, APPLICATION)
@@ -38,6 +40,17 @@ class AppSettings:
 
     def remember_folder(self, kind: str, folder: str) -> None:
         self.store.setValue(f"dialogs/{kind}", folder)
+
+    def runs_folder(self) -> str:
+        """Where the app puts run folders, a full path: the user's choice, else the engine's
+        default for this user."""
+        chosen = self.store.value("runs/folder", "")
+        if isinstance(chosen, str) and chosen and Path(chosen).is_absolute():
+            return chosen
+        return str(Path(JobSpec().run.out_dir).expanduser())
+
+    def set_runs_folder(self, folder: str) -> None:
+        self.store.setValue("runs/folder", folder)
 
     def value(self, key: str, fallback: object = None) -> object:
         return self.store.value(key, fallback)

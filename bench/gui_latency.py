@@ -120,7 +120,10 @@ def demo_run(app: QApplication, w, beat: Heartbeat, delays: list[float], nicenes
     beat.by_phase.clear()
     first = len(delays)
     beat.phase = "starting"
-    w.start_run()
+    w.start_run()  # the preflight checks the job on the pool, then the run starts
+    pump(app, lambda: w.runner.running or w.training_page.preflight.isVisible(), 120)
+    if not w.runner.running:
+        raise SystemExit(f"the preflight refused the run: {w.training_page.preflight.text()}")
     beat.armed = True
     t0, cpu0 = time.monotonic(), os.times()
     pump(app, lambda: w.monitor_page.state in ("finished", "failed", "stopped"), 900)

@@ -20,6 +20,9 @@ import tomli_w
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 DEMO_MODEL = "demo"  # resolves to resources/models/stories260K
 DEMO_DATASET = "demo"  # resolves to resources/datasets/orchard_robot.jsonl
+# Runs go to a folder of the user's, never to wherever a program happened to start. The
+# "~" is expanded where the folder is made (engine/train/run_dir.py), for whoever runs it.
+DEFAULT_RUNS_DIR = "~/Orchard/runs"
 
 SYNC_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")  # concrete
 AUTO_MODE = "auto"  # the coordinator resolves it with the planner (engine/plan) before setup
@@ -135,7 +138,11 @@ class RunSpec:
     )
     keep_checkpoints: int = _f(2, "How many complete checkpoints to keep", min=1, max=1000)
     seed: int = _f(0, "Seed for shuffling, dropout and initialisation", min=0, max=2**31 - 1)
-    out_dir: str = _f("runs", "Folder that holds run folders")
+    out_dir: str = _f(
+        DEFAULT_RUNS_DIR,
+        "Folder that holds run folders (a relative one is taken from the "
+        "current folder and stored as a full path)",
+    )
     name: str = _f("", "Run name; empty picks one from the date and time")
 
 

@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "1"  # bump when the orchard.v1 wire protocol changes incompatibly
 
+# How much of a machine's memory training may plan on (macOS and other apps need the rest).
+# The preflight offers only fixes under FIT_SHARE and refuses a run over REFUSE_SHARE; each
+# worker's memory guard ends a step past REFUSE_SHARE of its part of the machine.
+FIT_SHARE = 0.75
+REFUSE_SHARE = 0.9
+
 
 def package_version(dist: str) -> str:
     """The installed version of ``dist``, or '' when it is not installed as a package."""

@@ -98,7 +98,8 @@ def main() -> int:
     shot(w.model_page, "3-model")
     shot(w.training_page, "4-training")
 
-    w.start_run()
+    w.start_run()  # the preflight checks the job on the pool, then the run starts
+    wait_until(app, lambda: w.runner.running, 120, "the preflight and the start")
     wait_until(
         app, lambda: w.monitor_page.state in ("finished", "failed", "stopped"), 600, "the demo run"
     )

@@ -1,8 +1,10 @@
-"""Training: optimizer, schedule, batch, precision, sync mode; open/save the job as TOML."""
+"""Training: optimizer, schedule, batch, precision, sync mode, the runs folder; open/save the
+job as TOML. Why Start refused a run shows here too, with a button per fix that fits."""
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +14,22 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QFileDialog,
     QHBoxLayout,
+    QLineEdit,
     QPushButton,
     QRadioButton,
     QWidget,
 )
 
 from app.job_model import JobModel
+from app.job_model import meta as meta_help
 from app.settings import AppSettings
 from app.tasks import run_task
 from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
 from app.widgets.page import Page, group, hint
+from app.widgets.preflight_panel import PreflightPanel
 from engine.config import JobSpec
 from engine.optim.schedule import make_schedule
+from engine.preflight import PreflightResult, Suggestion
 from engine.train.trainer import total_steps_for
 
 SYNC_EXPLAINED = {
@@ -52,6 +58,9 @@ class TrainingPage(Page):
         self.settings = settings
         self.train_records = 0  # from the Dataset page, to turn epochs into steps
         self._schedule_problem = ""  # the schedule's warning on the banner, if any
+        self.preflight = PreflightPanel()
+        self.preflight.apply_requested.connect(self.apply_suggestion)
+        self.body.addWidget(self.preflight)
 
         files = QHBoxLayout()
         self.open_button = QPushButton("Open job…")
@@ -140,10 +149,31 @@ class TrainingPage(Page):
             "Bucket (MiB)", NumberControl(job, "dist", "bucket_mb", slider=False, decimals=2)
         )
         self.body.addWidget(box)
+
+        box, form = group("Runs")
+        folder = QWidget()
+        row = QHBoxLayout(folder)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.runs_folder = QLineEdit()
+        self.runs_folder.setToolTip(meta_help("run", "out_dir")["help"])
+        self.runs_folder.editingFinished.connect(
+            lambda: self.set_runs_folder(self.runs_folder.text())
+        )
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_runs_folder)
+        row.addWidget(self.runs_folder, 1)
+        row.addWidget(browse)
+        form.addRow("Runs folder", folder)
+        form.addRow(
+            "", hint("Each run gets a folder here: its job, metrics, checkpoints and adapter.")
+        )
+        self.body.addWidget(box)
         self.body.addStretch(1)
 
         job.changed.connect(self._on_change)
+        job.reset.connect(self._adopt_runs_folder)
         job.reset.connect(self.refresh)
+        self._adopt_runs_folder(initial=True)
         self.refresh()
 
     def refresh(self) -> None:
@@ -156,8 +186,60 @@ class TrainingPage(Page):
         self._draw_schedule()
 
     def _on_change(self, section: str, name: str) -> None:
+        if (section, name) == ("run", "out_dir"):
+            self.runs_folder.setText(self.job.spec.run.out_dir)
         if section in ("optim", "run", "dist"):
             self.refresh()
+
+    # the runs folder: the app's own (remembered); a job file may name another full path ----
+    def _adopt_runs_folder(self, initial: bool = False) -> None:
+        """At launch, the remembered folder; for an opened job, its own folder when that is a
+        full path, else the remembered one (a relative folder depends on where the app ran)."""
+        out = self.job.spec.run.out_dir
+        if initial or not os.path.isabs(os.path.expanduser(out)):
+            default = os.path.expanduser(JobSpec().run.out_dir)
+            remembered = self.settings.runs_folder() if self.settings else default
+            self.job.set("run", "out_dir", remembered)
+        self.runs_folder.setText(self.job.spec.run.out_dir)
+
+    def _browse_runs_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(
+            self, "Choose the folder for runs", self.job.spec.run.out_dir
+        )
+        if path:
+            self.set_runs_folder(path)
+
+    def set_runs_folder(self, text: str) -> bool:
+        """Use ``text`` as the runs folder when it is a full path; else say why not."""
+        path = os.path.expanduser(text.strip())
+        if not os.path.isabs(path):
+            self.message.emit(
+                f"Runs folder: expected a full path such as {JobSpec().run.out_dir}; "
+                f"{text.strip()!r} would depend on the folder the app was started from.",
+                "warning",
+            )
+            self.runs_folder.setText(self.job.spec.run.out_dir)
+            return False
+        path = os.path.normpath(path)
+        if self.settings is not None:
+            self.settings.set_runs_folder(path)
+        self.job.set("run", "out_dir", path)
+        self.runs_folder.setText(path)
+        return True
+
+    # Start's refusals (engine/preflight.py) ---------------------------------------------------
+    def show_refusal(self, result: PreflightResult, can_apply: bool = True) -> None:
+        self.preflight.show_result(result, can_apply)
+
+    def clear_refusal(self) -> None:
+        self.preflight.hide()
+
+    def apply_suggestion(self, suggestion: Suggestion) -> None:
+        """Set each override through the job model, so every control shows its new value."""
+        for key, value in suggestion.overrides.items():
+            section, name = key.split(".", 1)
+            self.job.set(section, name, value)
+        self.preflight.show_applied(suggestion)
 
     def _set_length_mode(self, by_epochs: bool) -> None:
         if by_epochs and self.job.spec.run.epochs == 0:

@@ -7,12 +7,13 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetIte
 
 from app.cluster_model import Worker
 from engine.config import JobSpec
+from engine.machine import FIT_SHARE, REFUSE_SHARE
 from engine.model.inspect import ModelInfo
 from engine.model.memory import estimate_memory
 
 COLUMNS = ("Worker", "Memory", "Needs", "Fit")
-AMBER_SHARE = 0.75  # above this share of a machine's memory, macOS and other apps get squeezed
-RED_SHARE = 0.9
+# above AMBER, macOS and other apps get squeezed; above RED, Start refuses (engine/preflight.py)
+AMBER_SHARE, RED_SHARE = FIT_SHARE, REFUSE_SHARE
 COLORS = {"ok": "#2e7d32", "tight": "#ef6c00", "no": "#c62828"}
 BREAKDOWN_NAMES = {
     "base_weights": "base weights",

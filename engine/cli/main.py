@@ -41,12 +41,31 @@ def _stop_on_sigint(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+REFUSED = 2  # the exit code of a run the preflight refused (no worker was started)
+
+
+def _preflight(job: JobSpec, set_flags: bool = True) -> bool:
+    """The app's own check (engine/preflight.py) before any worker starts: on refusal print
+    why and what fits instead (with the --set flags that apply it) and return False."""
+    from engine.preflight import preflight
+
+    result = preflight(job)
+    if not result.ok:
+        sys.stderr.write(f"orchard: {result.message(cli=set_flags)}\n")
+        return False
+    for note in result.notes:
+        _err(f"note: {note}")
+    return True
+
+
 def _run_job(job: JobSpec) -> tuple[object, int]:
     """Run a job through the engine (worker processes), even on one worker: every run
     folder then holds the world-size-independent checkpoint that resumes on any number."""
     from engine.cli.progress import TerminalProgress
     from engine.runtime import start_run
 
+    if not _preflight(job):
+        return None, REFUSED
     sink = TerminalProgress()
     stop = threading.Event()
     _stop_on_sigint(stop)
@@ -95,8 +114,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     for flag, key in (("steps", "run.steps"), ("workers", "dist.workers")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
+    if args.out is not None:  # a folder the user typed is relative to where they typed it
+        overrides.append(f'run.out_dir="{Path(args.out).expanduser().resolve()}"')
     for flag, key in (
-        ("out", "run.out_dir"),
         ("mode", "dist.mode"),
         ("data", "data.path"),
         ("model", "model.path"),
@@ -112,20 +132,25 @@ def cmd_resume(args: argparse.Namespace) -> int:
     sink = TerminalProgress()
     stop = threading.Event()
     _stop_on_sigint(stop)
-    job = JobSpec.load(Path(args.run_dir) / "job.toml")
+    run_dir = Path(args.run_dir).expanduser().resolve()  # the same folder from any cwd
+    job = JobSpec.load(run_dir / "job.toml")
     if args.workers is not None:
         job = job.with_overrides([f"dist.workers={args.workers}"])
-    if _trained_in_one_process(Path(args.run_dir)):
+    if _trained_in_one_process(run_dir):
         if job.dist.workers != 1 or job.dist.hosts:
-            _err(f"{args.run_dir} was trained in one process (engine.train), whose checkpoints "
+            _err(f"{run_dir} was trained in one process (engine.train), whose checkpoints "
                  "name each tensor; it resumes on one worker only: add --workers 1")  # fmt: skip
             return 2
+        if not _preflight(job, set_flags=False):
+            return REFUSED
         from engine.train.run_local import resume_local
 
-        return _report(resume_local(args.run_dir, sink, stop))
+        return _report(resume_local(run_dir, sink, stop))
     from engine.runtime import start_run
 
-    return _report(start_run(job, sink, stop_event=stop, resume_from=args.run_dir).wait())
+    if not _preflight(job, set_flags=False):
+        return REFUSED
+    return _report(start_run(job, sink, stop_event=stop, resume_from=run_dir).wait())
 
 
 def _trained_in_one_process(run_dir: Path) -> bool:
@@ -230,7 +255,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = add("demo", cmd_demo, "train the bundled demo end to end on this machine")
     s.add_argument("--steps", type=int, help="optimizer steps (default: the demo's own, 150)")
-    s.add_argument("--out", help="folder for the run folder (default: ./runs)")
+    s.add_argument("--out", help=f"folder for the run folder (default: {JobSpec().run.out_dir})")
     s.add_argument(
         "--workers", type=int, default=JobSpec().dist.workers, help="local worker processes"
     )

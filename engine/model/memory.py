@@ -7,12 +7,15 @@ MLX keeps for backward, per token of a micro-batch (cb = bytes of the compute dt
     cb * [layers * (4*hidden + 4*intermediate + 1.5*heads*seq_len) + 4*hidden]
     + vocab * (16 bytes in fp32, 20 in bf16/fp16: logits, fp32 log-softmax and its gradient)
 
-The constants (about four saved copies of each hidden/MLP vector, one and a half of the
-attention scores) were read off measured peaks of real steps on MLX 0.32 across hidden,
-MLP width, vocabulary, heads, layers and sequence length; tests/model/test_memory.py
-measures a real step against this estimate. It assumes no gradient checkpointing, attention
-that materialises its scores (true of MLX's backward pass), and a trainer that casts the
-non-quantized base to the compute dtype. Allocator caching and fragmentation come on top.
+where `layers` counts the layers from the lowest adapted one to the top: backward keeps no
+activations below the lowest layer that trains (measured: LoRA on the top layer of five
+needs about a third of what LoRA on every layer does). The constants (about four saved
+copies of each hidden/MLP vector, one and a half of the attention scores) were read off
+measured peaks of real steps on MLX 0.32 across hidden, MLP width, vocabulary, heads, layers
+and sequence length; tests/model/test_memory.py measures a real step against this estimate.
+It assumes no gradient checkpointing, attention that materialises its scores (true of MLX's
+backward pass), and a trainer that casts the non-quantized base to the compute dtype.
+Allocator caching and fragmentation come on top.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEs
     tokens = micro * job.data.max_seq_len
     per_layer = 4 * info.hidden_size + 4 * info.intermediate_size
     per_layer += 1.5 * info.num_heads * job.data.max_seq_len
-    per_token = cb * (info.num_layers * per_layer + 4 * info.hidden_size)
+    per_token = cb * (_layers_in_backward(info, job) * per_layer + 4 * info.hidden_size)
     per_token += info.vocab_size * (16 if cb == 4 else 20)
     lora_acts = sum(job.lora.rank + (m_in if job.lora.dropout > 0 else 0) for m_in, _, _ in adapted)
     breakdown = {
@@ -101,6 +104,14 @@ def _adapted_modules(info: ModelInfo, job: JobSpec) -> list[tuple[int, int, bool
     ]
     n_layers = len(set(job.lora.layers)) if job.lora.layers else info.num_layers
     return per_layer * n_layers
+
+
+def _layers_in_backward(info: ModelInfo, job: JobSpec) -> int:
+    """Layers whose activations backward keeps: from the lowest adapted layer to the top
+    (nothing below it has a gradient, so MLX frees those activations as it goes)."""
+    if not job.lora.layers:
+        return info.num_layers
+    return max(1, info.num_layers - max(0, min(min(job.lora.layers), info.num_layers - 1)))
 
 
 def _base_bytes(info: ModelInfo, job: JobSpec, cb: int) -> int:

@@ -309,6 +309,18 @@ class Cluster:
         for f in [self._pool.submit(stop, r) for r in ranks]:
             f.result()
 
+    def abandon(self, reason: str) -> None:
+        """End every worker's job now, whatever it is doing (a step that will not finish):
+        local worker processes are killed; network agents kill a job process still stuck
+        2 s after Stop. The group's state is then only what the coordinator holds."""
+        if self.local:
+            for w in self.local:
+                if w.proc.poll() is None:
+                    log.warning("killing worker pid %d: %s", w.pid, reason)
+                    w.proc.kill()
+        else:
+            self.stop_jobs(list(range(self.size)), reason)
+
     def drop(self, ranks: list[int]) -> list[Departed]:
         """Forget lost workers (a local one is killed) and take a fresh group token, so the
         survivors form a new group whose op ids never meet the old one's stray frames.

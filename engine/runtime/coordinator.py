@@ -20,7 +20,8 @@ from engine.events import EventSink, LogEvent, MetricEvent, StateEvent
 from engine.optim import make_schedule
 from engine.runtime.cluster import Cluster, Member
 from engine.runtime.full_state import FullState, from_checkpoint, gather, split, to_checkpoint
-from engine.runtime.recovery import Watcher, WorkerLost
+from engine.runtime.out_of_memory import memory_failure
+from engine.runtime.recovery import StepAbandoned, Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
 from engine.train.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import MetricsLog, Progress
@@ -84,7 +85,9 @@ class Coordinator:
             return self._run(job, self.run_dir)
         except Exception as e:  # noqa: BLE001 - the run ends as "failed" with the reason
             log.exception("run failed")
-            msg = str(e) or type(e).__name__
+            # a worker's memory guard may be why (say so, not "connection refused")
+            settle = 0.5 if getattr(e, "unreachable", False) else 0.0
+            msg = memory_failure(self.cluster, settle_s=settle) or str(e) or type(e).__name__
             self.emit(StateEvent("failed", msg, str(self.run_dir)))
             return RunResult("failed", self.run_dir, message=msg)
         finally:
@@ -106,7 +109,7 @@ class Coordinator:
         r = job.run
         self._files = cluster.ship_files()
         infos = self._setup_group()
-        self.watcher = Watcher(cluster, abort_survivors=job.dist.mode != "mlx")
+        self.watcher = Watcher(cluster, job.dist.mode != "mlx", stop_event=self.stop_event)
         if job.dist.rejoin:
             self.rejoiner = Rejoiner(cluster)
         for i in infos:
@@ -168,6 +171,8 @@ class Coordinator:
             return RunResult(
                 "failed", run_dir, self.snapshot.step, total, train_loss, val_loss, message=str(e)
             )
+        except StepAbandoned as e:
+            return self._stopped_mid_step(e, saved_at, total, train_loss, val_loss)
         finally:
             metrics.close()
         adapter_dir = self._write_adapter(cluster, step)
@@ -367,10 +372,29 @@ class Coordinator:
         assert self.watcher is not None
         return gather(self.watcher.call("GetState", lambda _r, c: c.get_state(step)))
 
+    def _stopped_mid_step(self, e: StepAbandoned, saved_at: int, total: int,
+                          train_loss: float | None, val_loss: float | None) -> RunResult:  # fmt: skip
+        """Stop could not wait for the step: keep the newest consistent state held, the
+        in-memory snapshot, as a checkpoint when it is newer than the last one."""
+        snap = self.snapshot
+        assert snap is not None and self.run_dir is not None
+        if snap.step > saved_at:
+            self._save_checkpoint(total)
+        kept = _checkpoint_note(self.run_dir)
+        msg = f"stopped: {e}; the workers were stopped. {kept}"
+        log.warning("%s", msg, extra=SHOWN)
+        self.emit(StateEvent("stopped", msg, str(self.run_dir), {"step": snap.step}))
+        return RunResult("stopped", self.run_dir, snap.step, total, train_loss, val_loss,
+                         message=msg)  # fmt: skip
+
     def _checkpoint(self, step: int, total: int) -> None:
         """Save the world-size-independent state; it is also what a recovery restarts from."""
-        assert self.cluster is not None
         self._take_snapshot(step)
+        self._save_checkpoint(total)
+
+    def _save_checkpoint(self, total: int) -> None:
+        assert self.cluster is not None and self.snapshot is not None
+        step = self.snapshot.step
         arrays, meta = to_checkpoint(self.snapshot)
         meta.update({"total_steps": total, "mode": self.job.dist.mode, "world": self.cluster.size})
         path = save_checkpoint(

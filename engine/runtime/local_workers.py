@@ -23,6 +23,7 @@ import engine
 from engine.rpc.auth import TOKEN_ENV
 from engine.worker.agent import PARENT_PID_ENV, PORT_LINE
 from engine.worker.blas import worker_env
+from engine.worker.memory_guard import WORKERS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def start_local_worker(
     root = str(Path(engine.__file__).resolve().parent.parent)
     env = worker_env(os.environ, workers_on_host)
     env[PARENT_PID_ENV] = str(os.getpid())
+    env[WORKERS_ENV] = str(workers_on_host)  # the worker's memory guard shares the machine out
     env.pop(TOKEN_ENV, None)  # the token goes through stdin only
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,12 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from threading import Event
 from typing import TypeVar
 
 from engine.rpc.worker_client import WorkerCallError, WorkerClient
 from engine.runtime.cluster import Cluster
+from engine.runtime.out_of_memory import check_out_of_memory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,6 +33,11 @@ POLL_S = 0.25  # how often a running step checks for exited local worker process
 PROBE_TIMEOUT_S = 2.0  # a health check slower than this counts as a lost worker
 HEARTBEAT_S = 2.0  # how often a worker busy in a call gets a health check
 HEARTBEAT_TIMEOUT_S = 4.0  # generous: a loaded machine must not look like a cut link
+# After Stop, a step still running STOP_GRACE_S (or STOP_GRACE_STEPS times the last step's
+# time, if longer) is abandoned: a step that never ends (a machine swapping) must not hold
+# Stop forever, and one a little slower than usual should still end in order.
+STOP_GRACE_S = 10.0
+STOP_GRACE_STEPS = 3.0
 
 
 class WorkerLost(RuntimeError):
@@ -46,11 +53,21 @@ class WorkerLost(RuntimeError):
         super().__init__(f"lost worker {', '.join(addresses)}: {cause}")
 
 
+class StepAbandoned(RuntimeError):
+    """Stop was asked and the step in flight did not end within its grace: every worker's
+    job was ended (local worker processes killed). The run's state is its last snapshot."""
+
+
 class Watcher:
     """Runs a call on every worker and turns a vanished worker into :class:`WorkerLost`."""
 
-    def __init__(self, cluster: Cluster, abort_survivors: bool = True):
+    def __init__(
+        self, cluster: Cluster, abort_survivors: bool = True, stop_event: Event | None = None
+    ):
         self.cluster = cluster
+        self.stop_event = stop_event  # set: a Step past its stop grace is abandoned
+        self._last_step_s = 0.0
+        self._stop_seen: float | None = None
         # mlx: a Stop cannot interrupt MLX's C++ collective, and the group is not re-formed
         self.abort_survivors = abort_survivors
         self._pool = ThreadPoolExecutor(  # the calls plus the Stop calls that abort them;
@@ -70,22 +87,31 @@ class Watcher:
         c = self.cluster
         futures = [self._pool.submit(fn, r, cl) for r, cl in enumerate(c.clients)]
         beats: dict[int, Future] = {}
-        next_beat = time.monotonic() + HEARTBEAT_S
+        began = next_beat = time.monotonic()
+        next_beat += HEARTBEAT_S
         while True:
             done, pending = wait(futures, timeout=POLL_S, return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]
             exited = [r for r, w in enumerate(c.local) if w.proc.poll() is not None]
             if not pending and not failed:
+                if name == "Step":
+                    self._last_step_s = time.monotonic() - began
                 return [f.result() for f in futures]
             silent = [r for r, b in beats.items() if b.done() and not b.result()]
             if failed or exited or silent:
                 break
+            if name == "Step" and self._stop_overdue():
+                grace = self.stop_grace_s()
+                c.abandon(f"Stop: the step did not end within {grace:.0f}s")
+                raise StepAbandoned(f"the step in flight did not end within {grace:.0f}s of Stop")
             if time.monotonic() >= next_beat:  # health checks of the workers still busy
                 next_beat = time.monotonic() + HEARTBEAT_S
                 for r, f in enumerate(futures):
                     if not f.done() and (r not in beats or beats[r].done()):
                         beats[r] = self._beats.submit(c.reachable, r, HEARTBEAT_TIMEOUT_S)
         detected_at = time.time()
+        # a step past a worker's memory limit is not a lost worker: every one would hit it
+        check_out_of_memory(c, [f.exception() if f.done() else None for f in futures])
         gone = [r for r, f in enumerate(futures) if f.done() and _job_lost(f.exception())]
         lost = [
             r
@@ -102,6 +128,17 @@ class Watcher:
         if self.abort_survivors:
             self._abort(futures, [r for r in range(c.size) if r not in lost])
         raise WorkerLost(lost, [c.addresses[r] for r in lost], detected_at, cause)
+
+    def stop_grace_s(self) -> float:
+        return max(STOP_GRACE_S, STOP_GRACE_STEPS * self._last_step_s)
+
+    def _stop_overdue(self) -> bool:
+        """Stop was asked more than the grace ago (counted from when a call first saw it)."""
+        if self.stop_event is None or not self.stop_event.is_set():
+            return False
+        if self._stop_seen is None:
+            self._stop_seen = time.monotonic()
+        return time.monotonic() - self._stop_seen > self.stop_grace_s()
 
     def _abort(self, futures: list[Future], survivors: list[int]) -> None:
         """Stop the survivors' job (their collectives fail at once) and wait for their calls."""

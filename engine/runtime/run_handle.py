@@ -25,7 +25,8 @@ class RunHandle:
         return self._coordinator.run_dir
 
     def stop(self) -> None:
-        """Ask for a stop at the next step boundary (final checkpoint, then workers stop)."""
+        """Ask for a stop at the next step boundary (final checkpoint, then workers stop);
+        a step that does not end within its grace is abandoned (engine/runtime/recovery.py)."""
         self._stop.set()
 
     def wait(self, timeout: float | None = None) -> RunResult | None:

@@ -19,8 +19,11 @@ ADAPTER_DIR = "adapter"
 
 def new_run_dir(job: JobSpec) -> Path:
     """Create ``run.out_dir/run.name`` (a dated name when empty; ``-2``, ``-3``... when taken).
-    The mkdir itself claims the name, so two runs started at once never share a folder."""
-    root = Path(job.run.out_dir).expanduser()
+    The mkdir itself claims the name, so two runs started at once never share a folder.
+    ``run.out_dir`` becomes an absolute path (saved so in job.toml): whoever reads the run
+    folder later, from whatever current folder, finds the same files."""
+    root = Path(job.run.out_dir).expanduser().resolve()
+    job.run.out_dir = str(root)
     base = job.run.name or time.strftime("run-%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=True)
     path, n = root / base, 1

@@ -24,6 +24,7 @@ from engine.worker.blas import openblas_loaded, worker_env
 from engine.worker.info import worker_info
 from engine.worker.job import JobRunner
 from engine.worker.lifeline import set_parent_death_signal, start_watchdog
+from engine.worker.memory_guard import install_memory_guard
 
 log = logging.getLogger("engine.worker")
 
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM: the kernel's parent-death signal or the engine's stop; either way the hard
     # exit stands behind the orderly one, as on the lifeline path
     _on_stop_signals(done, hard_exit=True)
+    install_memory_guard()  # this process runs the job: past its share of memory, it ends
     threading.Thread(target=_preload, name="preload", daemon=True).start()
     while not done.wait(0.5):
         pass

@@ -26,6 +26,7 @@ from typing import Any
 
 from engine.dist.mailbox import MAX_PART_BYTES, Mailbox
 from engine.worker.errors import JobLost
+from engine.worker.memory_guard import MEMORY_EXIT_CODE, exit_message, install_memory_guard
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ class ProcessJob:
                 return value
 
     def _crashed(self) -> JobCrashed:
+        if self.proc.exitcode == MEMORY_EXIT_CODE:  # its memory guard stopped the step
+            return JobCrashed(exit_message())
         return JobCrashed(
             f"the job process died (exit code {self.proc.exitcode}); the worker is still up: "
             "set the job up again"
@@ -269,6 +272,7 @@ def _child_main(conn: Connection, frames: Connection) -> None:
             raise failure
         from engine.worker.training import TrainingJob
 
+        install_memory_guard()  # before the model loads: the job's memory has a limit
         args = dict(build_args, mailbox=mailbox, job_dir=Path(build_args["job_dir"]))
         job = TrainingJob.build(**args)
         conn.send(("ok", job.describe()))

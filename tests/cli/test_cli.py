@@ -83,3 +83,26 @@ def test_worker_flags_reach_the_worker() -> None:
         assert flag in done.stdout
     bad = _orchard("worker", "--job-lease-s", "0", timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_run_that_would_exhaust_the_machine_is_refused_before_any_worker(tmp_path: Path) -> None:
+    """Issue 11's reproduction: batch 10000 on the demo took all 24 GB. Now: exit 2, the
+    reason, the fix as --set flags, and nothing started (no run folder, no worker log)."""
+    out = tmp_path / "runs"
+    done = _orchard("demo", "--set", "run.batch_size=10000", "--out", str(out), "--no-sample")
+    assert done.returncode == 2, done.stderr
+    assert "This run cannot start:" in done.stderr
+    assert "- memory: won't fit on this machine" in done.stderr
+    assert "a micro-batch of 5000 sequences" in done.stderr
+    assert "--set run.grad_accum=" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_dataset_errors_refuse_the_run_by_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"instruction": "Hi", "output": "Hello"}) + "\n{not json\n")
+    out = tmp_path / "runs"
+    done = _orchard("train", "--data", str(bad), "--out", str(out))
+    assert done.returncode == 2, done.stderr
+    assert f"- dataset: 1 error in {bad}" in done.stderr and f"{bad}:2" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()

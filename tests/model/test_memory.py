@@ -43,6 +43,7 @@ CASES = {
     "qlora": ["run.batch_size=2", "data.max_seq_len=128", "model.quantize=true", "model.group_size=32"],
     "long": ["run.batch_size=1", "data.max_seq_len=384"],
     "accum+workers": ["run.batch_size=8", "run.grad_accum=2", "data.max_seq_len=64"],
+    "top-layers": ["run.batch_size=4", "data.max_seq_len=256", "lora.layers=[3, 4]"],
     "all-modules": ["run.batch_size=2", "data.max_seq_len=64", "lora.rank=32",
                     "lora.target_modules=['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj']"],
 }  # fmt: skip
