@@ -137,8 +137,8 @@ def format_cache_table(models: list[CachedModel], cache_dir: Path | None = None)
         else:
             state = "incomplete: missing " + ", ".join(m.missing[:3])
         if m.partial_bytes:
-            state += f" ({_human(m.partial_bytes)} of a download to resume)"
-        rows.append((m.repo_id, _human(m.size_bytes), m.architecture, m.quant_text, state))
+            state += f" ({human_bytes(m.partial_bytes)} of a download to resume)"
+        rows.append((m.repo_id, human_bytes(m.size_bytes), m.architecture, m.quant_text, state))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
@@ -181,7 +181,7 @@ def _partial_bytes(repo_path: Path) -> int:
     return sum(p.stat().st_size for p in blobs.glob("*" + PARTIAL_SUFFIX) if p.is_file())
 
 
-def _human(n: int) -> str:
+def human_bytes(n: int) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"

@@ -19,7 +19,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from engine.model.cache import cached_snapshot, hub_offline, list_cached_models
+from engine.model.cache import cached_snapshot, hub_offline, human_bytes, list_cached_models
 from engine.model.errors import ModelError
 from engine.model.inspect import ModelInfo, describe_model, is_supported, mlx_model_type
 from engine.model.safetensors_header import TensorHeader
@@ -67,7 +67,7 @@ class RemoteModel:
     def format_text(self) -> str:
         state = f"in the cache ({self.cached})" if self.cached else "not downloaded"
         lines = [
-            f"download    {self.repo.total_bytes / 1e9:.2f} GB in {len(self.repo.files)} files; {state}",
+            f"download    {human_bytes(self.repo.total_bytes)} in {len(self.repo.files)} files; {state}",
             f"commit      {self.repo.commit}",
         ]
         if self.repo.gated:
