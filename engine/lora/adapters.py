@@ -21,7 +21,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from engine.config import JobSpec, LoraSpec
+from engine.config import JobSpec, LoraSpec, resolve_model_path
 from engine.lora.apply import (
     LoraError,
     LoraReport,
@@ -75,13 +75,36 @@ def save_adapter(model: nn.Module, out_dir: str | Path, job: JobSpec, base_model
     return out
 
 
+def model_reference(path: str) -> str:
+    """What adapter_config.json's "model" must say for mlx-lm to find the base: a Hugging Face
+    id as it is, a folder (the bundled demo model included) as its absolute path."""
+    from engine.model.load import looks_like_local_path
+
+    resolved = resolve_model_path(path)
+    local = Path(resolved).expanduser()
+    if local.exists() or looks_like_local_path(resolved):
+        return str(local.resolve())
+    return resolved
+
+
+def restamp_config(raw: bytes, job: JobSpec) -> bytes:
+    """adapter_config.json written on a worker, with the coordinator's view put back: the
+    base model as mlx-lm resolves it here, and the job as the user wrote it (a worker sees
+    its own cached copies of the dataset and model under hashed paths)."""
+    config = json.loads(raw)
+    config["model"] = model_reference(job.model.path)
+    if isinstance(config.get("orchard"), dict):
+        config["orchard"]["job"] = job.to_dict()
+    return json.dumps(config, indent=4).encode()
+
+
 def adapter_config(
     job: JobSpec, base: str, report: LoraReport, rank: int, scale: float, n_layers: int
 ) -> dict[str, Any]:
     """mlx-lm's adapter_config.json fields, plus an "orchard" section mlx-lm ignores."""
     return {
         "fine_tune_type": "lora",
-        "model": base,
+        "model": model_reference(base),
         "num_layers": n_layers - report.layers[0],
         "lora_parameters": {
             "rank": rank,
