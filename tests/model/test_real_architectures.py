@@ -54,7 +54,12 @@ MODULES = {
         "mlp.down_proj", "mlp.gate_up_proj", "self_attn.o_proj", "self_attn.qkv_proj",
     ],
 }  # fmt: skip
-HEAVY = {"Mistral-7B-Instruct-v0.1", "Phi-3-mini-4k-instruct", "gemma-2-2b-it", "Llama-3.2-1B-Instruct"}
+HEAVY = {
+    "Mistral-7B-Instruct-v0.1",
+    "Phi-3-mini-4k-instruct",
+    "gemma-2-2b-it",
+    "Llama-3.2-1B-Instruct",
+}
 NAMES = sorted(MODULES)
 
 
