@@ -201,7 +201,12 @@ def cmd_inspect_model(args: argparse.Namespace) -> int:
     job = JobSpec.load(args.job) if args.job else JobSpec()
     est = estimate_memory(info, job, workers=max(1, job.dist.workers))
     _out(est.format_text())
-    return 0
+    from engine.model.fit import check_fit
+
+    problems = check_fit(info, job)
+    for p in problems:
+        _out(f"{p.level}: {p}")
+    return 1 if any(p.level == "error" for p in problems) else 0
 
 
 def _is_hub_id(path: str) -> bool:

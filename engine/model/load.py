@@ -21,6 +21,7 @@ from engine.config import ModelSpec, resolve_model_path
 from engine.model.errors import ModelError
 from engine.model.inspect import is_supported, mlx_model_type, read_config, weight_files
 from engine.model.quantize import QuantReport, checkpoint_quant_report, quantize_model
+from engine.model.safetensors_header import read_header
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def check_model_dir(folder: Path) -> dict[str, Any]:
             f"{folder / 'config.json'}: model_type: {config['model_type']!r} is not supported "
             f"by mlx-lm (no mlx_lm.models.{mlx_model_type(config)})"
         )
-    weight_files(folder)
+    for f in weight_files(folder):  # headers only: a damaged or truncated file is named here
+        read_header(f)
     return config
 
 
@@ -82,7 +84,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             {"trust_remote_code": True} if spec.trust_remote_code else {},
             eos_token_ids=config.get("eos_token_id"),
         )
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:  # MLX: RuntimeError
         raise ModelError(f"{folder}: mlx-lm could not load this model: {e}") from None
     report = None
     quantization = config.get("quantization")

@@ -10,7 +10,7 @@ import pytest
 from mlx_lm.utils import load
 
 from engine.config import ModelSpec
-from engine.model import ModelError, load_model
+from engine.model import ModelError, inspect_model, load_model
 
 from .conftest import STORIES, tiny_config
 
@@ -90,3 +90,16 @@ def test_load_tokenizer_alone():
     assert load_tokenizer("demo").encode("Lily") == reference.encode("Lily")
     with pytest.raises(ModelError, match="no such model folder"):
         load_tokenizer("/nonexistent/tokenizer")
+
+
+def test_a_truncated_safetensors_file_is_named_before_mlx_reads_it(tmp_path):
+    """An interrupted copy: the header is whole, the data is not."""
+    import shutil
+
+    folder = tmp_path / "cut"
+    shutil.copytree(STORIES, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500_000])
+    for call in (lambda: inspect_model(folder), lambda: load_model(ModelSpec(path=str(folder)))):
+        with pytest.raises(ModelError, match=r"model.safetensors: truncated: its tensors need 1,044,977 bytes, the file has 500,000"):  # fmt: skip
+            call()
