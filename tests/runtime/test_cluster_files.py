@@ -87,7 +87,7 @@ def test_adapter_metadata_names_what_mlx_lm_loads_and_the_users_paths(tmp_path):
 def test_one_download_shipped_to_workers_that_have_no_internet(tmp_path, monkeypatch):
     """A Hub id: the coordinator downloads it once (a fake Hub, a real HTTP server) and ships
     it to two workers reached as dist.hosts that are offline with an empty HF cache; a
-    second run ships nothing."""
+    second run ships nothing. The runs train DoRA with gradient checkpointing on the workers."""
     from engine.events import DownloadEvent, ShipEvent
     from engine.rpc.auth import TOKEN_ENV, new_token
     from engine.runtime import start_run
@@ -107,7 +107,8 @@ def test_one_download_shipped_to_workers_that_have_no_internet(tmp_path, monkeyp
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "coordinator-hf"))
     monkeypatch.setenv(TOKEN_ENV, token)
     try:
-        over = {"dist.hosts": [w.address for w in workers], "model.path": "orchard-test/stories"}
+        over = {"dist.hosts": [w.address for w in workers], "model.path": "orchard-test/stories",
+                "run.grad_checkpoint": True, "lora.type": "dora"}  # fmt: skip
         runs = []
         for _ in range(2):
             events: list = []
@@ -128,6 +129,15 @@ def test_one_download_shipped_to_workers_that_have_no_internet(tmp_path, monkeyp
         config = json.loads((second.run_dir / "adapter" / "adapter_config.json").read_text())
         assert config["model"] == "orchard-test/stories"
         assert config["orchard"]["job"]["data"]["path"] == "demo"
+        assert config["fine_tune_type"] == "dora"  # DoRA with checkpointing, on the workers
+        import mlx_lm
+        from mlx.utils import tree_flatten
+
+        from engine.model.cache import cached_snapshot
+
+        model, _ = mlx_lm.load(str(cached_snapshot("orchard-test/stories")),
+                               adapter_path=str(second.run_dir / "adapter"))  # fmt: skip
+        assert any(n.endswith(".m") for n, _ in tree_flatten(model.parameters()))
     finally:
         stop_local_workers(workers, grace_s=10)
         hub.stop()
