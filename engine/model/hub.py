@@ -248,11 +248,12 @@ def remote_headers(repo: RemoteRepo) -> dict[str, TensorHeader]:
 def inspect_remote(repo_id: str, revision: str | None = None) -> RemoteModel:
     """Size, architecture and LoRA targets of a Hub model before its weights are downloaded.
 
-    A model already complete in the cache is described from disk, with no network."""
+    A model already complete in the cache is described from disk, with no network (it is
+    what a run would use: loading prefers the cache too)."""
     from engine.model.inspect import inspect_model
 
     cached = cached_snapshot(repo_id, revision)
-    if cached is not None and hub_offline():
+    if cached is not None:
         info = inspect_model(cached)
         files = tuple(RemoteFile(p.name, p.stat().st_size, "", False) for p in _files(cached))
         return RemoteModel(
