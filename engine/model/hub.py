@@ -181,6 +181,13 @@ def repo_files(repo_id: str, revision: str | None = None) -> RemoteRepo:
         files.append(RemoteFile(s.rfilename, int(size), etag, lfs))
     if not any(f.name == "config.json" for f in files):
         raise HubError(f"{repo_id!r}: the repo has no config.json; it is not a model mlx-lm loads")
+    if not any(fnmatch(f.name, "model*.safetensors") for f in files):
+        others = sorted(s.rfilename for s in info.siblings or [] if s.rfilename.endswith((".bin", ".gguf", ".pt")))  # fmt: skip
+        found = f" (it has {', '.join(others[:3])})" if others else ""
+        raise HubError(
+            f"{repo_id!r}: no model*.safetensors weights{found}; mlx-lm loads safetensors only: "
+            "look for an mlx-community version, or convert it with mlx_lm.convert"
+        )
     gated = info.gated if isinstance(info.gated, str) else ""
     return RemoteRepo(repo_id, revision or "main", str(info.sha), tuple(files), gated)
 

@@ -106,6 +106,11 @@ def test_cancel_keeps_the_partial_file_and_the_next_run_resumes(hub):
         ("orchard-test/gated", "gated", "is gated: accept its license"),
         ("orchard-test/odd", "unsupported", "'not_a_model' is not supported by mlx-lm"),
         ("orchard-test/damaged", "damaged", "the downloaded file is damaged"),
+        (
+            "orchard-test/bin-only",
+            "bin",
+            r"no model\*.safetensors weights \(it has pytorch_model.bin\)",
+        ),
     ],
 )
 def test_bad_ids_are_named_and_change_nothing(hub, repo_id, setup, message):
@@ -114,6 +119,9 @@ def test_bad_ids_are_named_and_change_nothing(hub, repo_id, setup, message):
         if setup == "unsupported":
             repo.files["config.json"] = b'{"model_type": "not_a_model"}'
             repo.commit = "d" * 40
+        if setup == "bin":
+            repo.files["pytorch_model.bin"] = repo.files.pop(WEIGHTS)
+            repo.commit = "b" * 40
         if setup == "damaged":
             good = repo.files[WEIGHTS]
             repo.served[WEIGHTS] = good[:-4] + b"oops"
