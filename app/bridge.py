@@ -21,7 +21,16 @@ import time
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from engine.events import Event, LogEvent, MetricEvent, PeerEvent, ProgressEvent, StateEvent
+from engine.events import (
+    DownloadEvent,
+    Event,
+    LogEvent,
+    MetricEvent,
+    PeerEvent,
+    ProgressEvent,
+    ShipEvent,
+    StateEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ class EngineBridge(QObject):
     state = Signal(object)  # StateEvent
     log = Signal(object)  # LogEvent
     peer = Signal(object)  # PeerEvent
+    transfer = Signal(object)  # DownloadEvent, ShipEvent (the model on its way to the workers)
     _wake = Signal()
 
     def __init__(self, parent: QObject | None = None):
@@ -50,6 +60,8 @@ class EngineBridge(QObject):
             StateEvent: self.state,
             LogEvent: self.log,
             PeerEvent: self.peer,
+            DownloadEvent: self.transfer,
+            ShipEvent: self.transfer,
         }
 
     def sink(self, event: Event) -> None:

@@ -38,6 +38,7 @@ from app.settings import AppSettings
 from app.tasks import describe_error, run_task
 from app.widgets.banner import Banner
 from app.widgets.page import Page
+from app.widgets.transfer_panel import TransferPanel
 from app.widgets.welcome import WelcomeCard
 from engine.config import ConfigError, JobSpec
 from engine.events import StateEvent
@@ -168,6 +169,7 @@ class MainWindow(QMainWindow):
         self.setStyleSheet(SIDEBAR_STYLE)
         self.cluster_label = QLabel()
         self.run_label = QLabel("Ready")
+        self.transfer_panel = TransferPanel()
         self.statusBar().addWidget(self.cluster_label, 1)
         self.statusBar().addPermanentWidget(self.run_label)
         self.setAcceptDrops(True)
@@ -281,6 +283,8 @@ class MainWindow(QMainWindow):
         self.bridge.state.connect(self.monitor_page.on_state)
         self.bridge.state.connect(self._on_state)
         self.bridge.log.connect(self.monitor_page.append_log)
+        self.monitor_page.body.insertWidget(2, self.transfer_panel)  # under the progress bar
+        self.bridge.transfer.connect(self.transfer_panel.on_event)
         self.monitor_page.start_requested.connect(self.start_run)
         self.monitor_page.stop_requested.connect(self.stop_run)
         self.monitor_page.results_requested.connect(lambda: self.go_to(self.results_page))

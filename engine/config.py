@@ -87,6 +87,11 @@ class LoraSpec:
     )
     layers: list[int] = _f([], "Layer indices to adapt; empty means every layer")
     bias: str = _f("none", "Which biases train", choices=("none", "all", "lora_only"))
+    type: str = _f(
+        "lora",
+        "Adapter kind: lora, or dora (LoRA plus a trained magnitude per output, as mlx-lm's DoRA)",
+        choices=("lora", "dora"),
+    )
 
 
 @dataclass
@@ -126,6 +131,11 @@ class RunSpec:
     )
     precision: str = _f(
         "fp32", "Compute precision (master weights stay fp32)", choices=("fp32", "bf16", "fp16")
+    )
+    grad_checkpoint: bool = _f(
+        False,
+        "Recompute each layer's activations in the backward pass instead of keeping them: "
+        "less memory for long sequences, about a third more compute",
     )
     val_every: int = _f(
         50, "Validate every N steps; 0 turns validation off", min=0, max=100_000_000

@@ -68,7 +68,37 @@ class PeerEvent:
     peer: dict[str, Any]
 
 
-Event = MetricEvent | ProgressEvent | StateEvent | LogEvent | PeerEvent
+@dataclass(frozen=True)
+class DownloadEvent:
+    """The coordinator downloading a Hugging Face model into its cache before a run."""
+
+    repo_id: str
+    file: str  # the file in flight ("" when finished)
+    done_bytes: int  # across the model (files already cached count as done)
+    total_bytes: int
+    files_done: int
+    files_total: int
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class ShipEvent:
+    """Files going to one worker before a run: the model (once: workers keep files by hash)
+    and the dataset. ``held_bytes`` is what the worker already had and was not sent."""
+
+    worker: str  # address
+    rank: int
+    sent_bytes: int
+    total_bytes: int  # bytes this worker needs sent
+    files_sent: int
+    files_total: int  # files sent or to send
+    held_bytes: int = 0
+    file: str = ""  # the file in flight
+    rate_bps: float = 0.0  # bytes a second so far, to this worker
+    done: bool = False
+
+
+Event = MetricEvent | ProgressEvent | StateEvent | LogEvent | PeerEvent | DownloadEvent | ShipEvent
 EventSink = Callable[[Event], None]
 
 

@@ -30,8 +30,9 @@ from app.widgets.page import Page, group, hint
 from app.widgets.text import breakable_html, wrapping_label
 from app.widgets.wheel import guard_wheel
 from engine.config import DEMO_MODEL
+from engine.model.hub import inspect_remote
 from engine.model.inspect import ModelInfo, inspect_model
-from engine.model.load import resolve_model_dir
+from engine.model.load import looks_like_local_path, resolve_model_dir
 
 DEMO_NOTE = (
     "<b>Demo model:</b> a tiny 260K-parameter TinyStories model bundled with Orchard so you can "
@@ -51,7 +52,10 @@ def alpha_caution(alpha: float) -> str:
 
 
 def inspect_path(path: str) -> ModelInfo:
-    """Resolve 'demo'/folder/HF id to a folder, then read config + headers (worker thread)."""
+    """Read config + headers of 'demo', a folder, or a Hugging Face id: an id is read from the
+    cache or by range requests, never downloaded here (worker thread)."""
+    if not Path(path).expanduser().exists() and not looks_like_local_path(path):
+        return inspect_remote(path).info
     return inspect_model(resolve_model_dir(path))
 
 
@@ -118,7 +122,15 @@ class ModelPage(Page):
         self.hub.lineEdit().setPlaceholderText("e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit")
         self.hub.addItems(settings.recent("models_hub"))
         guard_wheel(self.hub)
-        form.addRow("Model id", self.hub)
+        hub_row = QWidget()
+        hr = QHBoxLayout(hub_row)
+        hr.setContentsMargins(0, 0, 0, 0)
+        pick = QPushButton("Models…")
+        pick.setToolTip("The models in the Hugging Face cache; look up and download an id")
+        pick.clicked.connect(self._open_picker)
+        hr.addWidget(self.hub, 1)
+        hr.addWidget(pick)
+        form.addRow("Model id", hub_row)
         self.demo_note = QLabel(DEMO_NOTE)
         self.demo_note.setWordWrap(True)
         self.demo_note.setStyleSheet(
@@ -176,6 +188,10 @@ class ModelPage(Page):
                 },
             ),
         )
+        form.addRow("Type", ChoiceControl(job, "lora", "type", {
+            "lora": "LoRA", "dora": "DoRA (LoRA + a trained magnitude per output)"}))  # fmt: skip
+        form.addRow("", BoolControl(job, "run", "grad_checkpoint",
+                                    "Gradient checkpointing: less memory, about a third slower"))  # fmt: skip
         self.trainable = hint()
         form.addRow("", self.trainable)
         self.body.addWidget(box)
@@ -220,6 +236,13 @@ class ModelPage(Page):
         self.folder.setText(path)
         self.use_folder.setChecked(True)
         self._set_model(path)
+
+    def _open_picker(self) -> None:
+        from app.widgets.model_picker import ModelPicker
+
+        picker = ModelPicker(self, self.hub.currentText().strip())
+        picker.chosen.connect(self._pick_hub)
+        picker.open()
 
     def _pick_hub(self, model_id: str) -> None:
         model_id = model_id.strip()

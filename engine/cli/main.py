@@ -1,4 +1,5 @@
-"""The `orchard` command: app, demo, train, resume, worker, discover, pair, inspect-*, export.
+"""The `orchard` command: app, demo, train, resume, worker, discover, pair, inspect-*, export,
+models, pull.
 
 Each subcommand is a thin adapter from argv to an engine function; imports are lazy so
 `orchard --help` is instant and a missing optional part names itself instead of crashing.
@@ -188,12 +189,44 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
 def cmd_inspect_model(args: argparse.Namespace) -> int:
     from engine.model import estimate_memory, inspect_model
 
-    info = inspect_model(args.path)
-    _out(info.format_text())
+    if _is_hub_id(args.path):  # described from the Hub (or the cache) before any download
+        from engine.model.hub import inspect_remote
+
+        remote = inspect_remote(args.path)
+        info = remote.info
+        _out(remote.format_text())
+    else:
+        info = inspect_model(args.path)
+        _out(info.format_text())
     job = JobSpec.load(args.job) if args.job else JobSpec()
     est = estimate_memory(info, job, workers=max(1, job.dist.workers))
     _out(est.format_text())
-    return 0
+    from engine.model.fit import check_fit
+
+    problems = check_fit(info, job)
+    for p in problems:
+        _out(f"{p.level}: {p}")
+    return 1 if any(p.level == "error" for p in problems) else 0
+
+
+def _is_hub_id(path: str) -> bool:
+    from engine.config import resolve_model_path
+    from engine.model.load import looks_like_local_path
+
+    resolved = resolve_model_path(path)
+    return not Path(resolved).expanduser().exists() and not looks_like_local_path(resolved)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.cli.models_cmd import models_main
+
+    return models_main()
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from engine.cli.models_cmd import pull_main
+
+    return pull_main(args.repo_id, args.revision)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -294,8 +327,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-seq-len", type=int, default=JobSpec().data.max_seq_len)
 
     s = add("inspect-model", cmd_inspect_model, "describe a model without loading its weights")
-    s.add_argument("path")
+    s.add_argument("path", help="a model folder, or a Hugging Face id (read before downloading)")
     s.add_argument("--job", help="job.toml for the memory estimate")
+
+    add("models", cmd_models, "list the models in the Hugging Face cache")
+    s = add("pull", cmd_pull, "download a Hugging Face model into the cache (resumes)")
+    s.add_argument("repo_id", metavar="ID", help="e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit")
+    s.add_argument("--revision", help="branch, tag or commit (default: main)")
 
     add("worker", cmd_worker, "run the worker agent on this machine (orchard worker --help)")
 

@@ -30,6 +30,7 @@ class ExportError(ValueError):
 class LoraPair:
     lora_a: mx.array  # (in, r)
     lora_b: mx.array  # (r, out)
+    magnitude: mx.array | None = None  # DoRA's m (out,): the norm each output row is scaled to
 
 
 @dataclass
@@ -41,6 +42,10 @@ class AdapterFiles:
     dropout: float
     modules: dict[str, LoraPair] = field(default_factory=dict)  # module path -> pair
     biases: dict[str, mx.array] = field(default_factory=dict)  # parameter path -> bias
+
+    @property
+    def dora(self) -> bool:
+        return self.config.get("fine_tune_type") == "dora"
 
     @property
     def base_model(self) -> str | None:
@@ -91,17 +96,17 @@ def _split_weights(adapter: AdapterFiles, weights: dict[str, mx.array], where: P
     halves: dict[str, dict[str, mx.array]] = {}
     for name, value in weights.items():
         module, _, leaf = name.rpartition(".")
-        if leaf in ("lora_a", "lora_b"):
+        if leaf in ("lora_a", "lora_b") or (leaf == "m" and adapter.dora):
             halves.setdefault(module, {})[leaf] = value
         elif leaf == "bias":
             adapter.biases[name] = value
         else:
             raise ExportError(
                 f"{where}: {name}: not a LoRA tensor (expected names ending in "
-                "lora_a, lora_b or bias; DoRA and full fine-tunes do not export)"
+                "lora_a, lora_b, m (DoRA) or bias; full fine-tunes do not export)"
             )
     for module, pair in sorted(halves.items()):
-        if set(pair) != {"lora_a", "lora_b"}:
+        if not {"lora_a", "lora_b"} <= set(pair):
             missing = ({"lora_a", "lora_b"} - set(pair)).pop()
             raise ExportError(f"{where}: {module}.{missing} is missing")
         a, b = pair["lora_a"], pair["lora_b"]
@@ -117,6 +122,10 @@ def _split_weights(adapter: AdapterFiles, weights: dict[str, mx.array], where: P
             )
         if not mx.any(a).item():
             continue  # Orchard's padding for an unchosen layer: its update is exactly zero
-        adapter.modules[module] = LoraPair(a, b)
+        m = pair.get("m")
+        if adapter.dora and (m is None or m.shape != (b.shape[1],)):
+            raise ExportError(f"{where}: {module}.m: a DoRA module needs its magnitude "
+                              f"(shape ({b.shape[1]},))")  # fmt: skip
+        adapter.modules[module] = LoraPair(a, b, m)
     if not adapter.modules:
         raise ExportError(f"{where}: holds no (non-zero) lora_a/lora_b tensors")

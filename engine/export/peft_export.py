@@ -4,6 +4,9 @@ mlx-lm computes ``y = W x + scale * (x @ lora_a) @ lora_b`` with lora_a (in, r),
 PEFT computes ``y = W x + (alpha / r) * B(A(x))`` with A.weight (r, in), B.weight (out, r).
 So A = lora_a.T, B = lora_b.T and lora_alpha = scale * r. Module paths are mlx-lm's, which
 match transformers' for the architectures mlx-lm ports one to one (llama, qwen2, mistral, ...).
+DoRA (mlx-lm's DoRALinear and PEFT's use_dora) both scale each output row of
+``W + scale * B A`` to the trained magnitude m, the norm taken over the inputs and kept out
+of the gradient; m goes to PEFT's ``lora_magnitude_vector``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def peft_state_dict(adapter: AdapterFiles) -> dict[str, mx.array]:
     for module, pair in adapter.modules.items():
         out[f"base_model.model.{module}.lora_A.weight"] = mx.contiguous(pair.lora_a.T)
         out[f"base_model.model.{module}.lora_B.weight"] = mx.contiguous(pair.lora_b.T)
+        if pair.magnitude is not None:
+            out[f"base_model.model.{module}.lora_magnitude_vector"] = pair.magnitude
     for name, bias in adapter.biases.items():
         owner = name.removesuffix(".linear.bias")
         # PEFT keeps a wrapped layer's own weights under base_layer; mlx-lm under linear.
@@ -89,7 +94,7 @@ def peft_config(
         "bias": bias_mode(adapter),
         "fan_in_fan_out": False,
         "use_rslora": False,
-        "use_dora": False,
+        "use_dora": adapter.dora,
         "init_lora_weights": True,
         "inference_mode": True,
         "modules_to_save": None,

@@ -1,5 +1,8 @@
 """Adapters on disk in mlx-lm's format: adapters.safetensors + adapter_config.json.
 
+A DoRA adapter (lora.type = "dora") also holds each module's magnitude ``m`` and says
+``"fine_tune_type": "dora"``, which is what mlx_lm.load needs to rebuild DoRALinear layers.
+
 mlx-lm rebuilds LoRA on the LAST num_layers layers with the same keys. When Orchard adapted
 layers that are not such a suffix, the smallest covering suffix is written and the layers
 in it that were not chosen get lora_b = 0, an exact no-op, so mlx_lm.load reproduces the
@@ -21,10 +24,12 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from engine.config import JobSpec, LoraSpec
+from engine.config import JobSpec, LoraSpec, resolve_model_path
 from engine.lora.apply import (
+    ADAPTER_TYPES,
     LoraError,
     LoraReport,
+    adapter_parameters,
     apply_lora,
     bias_modules,
     layers_prefix,
@@ -36,7 +41,7 @@ log = logging.getLogger(__name__)
 ADAPTER_FILE = "adapters.safetensors"
 CONFIG_FILE = "adapter_config.json"
 BIAS_FILE = "trained_biases.safetensors"  # Orchard-only; mlx-lm ignores it
-LORA_LEAVES = ("lora_a", "lora_b")
+FINE_TUNE_TYPES = ("lora", "dora")  # what Orchard trains; mlx-lm's "full" is not an adapter
 
 
 def save_adapter(model: nn.Module, out_dir: str | Path, job: JobSpec, base_model_id: str) -> Path:
@@ -47,9 +52,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, job: JobSpec, base_model
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     first = report.layers[0]
-    weights = {
-        n: v for n, v in tree_flatten(model.parameters()) if n.rsplit(".", 1)[-1] in LORA_LEAVES
-    }
+    weights = dict(adapter_parameters(model))
     sample = _first_lora(model)
     rank = sample.lora_a.shape[1]
     weights.update(_padding(model, report, rank, first))
@@ -75,13 +78,36 @@ def save_adapter(model: nn.Module, out_dir: str | Path, job: JobSpec, base_model
     return out
 
 
+def model_reference(path: str) -> str:
+    """What adapter_config.json's "model" must say for mlx-lm to find the base: a Hugging Face
+    id as it is, a folder (the bundled demo model included) as its absolute path."""
+    from engine.model.load import looks_like_local_path
+
+    resolved = resolve_model_path(path)
+    local = Path(resolved).expanduser()
+    if local.exists() or looks_like_local_path(resolved):
+        return str(local.resolve())
+    return resolved
+
+
+def restamp_config(raw: bytes, job: JobSpec) -> bytes:
+    """adapter_config.json written on a worker, with the coordinator's view put back: the
+    base model as mlx-lm resolves it here, and the job as the user wrote it (a worker sees
+    its own cached copies of the dataset and model under hashed paths)."""
+    config = json.loads(raw)
+    config["model"] = model_reference(job.model.path)
+    if isinstance(config.get("orchard"), dict):
+        config["orchard"]["job"] = job.to_dict()
+    return json.dumps(config, indent=4).encode()
+
+
 def adapter_config(
     job: JobSpec, base: str, report: LoraReport, rank: int, scale: float, n_layers: int
 ) -> dict[str, Any]:
     """mlx-lm's adapter_config.json fields, plus an "orchard" section mlx-lm ignores."""
     return {
-        "fine_tune_type": "lora",
-        "model": base,
+        "fine_tune_type": report.kind,
+        "model": model_reference(base),
         "num_layers": n_layers - report.layers[0],
         "lora_parameters": {
             "rank": rank,
@@ -123,8 +149,11 @@ def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise LoraError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
     kind = config.get("fine_tune_type", "lora")
-    if kind != "lora":
-        raise LoraError(f'{path}: fine_tune_type: expected "lora", got {kind!r}')
+    if kind not in FINE_TUNE_TYPES:
+        raise LoraError(
+            f"{path}: fine_tune_type: expected one of {', '.join(FINE_TUNE_TYPES)}, got {kind!r}"
+            + (" (a full fine-tune is a model, not an adapter)" if kind == "full" else "")
+        )
     for key in ("num_layers", "lora_parameters"):
         if key not in config:
             raise LoraError(f"{path}: {key}: missing")
@@ -156,9 +185,10 @@ def _rebuild_lora(model: nn.Module, config: dict[str, Any]) -> None:
     """LoRA layers as the adapter describes them: Orchard's chosen layers, else mlx-lm's suffix."""
     params = config["lora_parameters"]
     orchard = config.get("orchard")
+    kind = config.get("fine_tune_type", "lora")
     if not orchard:
         model.freeze()
-        linear_to_lora_layers(model, int(config["num_layers"]), params)
+        linear_to_lora_layers(model, int(config["num_layers"]), params, use_dora=kind == "dora")
         return
     spec = LoraSpec(
         rank=int(params["rank"]),
@@ -167,6 +197,7 @@ def _rebuild_lora(model: nn.Module, config: dict[str, Any]) -> None:
         target_modules=list(orchard["target_modules"]),
         layers=list(orchard["layers"]),
         bias=str(orchard.get("bias", "none")),
+        type=kind,
     )
     apply_lora(model, spec, seed=0)
 
@@ -214,9 +245,9 @@ def _padding(model: nn.Module, report: LoraReport, rank: int, first: int) -> dic
     return pad
 
 
-def _first_lora(model: nn.Module, required: bool = True) -> LoRALinear | None:
+def _first_lora(model: nn.Module, required: bool = True) -> nn.Module | None:
     for _, m in model.named_modules():
-        if isinstance(m, LoRALinear):
+        if isinstance(m, ADAPTER_TYPES):
             return m
     if required:
         raise LoraError("the model has no LoRA layers")

@@ -1,7 +1,7 @@
-"""Put LoRA on chosen linear modules of chosen layers, with PEFT-style bias handling.
+"""Put LoRA (or DoRA) on chosen linear modules of chosen layers, with PEFT-style bias handling.
 
-The layers are mlx-lm's own LoRALinear (over nn.Linear or nn.QuantizedLinear), so what
-Orchard trains is what mlx-lm loads. Initialisation draws from an explicit key derived from the
+The layers are mlx-lm's own LoRALinear and DoRALinear (over nn.Linear or nn.QuantizedLinear),
+so what Orchard trains is what mlx-lm loads. Initialisation draws from an explicit key derived from the
 seed, so every worker builds identical adapters whatever the global RNG holds.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
+from mlx_lm.tuner.dora import DoRALinear
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.utils import get_total_parameters
 
@@ -23,6 +24,7 @@ from engine.model.inspect import match_targets
 log = logging.getLogger(__name__)
 
 LINEAR_TYPES = (nn.Linear, nn.QuantizedLinear)
+ADAPTER_TYPES = (LoRALinear, DoRALinear)  # lora.type "lora" and "dora"
 
 
 class LoraError(ValueError):
@@ -37,6 +39,7 @@ class LoraReport:
     layers: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # in-layer paths, e.g. "self_attn.q_proj"
     trainable_biases: list[str] = field(default_factory=list)
+    kind: str = "lora"  # "dora" when the layers are DoRALinear (mlx-lm's fine_tune_type)
 
     @property
     def trainable_share(self) -> float:
@@ -48,7 +51,7 @@ def layer_linear_names(model: nn.Module) -> list[str]:
     names: dict[str, None] = {}
     for layer in model.layers:
         for name, m in layer.named_modules():
-            if isinstance(m, (*LINEAR_TYPES, LoRALinear)) and not name.endswith(".linear"):
+            if isinstance(m, (*LINEAR_TYPES, *ADAPTER_TYPES)) and not name.endswith(".linear"):
                 names[name] = None
     return sorted(names)
 
@@ -77,7 +80,7 @@ def resolve_layers(model: nn.Module, layers: list[int]) -> list[int]:
 
 def apply_lora(model: nn.Module, spec: LoraSpec, seed: int) -> LoraReport:
     """Freeze the base and adapt spec.target_modules in spec.layers; returns what trains."""
-    if any(isinstance(m, LoRALinear) for _, m in model.named_modules()):
+    if any(isinstance(m, ADAPTER_TYPES) for _, m in model.named_modules()):
         raise LoraError("apply_lora: this model already has LoRA layers")
     keys = resolve_targets(model, spec.target_modules)
     layers = resolve_layers(model, spec.layers)
@@ -93,7 +96,8 @@ def apply_lora(model: nn.Module, spec: LoraSpec, seed: int) -> LoraReport:
             if not isinstance(base, LINEAR_TYPES):
                 continue  # a layer without this module (e.g. a hybrid architecture)
             key, sub = mx.random.split(key)
-            lora = LoRALinear.from_base(base, r=spec.rank, dropout=spec.dropout, scale=scale)
+            kind = DoRALinear if spec.type == "dora" else LoRALinear
+            lora = kind.from_base(base, r=spec.rank, dropout=spec.dropout, scale=scale)
             bound = 1 / math.sqrt(lora.lora_a.shape[0])  # mlx-lm's init, on our own key
             lora.lora_a = mx.random.uniform(-bound, bound, lora.lora_a.shape, key=sub)
             replaced.append((k, lora))
@@ -103,8 +107,8 @@ def apply_lora(model: nn.Module, spec: LoraSpec, seed: int) -> LoraReport:
     mx.eval(model.trainable_parameters())
     report = lora_report(model)
     log.info(
-        "LoRA on %d modules: %d trainable parameters (%.3f%% of %d)",
-        len(report.adapted), report.trainable_params, 100 * report.trainable_share,
+        "%s on %d modules: %d trainable parameters (%.3f%% of %d)",
+        report.kind.upper(), len(report.adapted), report.trainable_params, 100 * report.trainable_share,
         report.total_params,
     )  # fmt: skip
     return report
@@ -120,7 +124,7 @@ def bias_modules(model: nn.Module, mode: str) -> list[nn.Module]:
     if mode == "all":
         mods = [m for _, m in model.named_modules()]
     elif mode == "lora_only":
-        mods = [m.linear for _, m in model.named_modules() if isinstance(m, LoRALinear)]
+        mods = [m.linear for _, m in model.named_modules() if isinstance(m, ADAPTER_TYPES)]
     else:
         raise LoraError(f"lora.bias: expected none, all or lora_only, got {mode!r}")
     return [m for m in mods if "bias" in m and isinstance(m["bias"], mx.array)]
@@ -130,10 +134,11 @@ def lora_report(model: nn.Module) -> LoraReport:
     """What is adapted and what trains, read from the model itself."""
     trainable = tree_flatten(model.trainable_parameters())
     prefix = layers_prefix(model)
-    adapted, layers, keys = [], set(), []
+    adapted, layers, keys, kind = [], set(), [], "lora"
     for i, layer in enumerate(model.layers):
         for name, m in layer.named_modules():
-            if isinstance(m, LoRALinear):
+            if isinstance(m, ADAPTER_TYPES):
+                kind = "dora" if isinstance(m, DoRALinear) else kind
                 adapted.append(f"{prefix}{i}.{name}")
                 layers.add(i)
                 if name not in keys:
@@ -141,19 +146,30 @@ def lora_report(model: nn.Module) -> LoraReport:
     return LoraReport(
         trainable_params=sum(v.size for _, v in trainable),
         # mlx-lm's count covers leaf modules (quantized weights at their logical size); add
-        # the LoRA matrices, which live on the non-leaf LoRALinear itself.
+        # the LoRA matrices (and DoRA's magnitudes), which live on the non-leaf layer itself.
         total_params=get_total_parameters(model) + _lora_param_count(model),
         adapted=adapted,
         layers=sorted(layers),
         keys=sorted(keys),
         trainable_biases=[n for n, _ in trainable if n.rsplit(".", 1)[-1] == "bias"],
+        kind=kind,
     )
 
 
 def _lora_param_count(model: nn.Module) -> int:
-    return sum(
-        v.size for n, v in tree_flatten(model.parameters()) if n.endswith((".lora_a", ".lora_b"))
-    )
+    return sum(v.size for n, v in adapter_parameters(model))
+
+
+def adapter_parameters(model: nn.Module) -> list[tuple[str, mx.array]]:
+    """(path, array) of every lora_a, lora_b and DoRA magnitude "m", by full path."""
+    out = []
+    for path, m in model.named_modules():
+        if isinstance(m, ADAPTER_TYPES):
+            leaves = (
+                ("lora_a", "lora_b", "m") if isinstance(m, DoRALinear) else ("lora_a", "lora_b")
+            )
+            out += [(f"{path}.{leaf}", m[leaf]) for leaf in leaves]
+    return out
 
 
 def layers_prefix(model: nn.Module) -> str:

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
-from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.utils import dequantize_model, save
 
 from engine.config import ModelSpec
 from engine.lora.adapters import load_adapter, read_adapter_config
+from engine.lora.apply import ADAPTER_TYPES
 from engine.model.load import load_model
 
 log = logging.getLogger(__name__)
 
 
 def fuse_lora_layers(model: nn.Module, dequantize: bool = False) -> int:
-    """Replace every LoRALinear by its fused linear, in place; returns how many."""
-    fused = [(n, m.fuse(dequantize=dequantize)) for n, m in model.named_modules() if isinstance(m, LoRALinear)]  # fmt: skip
+    """Replace every LoRALinear/DoRALinear by its fused linear, in place; returns how many."""
+    fused = [(n, m.fuse(dequantize=dequantize)) for n, m in model.named_modules() if isinstance(m, ADAPTER_TYPES)]  # fmt: skip
     if fused:
         model.update_modules(tree_unflatten(fused))
     return len(fused)

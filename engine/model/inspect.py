@@ -174,7 +174,6 @@ def inspect_model(path: str | Path) -> ModelInfo:
     """ModelInfo of a local folder (or 'demo') from config.json and safetensors headers only."""
     folder = Path(resolve_model_path(str(path))).expanduser()
     config = read_config(folder)
-    text = {**config, **(config.get("text_config") or {})}  # multimodal configs nest it
     tensors: dict[str, TensorHeader] = {}
     try:
         files = weight_files(folder)
@@ -184,13 +183,22 @@ def inspect_model(path: str | Path) -> ModelInfo:
         files, tensors = [], config_tensors(folder, config, no_weights)
     for f in files:
         tensors.update(read_header(f))
+    return describe_model(str(folder), config, tensors, tuple(str(f) for f in files))
+
+
+def describe_model(
+    path: str, config: dict[str, Any], tensors: dict[str, TensorHeader], files: tuple[str, ...]
+) -> ModelInfo:
+    """ModelInfo from a config and tensor headers, wherever they came from (a folder, or the
+    Hub's range requests: engine/model/hub.py)."""
+    text = {**config, **(config.get("text_config") or {})}  # multimodal configs nest it
     quant = config.get("quantization") or config.get("quantization_config")
     prefix, layer_idx, linears = _layer_modules(tensors, quant)
     hidden = _get(text, "hidden_size")
     vocab = int(text.get("vocab_size") or 0)
     heads = _get(text, "num_heads")
     return ModelInfo(
-        path=str(folder),
+        path=path,
         model_type=str(config["model_type"]),
         architectures=tuple(config.get("architectures") or ()),
         supported=is_supported(config),
@@ -211,7 +219,7 @@ def inspect_model(path: str | Path) -> ModelInfo:
         layer_prefix=prefix,
         linear_modules=tuple(linears),
         bias_params=sum(t.size for n, t in tensors.items() if n.endswith(".bias")),
-        weight_files=tuple(str(f) for f in files),
+        weight_files=files,
         tensors=tensors,
         weights_present=bool(files),
     )

@@ -1,8 +1,9 @@
 """Load a model through mlx-lm: a local folder, a Hugging Face id, or 'demo'.
 
 Folders are checked first (config, model_type, weights) so the common mistakes get a
-message that names the folder and the fault, not an mlx-lm traceback. Hugging Face ids go
-through huggingface_hub.snapshot_download with mlx-lm's own file patterns, as mlx_lm.load does.
+message that names the folder and the fault, not an mlx-lm traceback. A Hugging Face id is
+used from the cache when the cache holds all of it (no network), else downloaded with
+mlx-lm's own file patterns (engine/model/download.py: resumable, verified).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.nn as nn
-from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
 from mlx_lm.utils import load_model as mlx_load_model
 from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
 
@@ -21,6 +21,7 @@ from engine.config import ModelSpec, resolve_model_path
 from engine.model.errors import ModelError
 from engine.model.inspect import is_supported, mlx_model_type, read_config, weight_files
 from engine.model.quantize import QuantReport, checkpoint_quant_report, quantize_model
+from engine.model.safetensors_header import read_header
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def looks_like_local_path(path: str) -> bool:
 
 
 def resolve_model_dir(path: str, revision: str | None = None) -> Path:
-    """A local folder for 'demo', a folder, or a Hugging Face id (downloaded into the HF cache)."""
+    """A local folder for 'demo', a folder, or a Hugging Face id (from or into the HF cache)."""
     path = resolve_model_path(path)
     local = Path(path).expanduser()
     if local.exists():
@@ -54,21 +55,9 @@ def resolve_model_dir(path: str, revision: str | None = None) -> Path:
         return local
     if looks_like_local_path(path):
         raise ModelError(f"{local}: no such model folder")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError
+    from engine.model.download import ensure_model
 
-    try:
-        return Path(
-            snapshot_download(path, revision=revision, allow_patterns=DEFAULT_ALLOW_PATTERNS)
-        )
-    except HFValidationError as e:
-        raise ModelError(f"{path!r}: not a folder and not a valid Hugging Face id: {e}") from None
-    except Exception as e:  # the hub has many error types; each means "could not fetch"
-        raise ModelError(
-            f"{path!r}: not a local folder, and the Hugging Face model could not be fetched "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}). "
-            "Check the id and the network; HF_HUB_OFFLINE=1 only uses models already cached."
-        ) from None
+    return ensure_model(path, revision)
 
 
 def check_model_dir(folder: Path) -> dict[str, Any]:
@@ -79,7 +68,8 @@ def check_model_dir(folder: Path) -> dict[str, Any]:
             f"{folder / 'config.json'}: model_type: {config['model_type']!r} is not supported "
             f"by mlx-lm (no mlx_lm.models.{mlx_model_type(config)})"
         )
-    weight_files(folder)
+    for f in weight_files(folder):  # headers only: a damaged or truncated file is named here
+        read_header(f)
     return config
 
 
@@ -94,7 +84,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             {"trust_remote_code": True} if spec.trust_remote_code else {},
             eos_token_ids=config.get("eos_token_id"),
         )
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:  # MLX: RuntimeError
         raise ModelError(f"{folder}: mlx-lm could not load this model: {e}") from None
     report = None
     quantization = config.get("quantization")

@@ -1,8 +1,9 @@
 """Estimate the memory one worker needs for a LoRA/QLoRA job, before anything is loaded.
 
 bytes = base weights + trainable parameters (fp32 master, compute copy, fp32 gradient, AdamW
-m and v in fp32) + activations of one micro-batch. The activation term is a model of what
-MLX keeps for backward, per token of a micro-batch (cb = bytes of the compute dtype):
+m and v in fp32) + activations of one micro-batch (+ DoRA's extra, see _dora_bytes). The
+activation term is a model of what MLX keeps for backward, per token of a micro-batch (cb =
+bytes of the compute dtype):
 
     cb * [layers * (4*hidden + 4*intermediate + 1.5*heads*seq_len) + 4*hidden]
     + vocab * (16 bytes in fp32, 20 in bf16/fp16: logits, fp32 log-softmax and its gradient)
@@ -13,9 +14,11 @@ needs about a third of what LoRA on every layer does). The constants (about four
 copies of each hidden/MLP vector, one and a half of the attention scores) were read off
 measured peaks of real steps on MLX 0.32 across hidden, MLP width, vocabulary, heads, layers
 and sequence length; tests/model/test_memory.py measures a real step against this estimate.
-It assumes no gradient checkpointing, attention that materialises its scores (true of MLX's
-backward pass), and a trainer that casts the non-quantized base to the compute dtype.
-Allocator caching and fragmentation come on top.
+With gradient checkpointing (run.grad_checkpoint) the layers' term becomes each layer's
+input plus one layer recomputed at a time. It assumes attention that materialises its
+scores (true of MLX's backward pass) and a trainer that casts the non-quantized base to the
+compute dtype. Allocator caching and fragmentation come on top.
+engine/model/memory_probe.py measures a real step of any job against the estimate.
 """
 
 from __future__ import annotations
@@ -66,14 +69,25 @@ def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEs
         "all": info.bias_params,
         "lora_only": sum(m_out for _, m_out, has_bias in adapted if has_bias),
     }[job.lora.bias]
-    trainable = lora_params + bias_params
-    micro = max(1, math.ceil(job.run.batch_size / max(1, workers) / job.run.grad_accum))
+    dora = job.lora.type == "dora"
+    magnitudes = sum(m_out for _, m_out, _ in adapted) if dora else 0  # DoRA's trained m
+    trainable = lora_params + bias_params + magnitudes
+    micro = micro_batch_size(job, workers)
     tokens = micro * job.data.max_seq_len
     per_layer = 4 * info.hidden_size + 4 * info.intermediate_size
     per_layer += 1.5 * info.num_heads * job.data.max_seq_len
-    per_token = cb * (_layers_in_backward(info, job) * per_layer + 4 * info.hidden_size)
-    per_token += info.vocab_size * (16 if cb == 4 else 20)
     lora_acts = sum(job.lora.rank + (m_in if job.lora.dropout > 0 else 0) for m_in, _, _ in adapted)
+    in_backward = _layers_in_backward(info, job)
+    layers_kept = in_backward
+    if job.run.grad_checkpoint:
+        # backward keeps each layer's input and recomputes one layer at a time
+        kept = in_backward * info.hidden_size + per_layer
+        layers_kept = 1
+        lora_acts /= max(1, info.num_layers)
+    else:
+        kept = in_backward * per_layer
+    per_token = cb * (kept + 4 * info.hidden_size)
+    per_token += info.vocab_size * (16 if cb == 4 else 20)
     breakdown = {
         "base_weights": _base_bytes(info, job, cb),
         "trainable_weights": trainable * 4 + (trainable * cb if cb != 4 else 0),
@@ -81,11 +95,17 @@ def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEs
         "optimizer_state": trainable * 8,
         "activations": int(tokens * (per_token + cb * lora_acts)),
     }
+    if dora:
+        breakdown["dora"] = _dora_bytes(info, job, adapted, tokens, cb, layers_kept)
     assumptions = [
         f"micro-batch of {micro} sequences x {job.data.max_seq_len} tokens "
         f"(batch {job.run.batch_size} / {workers} workers / {job.run.grad_accum} accumulation)",
         f"compute dtype {job.run.precision}; trainable weights have an fp32 master copy",
-        "no gradient checkpointing; attention scores are kept for backward",
+        (
+            "gradient checkpointing: each layer's input is kept, one layer is recomputed at a time"
+            if job.run.grad_checkpoint
+            else "no gradient checkpointing; attention scores are kept for backward"
+        ),
     ]
     if job.model.quantize and not info.quantization:
         assumptions.append(
@@ -93,6 +113,28 @@ def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEs
             "dimension does not divide the group stay in full precision"
         )
     return MemoryEstimate(sum(breakdown.values()), breakdown, micro, trainable, assumptions)
+
+
+def _dora_bytes(info: ModelInfo, job: JobSpec, adapted: list[tuple[int, int, bool]],
+                tokens: int, cb: int, layers_kept: int) -> int:  # fmt: skip
+    """What mlx-lm's DoRALinear keeps beyond LoRA: each adapted module's output before it is
+    rescaled (for m's gradient), and weight-sized arrays: on a quantized base the dequantized
+    weight of every adapted module stays alive for the backward pass (checkpointing or not:
+    it depends on no input of the checkpointed layer, so MLX keeps it rather than recompute
+    it; measured); on a float base only the transient W + scale * B A of one module."""
+    share = layers_kept / max(1, info.num_layers)  # checkpointing keeps one layer's worth
+    outputs = tokens * cb * sum(m_out for _, m_out, _ in adapted) * share
+    quantized = bool(info.quantization) or job.model.quantize
+    if quantized:
+        weights = cb * sum(m_in * m_out for m_in, m_out, _ in adapted)
+    else:
+        weights = 2 * 4 * max((m_in * m_out for m_in, m_out, _ in adapted), default=0)
+    return int(outputs + weights)
+
+
+def micro_batch_size(job: JobSpec, workers: int = 1) -> int:
+    """Sequences in one worker's micro-batch: the global batch over workers and accumulation."""
+    return max(1, math.ceil(job.run.batch_size / max(1, workers) / job.run.grad_accum))
 
 
 def _adapted_modules(info: ModelInfo, job: JobSpec) -> list[tuple[int, int, bool]]:

@@ -64,6 +64,7 @@ def read_header(path: str | Path) -> dict[str, TensorHeader]:
     if not isinstance(header, dict):
         raise ModelError(f"{p}: safetensors header is not a JSON object")
     out: dict[str, TensorHeader] = {}
+    data_end = 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -76,8 +77,14 @@ def read_header(path: str | Path) -> dict[str, TensorHeader]:
                 nbytes=int(end) - int(start),
                 file=str(p),
             )
+            data_end = max(data_end, int(end))
         except (KeyError, TypeError, ValueError):
             raise ModelError(
                 f"{p}: tensor {name!r}: expected dtype, shape and data_offsets in the header"
             ) from None
+    if 8 + length + data_end > file_size:  # the header promises more bytes than the file has
+        raise ModelError(
+            f"{p}: truncated: its tensors need {8 + length + data_end:,} bytes, the file has "
+            f"{file_size:,} (an interrupted download or copy?)"
+        )
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,15 @@ class WorkerClient:
     def has_file(self, sha256: str) -> bool:
         return self._call("HasFile", pb.HasFileRequest(sha256=sha256)).present
 
-    def put_file(self, path: str | Path, sha256: str, name: str | None = None) -> int:
-        """Stream a file in chunks; the worker verifies the hash. Returns the size it stored."""
+    def put_file(
+        self,
+        path: str | Path,
+        sha256: str,
+        name: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Stream a file in chunks; the worker verifies the hash. Returns the size it stored.
+        ``on_progress(bytes handed to gRPC so far)`` is called after each chunk."""
         path = Path(path)
         size = path.stat().st_size
         fname = name or path.name
@@ -137,6 +144,8 @@ class WorkerClient:
                         sha256=sha256, name=fname, offset=offset, data=data, last=last
                     )
                     offset += len(data)
+                    if on_progress is not None:
+                        on_progress(offset)
                     if last or not data:
                         return
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.config import JobSpec, resolve_data_path, resolve_model_path
+from engine.events import DownloadEvent, EventSink, ShipEvent
 from engine.machine import PROTOCOL_VERSION
 from engine.rpc.auth import TOKEN_ENV, new_token
 from engine.rpc.worker_client import WorkerCallError, WorkerClient
@@ -33,10 +36,11 @@ STOP_TIMEOUT_S = 15.0  # a stuck job's process is killed 2 s after Stop; room fo
 KEEPALIVE_S = 60.0  # well inside a network worker's job lease (DEFAULT_JOB_LEASE_S, 300 s)
 
 
-def files_to_ship(job: JobSpec, remote: bool) -> dict[str, Path]:
+def files_to_ship(job: JobSpec, remote: bool, model_dir: Path | None = None) -> dict[str, Path]:
     """role -> local file: the dataset (its train and valid files when it is a folder), and
-    for remote workers the model folder's files when the model is a local folder (else the
-    worker fetches it by its Hugging Face id)."""
+    for remote workers the model's files: those of a local folder, or of the coordinator's
+    cached snapshot of a Hugging Face id (``model_dir``, from resolve_model), so a worker
+    never needs the internet."""
     out: dict[str, Path] = {}
     data = Path(resolve_data_path(job.data.path)).expanduser()
     if data.is_dir():
@@ -54,7 +58,7 @@ def files_to_ship(job: JobSpec, remote: bool) -> dict[str, Path]:
         out["dataset"] = data
     if job.data.valid_path:
         out["valid"] = Path(job.data.valid_path).expanduser()
-    model = Path(resolve_model_path(job.model.path)).expanduser()
+    model = model_dir or Path(resolve_model_path(job.model.path)).expanduser()
     if remote and model.is_dir():
         for f in sorted(model.iterdir()):
             if f.is_file() and not f.name.startswith("."):
@@ -63,6 +67,74 @@ def files_to_ship(job: JobSpec, remote: bool) -> dict[str, Path]:
         if not f.is_file():
             raise ValueError(f"{role}: {f} is not a file")
     return out
+
+
+def resolve_model(
+    job: JobSpec, sink: EventSink | None = None, cancel: threading.Event | None = None
+) -> Path | None:
+    """The coordinator's own copy of a Hugging Face model (downloaded once into its cache,
+    with DownloadEvents), or None when the job names a local folder."""
+    from engine.model.download import DownloadProgress, ensure_model
+    from engine.model.load import looks_like_local_path
+
+    path = resolve_model_path(job.model.path)
+    if Path(path).expanduser().exists() or looks_like_local_path(path):
+        return None
+
+    def progress(p: DownloadProgress) -> None:
+        if sink is not None:
+            sink(DownloadEvent(p.repo_id, p.file, p.done_bytes, p.total_bytes, p.files_done,
+                               p.files_total, p.finished))  # fmt: skip
+
+    return ensure_model(path, on_progress=progress, cancel=cancel)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+_HASH_LOCK = threading.Lock()
+_SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for this process. A Hugging Face
+    cache blob of an LFS file is named by its sha256 already (checked at download, and again
+    by the worker on receipt), so a multi-gigabyte shard is not read twice."""
+    real = path.resolve()
+    if _SHA256_NAME.match(real.name) and real.parent.name == "blobs":
+        return real.name
+    st = real.stat()
+    key = (str(real), st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        known = _HASHES.get(key)
+    if known is None:
+        known = sha256_file(real)
+        with _HASH_LOCK:
+            _HASHES[key] = known
+    return known
+
+
+class ShipProgress:
+    """Per-worker ShipEvents while files stream, at most every ``every_s`` seconds."""
+
+    def __init__(self, sink: EventSink, address: str, rank: int, sizes: list[int],
+                 held: int, every_s: float = 0.2):  # fmt: skip
+        self.sink, self.address, self.rank = sink, address, rank
+        self.total, self.files_total, self.held = sum(sizes), len(sizes), held
+        self.sent_before, self.files_sent = 0, 0
+        self.every_s, self.t0, self._last = every_s, time.monotonic(), 0.0
+
+    def emit(self, in_file: int, name: str, done: bool = False) -> None:
+        now = time.monotonic()
+        if not done and now - self._last < self.every_s:
+            return
+        self._last = now
+        sent = self.sent_before + in_file
+        self.sink(ShipEvent(self.address, self.rank, sent, self.total, self.files_sent,
+                            self.files_total, self.held, name,
+                            sent / max(now - self.t0, 1e-9), done))  # fmt: skip
+
+    def file_done(self, size: int) -> None:
+        self.sent_before += size
+        self.files_sent += 1
 
 
 @dataclass
@@ -87,8 +159,13 @@ class ProtocolMismatch(RuntimeError):
 
 
 class Cluster:
-    def __init__(self, job: JobSpec, run_dir: Path, data_dir: Path | None = None):
+    def __init__(self, job: JobSpec, run_dir: Path, data_dir: Path | None = None,
+                 sink: EventSink | None = None, cancel: threading.Event | None = None):  # fmt: skip
+        """``sink`` gets the model download's and each worker's shipping progress;
+        ``cancel`` (the run's stop event) ends a model download early."""
         self.job = job
+        self.sink, self.cancel = sink, cancel
+        self.model_dir: Path | None = None  # the coordinator's snapshot of a Hugging Face id
         self.run_dir = run_dir
         self.remote = bool(job.dist.hosts)
         self.data_dir = data_dir or default_data_dir()
@@ -222,17 +299,28 @@ class Cluster:
         return self.all_ranked(lambda _rank, c: fn(c))
 
     def ship_files(self) -> dict[str, str]:
-        """Send each file a worker does not hold yet (by sha256); returns role -> sha256."""
-        files = files_to_ship(self.job, self.remote)
-        hashes = {role: sha256_file(p) for role, p in files.items()}
+        """Send each file a worker does not hold yet (by sha256); returns role -> sha256.
+        A Hugging Face id is downloaded once, here, and shipped like a local folder."""
+        if self.model_dir is None:
+            self.model_dir = resolve_model(self.job, self.sink, self.cancel)
+        files = files_to_ship(self.job, self.remote, self.model_dir)
+        hashes = {role: content_hash(p) for role, p in files.items()}
+        sink = self.sink or (lambda _e: None)
 
-        def ship(c: WorkerClient) -> None:
-            for role, path in files.items():
-                if not c.has_file(hashes[role]):
-                    name = role.split("/", 1)[1] if role.startswith("model/") else path.name
-                    c.put_file(path, hashes[role], name=name)
+        def ship(rank: int, c: WorkerClient) -> None:
+            todo = [(r, p) for r, p in files.items() if not c.has_file(hashes[r])]
+            held = sum(p.stat().st_size for r, p in files.items() if (r, p) not in todo)
+            progress = ShipProgress(
+                sink, c.address, rank, [p.stat().st_size for _, p in todo], held
+            )
+            for role, path in todo:
+                name = role.split("/", 1)[1] if role.startswith("model/") else path.name
+                c.put_file(path, hashes[role], name=name,
+                           on_progress=lambda n, name=name: progress.emit(n, name))  # fmt: skip
+                progress.file_done(path.stat().st_size)
+            progress.emit(0, "", done=True)
 
-        self.all(ship)
+        self.all_ranked(ship)
         return hashes
 
     def setup(
@@ -282,8 +370,13 @@ class Cluster:
 
     def adapter_files(self, step: int) -> dict[str, bytes]:
         """The adapter folder's files from rank 0 (every rank holds the same weights)."""
+        from engine.lora.adapters import CONFIG_FILE, restamp_config
+
         meta, tensors = self.clients[0].get_state(step, adapter=True)
-        return {name: tensors[name].tobytes() for name in meta.get("files", [])}
+        files = {name: tensors[name].tobytes() for name in meta.get("files", [])}
+        if CONFIG_FILE in files:  # the base and the dataset as this machine names them
+            files[CONFIG_FILE] = restamp_config(files[CONFIG_FILE], self.job)
+        return files
 
     def reachable(self, rank: int, timeout_s: float = 2.0) -> bool:
         """Is this worker alive? A local process that exited is not; else a health check."""

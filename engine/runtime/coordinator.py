@@ -102,7 +102,7 @@ class Coordinator:
     def _run(self, job: JobSpec, run_dir: Path) -> RunResult:
         r = job.run
         self.emit(StateEvent("preparing", "starting workers", str(run_dir)))
-        cluster = self.cluster = Cluster(job, run_dir, self.data_dir)
+        cluster = self.cluster = Cluster(job, run_dir, self.data_dir, self.emit, self.stop_event)
         cluster.start()
         self.emit(LogEvent("info", f"{cluster.size} workers: {', '.join(cluster.addresses)}"))
         job = self._resolve_auto(cluster, run_dir)

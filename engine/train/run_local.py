@@ -16,6 +16,7 @@ from engine.data import BatchSampler, DatasetError, prepare_data
 from engine.events import EventSink, LogEvent, StateEvent
 from engine.lora import LoraError, apply_lora, save_adapter
 from engine.model import ModelError, load_model
+from engine.model.grad_checkpoint import enable_grad_checkpoint
 from engine.train.checkpoint import CheckpointError
 from engine.train.run_dir import (
     ADAPTER_DIR,
@@ -84,6 +85,8 @@ def _run(
         emit(StateEvent("preparing", "loading the model and the data", str(run_dir)))
         loaded = load_model(job.model)
         report = apply_lora(loaded.model, job.lora, seed=job.run.seed)
+        if job.run.grad_checkpoint:
+            enable_grad_checkpoint(loaded.model)
         log.info("%d trainable parameters", report.trainable_params)
         data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed)
         sampler = BatchSampler(data.train.lengths(), job.run.batch_size, job.run.seed)

@@ -73,6 +73,7 @@ class TrainingJob:
         from engine.dist.dist_optimizer import DistributedAdamW
         from engine.dist.factory import make_group
         from engine.lora.apply import apply_lora
+        from engine.model.grad_checkpoint import enable_grad_checkpoint
         from engine.model.load import load_model
         from engine.train import cast_for_compute
 
@@ -82,6 +83,8 @@ class TrainingJob:
         loaded = load_model(job.model)
         model = loaded.model
         apply_lora(model, job.lora, seed=job.run.seed)
+        if job.run.grad_checkpoint:
+            enable_grad_checkpoint(model)
         data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed)
         sampler = BatchSampler(data.train.lengths(), job.run.batch_size, seed=job.run.seed)
         if job.dist.mode == "mlx" and world > 1:

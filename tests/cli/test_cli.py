@@ -27,7 +27,7 @@ def test_help_lists_every_command() -> None:
     done = _orchard("--help")
     assert done.returncode == 0
     for cmd in ("app", "demo", "train", "resume", "inspect-data", "inspect-model", "worker",
-                "export", "pair", "discover"):  # fmt: skip
+                "export", "pair", "discover", "models", "pull"):  # fmt: skip
         assert cmd in done.stdout
 
 

@@ -67,7 +67,7 @@ def stories_adapter(tmp_path: Path) -> Path:
 
 def write_orchard_adapter(run_dir: Path, job: JobSpec, seed: int = 1) -> nn.Module:
     """A run folder (job.toml + adapter/) saved by engine.lora, with random non-zero
-    lora_b and trained biases; returns the in-memory model the adapter came from."""
+    lora_b, trained biases and (DoRA) moved magnitudes; returns the in-memory model the adapter came from."""
     model = load_orchard_model(job.model)
     apply_lora(model, job.lora, seed=job.run.seed)
     mx.random.seed(seed)
@@ -75,6 +75,11 @@ def write_orchard_adapter(run_dir: Path, job: JobSpec, seed: int = 1) -> nn.Modu
         (k, mx.random.normal(v.shape) * (0.5 if k.endswith("lora_b") else 1.0))
         for k, v in tree_flatten(model.trainable_parameters())
         if k.endswith(("lora_b", "bias"))
+    ]
+    updates += [  # DoRA: magnitudes that moved away from the base norms
+        (k, v * (1.0 + 0.2 * mx.random.normal(v.shape)))
+        for k, v in tree_flatten(model.trainable_parameters())
+        if k.endswith(".m")
     ]
     model.load_weights(updates, strict=False)
     mx.eval(model.parameters())

@@ -51,7 +51,10 @@ def test_uneven_selection_becomes_an_exact_regex(stories_adapter: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda c, w: c.update(fine_tune_type="dora"), 'fine_tune_type: expected "lora"'),
+        (
+            lambda c, w: c.update(fine_tune_type="full"),
+            "fine_tune_type: expected one of lora, dora",
+        ),
         (lambda c, w: c["lora_parameters"].pop("scale"), "lora_parameters.scale: expected"),
         (lambda c, w: c["lora_parameters"].update(rank=8), "differs from lora_parameters.rank"),
         (lambda c, w: w.pop("model.layers.4.mlp.down_proj.lora_b"), "down_proj.lora_b is missing"),

@@ -154,3 +154,22 @@ def test_peft_of_orchard_runs(tmp_path: Path, torch_side: TorchSide, bias: str) 
     cls = "Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"
     torch_logits = torch_side.logits(base, tokens, tmp_path / "peft", cls)
     assert max_diff(tmp_path, mlx_logits, torch_logits) < TOL
+
+
+def test_peft_of_an_orchard_dora_adapter(tmp_path: Path, torch_side: TorchSide) -> None:
+    """lora.type = "dora": PEFT's use_dora with lora_magnitude_vector gives mlx-lm's logits."""
+    job = job_for(STORIES, rank=4, alpha=8.0, type="dora", layers=[1, 3],
+                  target_modules=["q_proj", "o_proj", "up_proj"])  # fmt: skip
+    trained = write_orchard_adapter(tmp_path / "run", job)
+    assert export_main(str(tmp_path / "run"), "peft", str(tmp_path / "peft")) == 0
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert config["use_dora"] is True
+    names = mx.load(str(tmp_path / "peft" / "adapter_model.safetensors"))
+    assert "base_model.model.model.layers.1.self_attn.q_proj.lora_magnitude_vector" in names
+    mlx_logits = np.array(trained(mx.array(TOKENS)))
+    model, _ = load(str(STORIES), adapter_path=str(tmp_path / "run" / "adapter"))
+    np.testing.assert_array_equal(np.array(model(mx.array(TOKENS))), mlx_logits)  # mlx-lm too
+    torch_logits = torch_side.logits(STORIES, TOKENS, tmp_path / "peft", "LlamaForCausalLM")
+    base_logits = torch_side.logits(STORIES, TOKENS, None, "LlamaForCausalLM")
+    assert np.abs(torch_logits - base_logits).max() > 0.05, "the adapter must change the logits"
+    assert max_diff(tmp_path, mlx_logits, torch_logits) < TOL

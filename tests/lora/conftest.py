@@ -9,6 +9,7 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 from mlx_lm.models import qwen2
+from mlx_lm.tuner.dora import DoRALinear
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.utils import save_model
 
@@ -44,12 +45,16 @@ def qwen_dir(tmp_path_factory) -> Path:
 
 
 def perturb(model, seed: int = 1, biases: bool = False) -> None:
-    """Random lora_b (and biases) so the adapter changes the output, as training would."""
+    """Random lora_b (DoRA: and magnitudes; and biases) so the adapter changes the output,
+    as training would."""
     key = mx.random.key(seed)
     for _, m in model.named_modules():
-        if isinstance(m, LoRALinear):
+        if isinstance(m, (LoRALinear, DoRALinear)):
             key, sub = mx.random.split(key)
             m.lora_b = 0.2 * mx.random.normal(m.lora_b.shape, key=sub)
+        if isinstance(m, DoRALinear):
+            key, sub = mx.random.split(key)
+            m.m = m.m * (1.0 + 0.2 * mx.random.normal(m.m.shape, key=sub))
         if biases and "bias" in m and isinstance(m["bias"], mx.array):
             key, sub = mx.random.split(key)
             m.bias = m.bias + 0.3 * mx.random.normal(m.bias.shape, key=sub)

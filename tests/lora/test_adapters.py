@@ -167,8 +167,8 @@ def test_save_needs_lora_and_load_names_the_fault(tmp_path, qwen_dir):
     (adapter / "adapter_config.json").write_text('{"fine_tune_type": "lora",\n "num_layers": }')
     with pytest.raises(LoraError, match=r"adapter_config.json:2:\d+: not valid JSON"):
         load_adapter(plain, adapter)
-    (adapter / "adapter_config.json").write_text('{"fine_tune_type": "dora", "num_layers": 2}')
-    with pytest.raises(LoraError, match="fine_tune_type: expected \"lora\", got 'dora'"):
+    (adapter / "adapter_config.json").write_text('{"fine_tune_type": "full", "num_layers": 2}')
+    with pytest.raises(LoraError, match="fine_tune_type: expected one of lora, dora, got 'full'"):
         load_adapter(plain, adapter)
 
 
@@ -182,3 +182,26 @@ def test_saving_again_after_training_more_overwrites(tmp_path):
     assert max_diff(model(PROMPT), loaded.model(PROMPT)) <= TOL
     assert not list(tmp_path.glob("*.tmp*"))
     assert lora_report(loaded.model).layers == [2]
+
+
+def test_dora_adapter_loads_in_mlx_lm_and_orchard_and_fuses(tmp_path):
+    """lora.type = "dora" on a non-suffix choice: mlx_lm.load (fine_tune_type "dora", the
+    magnitudes m) gives the same logits; Orchard reloads it; the fused model matches."""
+    lora = LoraSpec(rank=4, alpha=8.0, target_modules=["q_proj", "down_proj"], layers=[1, 3],
+                    type="dora")  # fmt: skip
+    loaded = _trained(str(STORIES), lora)
+    expected = loaded.model(PROMPT)
+    save_adapter(loaded.model, tmp_path / "a", _job(lora), "demo")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["fine_tune_type"] == "dora" and config["num_layers"] == 4
+    saved = mx.load(str(tmp_path / "a" / "adapters.safetensors"))
+    assert "model.layers.1.self_attn.q_proj.m" in saved
+    model, _ = mlx_lm.load(str(STORIES), adapter_path=str(tmp_path / "a"))
+    assert max_diff(model(PROMPT), expected) <= TOL
+    fresh = load_model(ModelSpec(path="demo")).model
+    assert load_adapter(fresh, tmp_path / "a").kind == "dora"
+    fresh.eval()
+    assert max_diff(fresh(PROMPT), expected) <= TOL
+    fuse_adapter(tmp_path / "a", tmp_path / "fused")
+    fused, _ = mlx_lm.load(str(tmp_path / "fused"))
+    assert max_diff(fused(PROMPT), expected) <= fused_tol(expected)

@@ -67,3 +67,19 @@ def quantized_stories(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("q") / "stories-4bit"
     convert(str(STORIES), str(out), quantize=True, q_group_size=32, q_bits=4)
     return out
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A fake Hugging Face Hub (a real HTTP server) serving stories260K as orchard-test/stories,
+    with HF_ENDPOINT pointed at it and an empty Hugging Face cache."""
+    from tests.model.hub_server import FakeHub
+
+    server = FakeHub().start()
+    server.add_folder("orchard-test/stories", STORIES)
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    yield server
+    server.stop()

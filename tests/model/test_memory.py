@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
 import pytest
 
 from engine.config import JobSpec
-from engine.lora import apply_lora
-from engine.model import estimate_memory, inspect_model, load_model
+from engine.model import estimate_memory, inspect_model
+from engine.model.memory_probe import measure_step_peak
 
 from .conftest import build, save_folder, tiny_config
 
 
 def measure_peak(job: JobSpec, workers: int = 1) -> int:
-    """Peak bytes of load + LoRA + one micro-batch forward/backward + AdamW update."""
+    """Peak bytes of a real training step (engine/model/memory_probe.py: the library
+    trainer's compiled step and AdamW update, gradient checkpointing and DoRA as asked)."""
     mx.clear_cache()
-    mx.reset_peak_memory()
-    model = load_model(job.model).model
-    apply_lora(model, job.lora, seed=0)
-    if job.run.precision != "fp32":
-        model.set_dtype(mx.bfloat16 if job.run.precision == "bf16" else mx.float16)
-    micro = job.run.batch_size // workers // job.run.grad_accum
-    shape = (micro, job.data.max_seq_len)
-    x, y = mx.random.randint(0, 512, shape), mx.random.randint(0, 512, shape)
-    mx.eval(x, y)
-
-    def loss(m, x, y):
-        return nn.losses.cross_entropy(m(x).astype(mx.float32), y, reduction="sum")
-
-    opt = optim.AdamW(learning_rate=1e-3)
-    _, grads = nn.value_and_grad(model, loss)(model, x, y)
-    opt.update(model, grads)
-    mx.eval(model.parameters(), opt.state)
-    return mx.get_peak_memory()
+    return measure_step_peak(job, workers)["peak_bytes"]
 
 
 CASES = {
@@ -46,6 +30,8 @@ CASES = {
     "top-layers": ["run.batch_size=4", "data.max_seq_len=256", "lora.layers=[3, 4]"],
     "all-modules": ["run.batch_size=2", "data.max_seq_len=64", "lora.rank=32",
                     "lora.target_modules=['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj']"],
+    "grad-checkpoint": ["run.batch_size=2", "data.max_seq_len=256", "run.grad_checkpoint=true"],
+    "dora": ["run.batch_size=2", "data.max_seq_len=128", "lora.type='dora'"],
 }  # fmt: skip
 
 
@@ -100,3 +86,62 @@ def test_format_text_shows_the_breakdown_and_assumptions():
     text = estimate_memory(inspect_model("demo"), JobSpec(), workers=2).format_text()
     assert "activations" in text and "optimizer_state" in text
     assert "micro-batch of 4 sequences x 512 tokens" in text
+
+
+def test_checkpointing_and_dora_move_the_estimate_the_right_way():
+    info = inspect_model("demo")
+    base = JobSpec().with_overrides(["data.max_seq_len=1024"])
+    plain = estimate_memory(info, base)
+    gc = estimate_memory(info, base.with_overrides(["run.grad_checkpoint=true"]))
+    assert gc.breakdown["activations"] < plain.breakdown["activations"]
+    assert "gradient checkpointing: each layer's input is kept" in gc.format_text()
+    dora = estimate_memory(info, base.with_overrides(["lora.type='dora'"]))
+    assert dora.breakdown["dora"] > 0 and "dora" not in plain.breakdown
+    # DoRA trains a magnitude per output of each adapted module: q, k, v, o of 5 layers
+    assert dora.trainable_params == plain.trainable_params + 5 * (64 + 32 + 32 + 64)
+
+
+# llama2.c's stories42M shape (dim 512, 8 layers, 8 heads, MLP 1376, vocabulary 32000): a
+# small model of a real shape with 41.7M parameters
+STORIES42M = {
+    "model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8, "intermediate_size": 1376,
+    "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 32000,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True,
+}  # fmt: skip
+PROBE = """
+import json, sys
+from engine.model.memory_probe import compare
+folder, cases = sys.argv[1], json.loads(sys.argv[2])
+print(json.dumps({name: compare(folder, overrides)["ratio"] for name, overrides in cases.items()}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_estimate_within_0_8_to_1_25_of_a_real_step_at_42m_parameters(tmp_path):
+    """The library trainer's real step (compiled value-and-grad + AdamW on the device) in a
+    fresh process with the worker's BLAS; rank 8 on attention, rank 64 on every linear layer
+    with gradient checkpointing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from engine.worker.blas import worker_env
+
+    folder = save_folder(build(STORIES42M), STORIES42M, tmp_path / "s42")
+    assert inspect_model(folder).param_count > 25_000_000
+    shape = ["run.batch_size=2", "data.max_seq_len=128"]
+    cases = {
+        "r8-attention": [*shape, "lora.rank=8"],
+        "r64-all-gc": [*shape, "lora.rank=64", "run.grad_checkpoint=true",
+                       "lora.target_modules=['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj']"],
+    }  # fmt: skip
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**worker_env(os.environ), "PYTHONPATH": root}
+    run = subprocess.run([sys.executable, "-c", PROBE, str(folder), json.dumps(cases)], env=env,
+                         capture_output=True, text=True, timeout=500, cwd=root)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    ratios = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"memory estimate/measured at 42M: {ratios}")
+    assert all(0.8 <= r <= 1.25 for r in ratios.values()), ratios
