@@ -1,4 +1,4 @@
-"""Qt runs offscreen; every window gets its own settings file and output folder."""
+"""Qt runs offscreen; every window gets its own settings file, output folder and engine folder."""
 
 from __future__ import annotations
 
@@ -11,8 +11,18 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 
+from tests.service.engines import isolated_engine_dir  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DATASET = ROOT / "resources" / "datasets" / "orchard_robot.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def engine_dir(monkeypatch):
+    """A short private engine folder per test (a Unix socket path must stay short): no test
+    attaches to the user's engine, and any engine a test started is gone afterwards."""
+    with isolated_engine_dir(monkeypatch) as folder:
+        yield folder
 
 
 @pytest.fixture
