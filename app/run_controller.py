@@ -97,11 +97,12 @@ class RunController(QObject):
         return not self._running
 
     def detach(self) -> None:
-        """Stop watching; the run goes on in the engine (the window closes, training doesn't)."""
+        """Stop following the run; it goes on in the engine (the window closes, training doesn't)."""
         with self._lock:
             stream, self._stream = self._stream, None
         if stream is not None:
             stream.cancel()
+        self._set_running(False)
 
     def release(self, wait_s: float = 0.0) -> threading.Thread:
         """Detach and tell the engine this app leaves: with no run and no other client, it

@@ -36,6 +36,7 @@ from engine.trust.files import private_dir
 log = logging.getLogger(__name__)
 
 READY_LINE = "ORCHARD_ENGINE_READY"
+IDLE_ENV = "ORCHARD_ENGINE_IDLE_EXIT_S"  # the default of --idle-exit-s (tests shorten it)
 EXIT_LOCKED = 4  # another engine holds the folder's lock
 TICK_S = 0.25
 
@@ -43,14 +44,26 @@ TICK_S = 0.25
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m engine.service", description=__doc__)
     parser.add_argument(
-        "--dir", type=Path, default=None, help="engine folder (default: %(prog)s's per-user folder)"
+        "--dir",
+        type=Path,
+        default=None,
+        help="engine folder (default: $ORCHARD_ENGINE_DIR, else ~/.orchard/engine)",
     )
-    parser.add_argument("--idle-exit-s", type=float, default=IDLE_EXIT_S,
-                        help="exit after this long with no run and no client (default %(default)s)")  # fmt: skip
+    parser.add_argument("--idle-exit-s", type=float, default=None,
+                        help=f"exit after this long with no run and no client (default ${IDLE_ENV} or {IDLE_EXIT_S:.0f})")  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.idle_exit_s is None:
+        raw = os.environ.get(IDLE_ENV, "")
+        try:
+            args.idle_exit_s = float(raw) if raw else IDLE_EXIT_S
+        except ValueError:
+            parser.error(f"{IDLE_ENV}={raw!r}: expected a number of seconds")
+    if args.idle_exit_s < 0:
+        parser.error(f"--idle-exit-s {args.idle_exit_s}: expected 0 or more seconds")
+    return args
 
 
 def _preload() -> None:

@@ -47,4 +47,5 @@ def window(qtbot, settings, tmp_path: Path):
     )
     yield w
     w.runner.stop()
-    w.runner.join(30)
+    w.runner.join(60)
+    w.runner.detach()  # closing must not ask: the engine folder's teardown ends what is left

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.service.connection import DIR_ENV, EngineLock, pid_alive, read_connection
+from engine.service.process import IDLE_ENV
 
 
 def wait_gone(pid: int, timeout_s: float) -> bool:
@@ -44,6 +45,7 @@ def end_engine(folder: Path, grace_s: float = 10.0) -> None:
 def isolated_engine_dir(monkeypatch) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="oe-", dir="/tmp"))
     monkeypatch.setenv(DIR_ENV, str(folder))
+    monkeypatch.setenv(IDLE_ENV, "3")  # an engine left idle by a test exits soon by itself
     try:
         yield folder
     finally:
