@@ -126,7 +126,7 @@ class RunController(QObject):
             log.warning("could not attach to the engine: %s", describe_error(e))
 
     def _start_main(self, job: JobSpec, resume_from: str | None) -> None:
-        from engine.rpc.engine_client import EngineUnavailable
+        from engine.rpc.engine_client import EngineRefused, EngineUnavailable
         from engine.service.launcher import job_toml_for_engine
 
         try:
@@ -147,6 +147,11 @@ class RunController(QObject):
                         raise
             if self._stop_asked:
                 client.stop_run("Stop in the app")
+        except EngineRefused as e:
+            self._refused(describe_error(e))
+            if e.code == "FAILED_PRECONDITION":  # busy with a run this app did not start:
+                self.detach()  # show that one instead, from its first step
+                self._open_stream(client, announce=True)
         except Exception as e:  # noqa: BLE001 - reported to the user, traceback to the log
             log.warning("run did not start", exc_info=True)
             self._refused(describe_error(e))

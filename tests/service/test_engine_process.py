@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +14,7 @@ import pytest
 
 from engine.events import MetricEvent, StateEvent
 from engine.rpc.engine_client import EngineClient, EngineRefused, EngineUnavailable
-from engine.service.connection import CONNECTION_FILE, SOCKET_FILE, read_connection
+from engine.service.connection import CONNECTION_FILE, DIR_ENV, SOCKET_FILE, read_connection
 from engine.service.info import RunMark
 from engine.service.launcher import connect_engine, job_toml_for_engine
 from engine.train.metrics import read_metrics
@@ -102,6 +105,15 @@ def test_a_run_goes_on_without_clients_and_a_late_one_gets_history_then_live(
     assert b.marks() == ["attached", "history_end", "ended"]
     assert [s.state for s in b.items if isinstance(s, StateEvent)][-1] == "finished"
 
+    for command, expect in (
+        ("status", "ended: finished, step 40 of 40"),
+        ("attach", "run folder:"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "engine.cli.main", command], capture_output=True, text=True,
+            timeout=120, env={**os.environ, DIR_ENV: str(folder)},
+        )  # fmt: skip
+        assert out.returncode == 0 and expect in out.stdout, out.stdout + out.stderr
     b.stream.cancel()
     left = time.monotonic()
     assert wait_gone(info.pid, 30)  # no run, no client: it exits after its 2 s idle time
