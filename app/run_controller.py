@@ -61,6 +61,7 @@ class RunController(QObject):
         self._idle = threading.Event()
         self._idle.set()
         self._stop_asked = False
+        self._leaving = False  # the window closed: open no stream any more
         bridge.ended.connect(lambda e: self.ended.emit(e.message))
 
     @property
@@ -79,7 +80,9 @@ class RunController(QObject):
         self.job = job
         self._set_running(True)
         self._stop_asked = False
-        _thread(self._start_main, "orchard-start", job, resume_from)
+        # Not a daemon: an app closed right after Start still gets the run started (or the
+        # stop it asked for sent) before it exits.
+        _thread(self._start_main, "orchard-start", job, resume_from, daemon=False)
         self.started.emit(job)
 
     def stop(self) -> None:
@@ -98,10 +101,8 @@ class RunController(QObject):
 
     def detach(self) -> None:
         """Stop following the run; it goes on in the engine (the window closes, training doesn't)."""
-        with self._lock:
-            stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.cancel()
+        self._leaving = True
+        self._drop_stream()
         self._set_running(False)
 
     def release(self, wait_s: float = 0.0) -> threading.Thread:
@@ -150,15 +151,16 @@ class RunController(QObject):
         except EngineRefused as e:
             self._refused(describe_error(e))
             if e.code == "FAILED_PRECONDITION":  # busy with a run this app did not start:
-                self.detach()  # show that one instead, from its first step
+                self._drop_stream()  # show that one instead, from its first step
                 self._open_stream(client, announce=True)
         except Exception as e:  # noqa: BLE001 - reported to the user, traceback to the log
             log.warning("run did not start", exc_info=True)
             self._refused(describe_error(e))
 
     def _stream_main(self, client: Any, stream: Any, announce: bool) -> None:
-        from engine.rpc.engine_client import EngineUnavailable
+        from engine.rpc.engine_client import EngineRefused, EngineUnavailable
 
+        replay = False
         try:
             for item in stream:
                 if type(item) is RunMark:
@@ -173,12 +175,17 @@ class RunController(QObject):
                 self.bridge.sink(LogEvent("error", message))
                 self.bridge.sink(StateEvent("failed", message))
                 self._end(message)
+        except EngineRefused as e:  # this app fell too far behind (it was frozen): the
+            log.warning("the engine dropped this app's stream: %s", e)  # replay catches up
+            replay = e.code == "RESOURCE_EXHAUSTED"
         except Exception:  # noqa: BLE001 - a stream thread must never die silently
             log.exception("engine stream failed")
         finally:
             with self._lock:
                 if self._stream is stream:
                     self._stream = None
+        if replay:
+            self._open_stream(client, announce=True)
 
     def _on_mark(self, mark: RunMark, announce: bool) -> None:
         run = mark.run
@@ -217,10 +224,16 @@ class RunController(QObject):
 
     def _open_stream(self, client: Any, announce: bool) -> None:
         with self._lock:
-            if self._stream is not None:
+            if self._stream is not None or self._leaving:
                 return
             stream = self._stream = client.watch(self.client_id, history=announce)
         _thread(self._stream_main, "orchard-engine-events", client, stream, announce)
+
+    def _drop_stream(self) -> None:
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.cancel()
 
     def _forget(self, client: Any) -> None:
         with self._lock:

@@ -32,6 +32,14 @@ def settings(tmp_path: Path):
     return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
 
 
+def stop_for_teardown(w) -> None:
+    """Before pytest-qt closes a window: stop its run, so closing it asks no question (the
+    engine folder's teardown ends whatever is still left)."""
+    w.runner.stop()
+    w.runner.join(60)
+    w.runner.detach()
+
+
 @pytest.fixture
 def window(qtbot, settings, tmp_path: Path):
     """The real main window, without Bonjour (tests must not depend on the network)."""
@@ -39,13 +47,10 @@ def window(qtbot, settings, tmp_path: Path):
 
     w = MainWindow(settings, discover=False)
     w.job.set("run", "out_dir", str(tmp_path / "runs"))
-    qtbot.addWidget(w)
+    qtbot.addWidget(w, before_close_func=stop_for_teardown)
     w.show()
     # The first dataset/model reads run in the background; let them land before a test acts.
     qtbot.waitUntil(
         lambda: w.model_page.info is not None and w.dataset_page.view is not None, timeout=30_000
     )
     yield w
-    w.runner.stop()
-    w.runner.join(60)
-    w.runner.detach()  # closing must not ask: the engine folder's teardown ends what is left

@@ -137,3 +137,25 @@ def test_a_killed_app_leaves_the_run_training_and_later_windows_attach(
     assert run.state == "stopped" and step < run.step < STEPS
     assert (Path(run.run_dir) / "checkpoints" / "latest").exists()
     headless.close()
+
+
+def test_closing_during_a_run_asks_and_does_what_was_chosen(window, qtbot, monkeypatch) -> None:
+    """The question and each answer, with the controller's calls recorded (the real run
+    behind each answer is the slow test above)."""
+    from app.run_controller import RunController
+
+    calls: list[str] = []
+    monkeypatch.setattr(RunController, "running", property(lambda self: True))
+    for name in ("stop", "detach", "release"):
+        monkeypatch.setattr(window.runner, name, lambda *a, name=name: calls.append(name))
+
+    offered = answer_close_question(qtbot, None)
+    assert not window.close() and window.isVisible() and calls == []  # Cancel: nothing happens
+    assert set(offered) == {KEEP_TEXT, STOP_TEXT, "Cancel"}
+    answer_close_question(qtbot, KEEP_TEXT)
+    assert window.close() and calls == ["detach"]  # the run trains on, unwatched
+    window.show()
+    calls.clear()
+    answer_close_question(qtbot, STOP_TEXT)
+    assert window.close() and calls == ["stop", "detach"]  # stop with a checkpoint, then go
+    monkeypatch.undo()  # before pytest-qt closes the window again at teardown

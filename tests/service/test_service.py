@@ -30,6 +30,7 @@ class ScriptedRun:
 
     def __call__(self, job, sink, stop, resume_from):
         self.sink, self.stop, self.resume_from = sink, stop, resume_from
+        self.status = "finished"  # unless this run is stopped
         self.launched.set()
         return self
 
