@@ -105,17 +105,14 @@ class RunController(QObject):
         self._drop_stream()
         self._set_running(False)
 
-    def release(self, wait_s: float = 0.0) -> threading.Thread:
+    def release(self) -> None:
         """Detach and tell the engine this app leaves: with no run and no other client, it
         exits now rather than after its idle time. The call runs on a non-daemon thread, so an
-        exiting app still makes it; ``wait_s`` waits that long for it."""
+        exiting app still makes it."""
         self.detach()
         client = self._client
-        t = _thread(self._call, "orchard-release", client.release if client else None,
-                    self.client_id, daemon=False)  # fmt: skip
-        if wait_s:
-            t.join(wait_s)
-        return t
+        if client is not None:
+            _thread(self._call, "orchard-release", client.release, self.client_id, daemon=False)
 
     # worker threads -----------------------------------------------------------------------------
     def _attach_main(self) -> None:
@@ -256,9 +253,7 @@ class RunController(QObject):
         else:
             self._idle.set()
 
-    def _call(self, fn: Callable[..., Any] | None, *args: Any) -> None:
-        if fn is None:
-            return
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
         except Exception as e:  # noqa: BLE001 - the engine may be gone already; nothing to undo

@@ -35,7 +35,8 @@ def _pack(e: MetricEvent) -> tuple:
     return (e.step, e.kind, e.worker, e.time, tuple(e.values), tuple(e.values.values()))
 
 
-def _unpack(t: tuple) -> MetricEvent:
+def unpack(t: tuple) -> MetricEvent:
+    """A metric event from its packed tuple (``RunHistory.snapshot`` hands those out)."""
     step, kind, worker, created, names, values = t
     return MetricEvent(step, dict(zip(names, values, strict=True)), kind, worker, created)
 
@@ -99,13 +100,10 @@ class RunHistory:
     def _drop_after(self, step: int) -> None:
         self._items = [i for i in self._items if type(i) is not tuple or i[0] <= step]
 
-    def events(self) -> list[Event]:
-        """The replay: the events in order, then the last progress."""
-        out: list[Event] = [_unpack(i) if type(i) is tuple else i for i in self._items]  # type: ignore[misc]
+    def snapshot(self) -> list[Event | tuple]:
+        """The replay, cheap enough to take under the service's lock (references only): the
+        events in order, metrics still packed (``unpack``), then the last progress."""
+        out = list(self._items)
         if self.progress is not None:
             out.append(self.progress)
         return out
-
-    def metric_rows(self) -> list[dict[str, Any]]:
-        """The metric events as metrics.jsonl rows (what a replay must match)."""
-        return [_unpack(i).to_json() for i in self._items if type(i) is tuple]

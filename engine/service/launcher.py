@@ -33,6 +33,7 @@ from engine.trust.files import private_dir
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0
+LOG_KEEP_BYTES = 5 * 1024 * 1024  # past this, a new engine starts a fresh log (one old kept)
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -69,7 +70,10 @@ def _spawn(folder: Path, idle_exit_s: float | None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "engine.service", "--dir", str(folder)]
     if idle_exit_s is not None:
         cmd += ["--idle-exit-s", str(idle_exit_s)]
-    with open(folder / LOG_FILE, "ab") as log_file:
+    log_path = folder / LOG_FILE
+    if log_path.is_file() and log_path.stat().st_size > LOG_KEEP_BYTES:
+        log_path.replace(log_path.with_name(LOG_FILE + ".1"))
+    with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, env=env,
             cwd=str(Path.home()), start_new_session=True, close_fds=True,

@@ -152,9 +152,11 @@ class EngineService:
         with self._lock:
             self._refuse_if_closed()
             run = self._run
-            items: list[Event | RunMark] = [RunMark("attached", run.info() if run else None)]
+            items: list[Event | RunMark | tuple] = [
+                RunMark("attached", run.info() if run else None)
+            ]
             if history and run is not None:
-                items += run.history.events()
+                items += run.history.snapshot()
             items.append(RunMark("history_end", run.info() if run else None))
             watcher.extend(items)
             self._watchers.append(watcher)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable
 
 from engine.events import Event
+from engine.service.history import unpack
 from engine.service.info import RunMark
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class Watcher:
 
     def __init__(self, client: str):
         self.client = client
-        self._items: collections.deque[Event | RunMark] = collections.deque()
+        self._items: collections.deque[Event | RunMark | tuple] = collections.deque()
         self._cond = threading.Condition()
         self.closed = False
         self.overflowed = False
@@ -43,7 +44,8 @@ class Watcher:
                 self._items.append(item)
             self._cond.notify()
 
-    def extend(self, items: Iterable[Event | RunMark]) -> None:
+    def extend(self, items: Iterable[Event | RunMark | tuple]) -> None:
+        """Queue a replay; packed metrics (tuples) are unpacked as they are read."""
         with self._cond:
             self._items.extend(items)
             self._cond.notify()
@@ -54,7 +56,8 @@ class Watcher:
             if not self._items and not self.closed:
                 self._cond.wait(timeout)
             n = min(len(self._items), BATCH)
-            return [self._items.popleft() for _ in range(n)]
+            items = [self._items.popleft() for _ in range(n)]
+        return [unpack(i) if type(i) is tuple else i for i in items]  # type: ignore[misc]
 
     def close(self) -> None:
         with self._cond:
