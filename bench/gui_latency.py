@@ -76,8 +76,8 @@ def pump(app: QApplication, until, timeout: float) -> None:
 
 
 def descendant_niceness() -> set[int]:
-    """Nice values of this process's descendants (the workers and their job processes);
-    empty off Linux. Shows the setting reached the workers."""
+    """Nice values of this process's descendants (the engine process, its workers and their
+    job processes); empty off Linux. Shows the setting reached the workers."""
     parent: dict[int, int] = {}
     nice: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -286,7 +286,7 @@ def main() -> int:
             else ""
         )
         print(
-            f"demo run, worker niceness {r['niceness']} (workers seen at nice {r['worker_nice'] or '?'}): "
+            f"demo run, worker niceness {r['niceness']} (engine and workers seen at nice {r['worker_nice'] or '?'}): "
             f"{args.steps} steps in {r['seconds']:.1f}s, load average {r['load']:.1f} on {os.cpu_count()} cores, "
             f"app process {100 * r['app_cpu']:.0f}% of a core"
         )
