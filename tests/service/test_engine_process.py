@@ -82,7 +82,7 @@ def test_a_run_goes_on_without_clients_and_a_late_one_gets_history_then_live(
     assert refused.value.code == "UNAUTHENTICATED"
 
     a = Collector(app, "app", history=False)
-    job = tiny_job(tmp_path / "runs", steps=40, **{"run.batch_size": 2, "dist.workers": 1})
+    job = tiny_job(tmp_path / "runs", steps=24, **{"run.batch_size": 2, "dist.workers": 1})
     app.start_run(job_toml_for_engine(job), client="app")
     with pytest.raises(EngineRefused, match="busy with a run") as busy:
         app.start_run(job_toml_for_engine(job), client="app")
@@ -98,15 +98,15 @@ def test_a_run_goes_on_without_clients_and_a_late_one_gets_history_then_live(
     run_dir = Path(attached.run.run_dir)
     b.until(is_mark("ended"))
     end = next(filter(is_mark("ended"), b.items)).run
-    assert end.state == "finished" and not end.active and end.step == 40
+    assert end.state == "finished" and not end.active and end.step == 24
     rows = read_metrics(run_dir / "metrics.jsonl")
-    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 41))
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 25))
     assert b.metric_rows() == rows  # history, then live: no row lost or repeated at the seam
     assert b.marks() == ["attached", "history_end", "ended"]
     assert [s.state for s in b.items if isinstance(s, StateEvent)][-1] == "finished"
 
     for command, expect in (
-        ("status", "ended: finished, step 40 of 40"),
+        ("status", "ended: finished, step 24 of 24"),
         ("attach", "run folder:"),
     ):
         out = subprocess.run(
