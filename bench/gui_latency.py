@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -271,6 +272,7 @@ def main() -> int:
     beat.timer.stop()
     w.close()  # no run going: the engine process exits at once
     engine_gone(engine_dir)
+    shutil.rmtree(engine_dir, ignore_errors=True)
 
     print(
         f"idle window, no run, {args.idle:.0f}s: gui stall max {idle['stall']:.1f} ms, "
