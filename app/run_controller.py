@@ -27,10 +27,6 @@ from engine.service.info import RunInfo, RunMark
 
 log = logging.getLogger(__name__)
 
-# Preflight seam: a check run on the start thread before the engine is asked to start a run;
-# it returns a message to refuse the run with, or None. The preflight part sets it.
-Preflight = Callable[[JobSpec], "str | None"]
-
 
 def engine_lost_message(folder: Path | None) -> str:
     from engine.service.connection import LOG_FILE, engine_dir
@@ -53,7 +49,6 @@ class RunController(QObject):
         self.folder = folder  # None: the per-user engine folder, looked up on each connect
         self.client_id = f"app-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.job: JobSpec | None = None
-        self.preflight: Preflight | None = None
         self._lock = threading.Lock()
         self._client: Any = None  # EngineClient (grpc is imported off the GUI thread)
         self._stream: Any = None  # WatchStream
@@ -128,10 +123,6 @@ class RunController(QObject):
         from engine.service.launcher import job_toml_for_engine
 
         try:
-            problem = self.preflight(job) if self.preflight is not None else None
-            if problem:
-                self._refused(problem)
-                return
             toml = job_toml_for_engine(job)
             for attempt in (1, 2):
                 client = self._connect(start=True)

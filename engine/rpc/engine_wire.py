@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, fields
 from typing import Any
 
-from engine.events import Event, LogEvent, MetricEvent, ProgressEvent, StateEvent
+from engine.events import (
+    DownloadEvent,
+    Event,
+    LogEvent,
+    MetricEvent,
+    ProgressEvent,
+    ShipEvent,
+    StateEvent,
+)
 from engine.rpc.gen import engine_pb2 as pb
 from engine.service.info import EngineStatus, RunInfo, RunMark
 
 log = logging.getLogger(__name__)
+
+# The transfer events travel field for field (the proto messages mirror the dataclasses).
+DOWNLOAD_FIELDS = tuple(f.name for f in fields(DownloadEvent))
+SHIP_FIELDS = tuple(f.name for f in fields(ShipEvent))
 
 
 def run_to_pb(run: RunInfo) -> pb.RunInfo:
@@ -87,6 +100,10 @@ def event_to_pb(event: Event | RunMark) -> pb.EngineEvent | None:
         return pb.EngineEvent(log=pb.Log(level=e.level, message=e.message, time=e.time))
     if t is RunMark:
         return mark_to_pb(event)  # type: ignore[arg-type]
+    if t is DownloadEvent:
+        return pb.EngineEvent(download=pb.Download(**asdict(event)))  # type: ignore[call-overload]
+    if t is ShipEvent:
+        return pb.EngineEvent(ship=pb.Ship(**asdict(event)))  # type: ignore[call-overload]
     return None
 
 
@@ -107,6 +124,10 @@ def event_from_pb(m: pb.EngineEvent) -> Event | RunMark | None:
         return StateEvent(s.state, s.message, s.run_dir, detail)
     if which == "log":
         return LogEvent(m.log.level, m.log.message, m.log.time)
+    if which == "download":
+        return DownloadEvent(**{f: getattr(m.download, f) for f in DOWNLOAD_FIELDS})
+    if which == "ship":
+        return ShipEvent(**{f: getattr(m.ship, f) for f in SHIP_FIELDS})
     if which == "mark":
         k = m.mark
         return RunMark(k.change, run_from_pb(k.run) if k.has_run else None)

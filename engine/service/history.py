@@ -13,7 +13,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from engine.events import Event, LogEvent, MetricEvent, ProgressEvent, StateEvent
+from engine.events import (
+    DownloadEvent,
+    Event,
+    LogEvent,
+    MetricEvent,
+    ProgressEvent,
+    ShipEvent,
+    StateEvent,
+)
 from engine.train.metrics import METRICS_FILE, read_metrics
 
 log = logging.getLogger(__name__)
@@ -42,11 +50,14 @@ def unpack(t: tuple) -> MetricEvent:
 
 
 class RunHistory:
-    """Every event of one run except progress (only the last one counts), in order."""
+    """Every event of one run, in order, except progress and transfers: of those only the
+    last counts (the last progress; the download's and each worker's last shipment, replayed
+    only while the run is still preparing)."""
 
     def __init__(self) -> None:
         self._items: list[Event | tuple] = []
         self.progress: ProgressEvent | None = None
+        self.transfers: dict[tuple[str, int], DownloadEvent | ShipEvent] = {}
         self.run_dir = ""
         self.state = ""
         self.message = ""
@@ -64,6 +75,12 @@ class RunHistory:
         if t is ProgressEvent:
             self.progress = event  # type: ignore[assignment]
             self.step, self.total_steps = event.step, event.total_steps  # type: ignore[union-attr]
+            return
+        if t is DownloadEvent:
+            self.transfers[("download", 0)] = event  # type: ignore[assignment]
+            return
+        if t is ShipEvent:
+            self.transfers[("ship", event.rank)] = event  # type: ignore[union-attr,assignment]
             return
         if t is StateEvent:
             self._on_state(event)  # type: ignore[arg-type]
@@ -104,6 +121,8 @@ class RunHistory:
         """The replay, cheap enough to take under the service's lock (references only): the
         events in order, metrics still packed (``unpack``), then the last progress."""
         out = list(self._items)
+        if self.state in ("", "preparing"):  # files still on their way: show where they are
+            out += self.transfers.values()
         if self.progress is not None:
             out.append(self.progress)
         return out

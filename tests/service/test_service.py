@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from engine.config import JobSpec
-from engine.events import LogEvent, MetricEvent, ProgressEvent, StateEvent
+from engine.events import (
+    DownloadEvent,
+    LogEvent,
+    MetricEvent,
+    ProgressEvent,
+    ShipEvent,
+    StateEvent,
+)
 from engine.service import watchers
 from engine.service.info import RunMark
 from engine.service.service import BadRequest, EngineBusy, EngineClosing, EngineService
@@ -263,3 +270,25 @@ def test_a_failing_launch_ends_the_run_failed_with_its_reason() -> None:
     assert failed[-1].state == "failed" and "port in use" in failed[-1].message
     assert isinstance(items[-1], RunMark) and items[-1].change == "ended"
     assert items[-1].run.state == "failed" and not items[-1].run.active
+
+
+def test_transfers_replay_while_preparing_and_then_no_more() -> None:
+    run = ScriptedRun()
+    svc = make(run)
+    svc.start(JOB)
+    assert run.launched.wait(5)
+    run.sink(StateEvent("preparing", "starting workers", "/runs/r"))
+    run.sink(DownloadEvent("org/model", "model.safetensors", 5, 10, 0, 1))
+    for sent in (1, 4):
+        run.sink(ShipEvent("127.0.0.1:1", 0, sent, 4, sent // 4, 1))
+    run.sink(ShipEvent("127.0.0.1:2", 1, 0, 0, 0, 0, held_bytes=4, done=True))
+    replay = [i for i in drain(svc.watch("early")) if isinstance(i, (DownloadEvent, ShipEvent))]
+    assert [(type(e).__name__, getattr(e, "sent_bytes", None)) for e in replay] == [
+        ("DownloadEvent", None),
+        ("ShipEvent", 4),
+        ("ShipEvent", 0),
+    ]  # the last of each transfer only
+    run.sink(StateEvent("running", "", "/runs/r", {"start_step": 0, "total_steps": 9}))
+    assert not [i for i in drain(svc.watch("late")) if isinstance(i, (DownloadEvent, ShipEvent))]
+    run.finish.set()
+    assert svc.wait_run(5)

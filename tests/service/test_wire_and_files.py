@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from engine.config import JobSpec
-from engine.events import LogEvent, MetricEvent, ProgressEvent, StateEvent
+from engine.events import (
+    DownloadEvent,
+    LogEvent,
+    MetricEvent,
+    ProgressEvent,
+    ShipEvent,
+    StateEvent,
+)
 from engine.rpc.engine_wire import event_from_pb, event_to_pb, status_from_pb, status_to_pb
 from engine.rpc.gen import engine_pb2 as pb
 from engine.service.connection import (
@@ -42,6 +49,9 @@ RUN = RunInfo("7-1", "/runs/a", "running", True, "[run]\n", 3, 9, "m", "", "app-
         StateEvent("running", "3 steps", "/runs/a", {"start_step": 0, "lost": ["h:1"]}),
         StateEvent("preparing"),
         LogEvent("warning", "worker lost", 15.0),
+        DownloadEvent("org/model", "model.safetensors", 5, 10, 1, 2),
+        DownloadEvent("org/model", "", 10, 10, 2, 2, finished=True),
+        ShipEvent("127.0.0.1:5", 1, 5, 10, 1, 2, 3, "model.safetensors", 2.5e6, False),
         RunMark("attached", None),
         RunMark("ended", RUN),
     ],

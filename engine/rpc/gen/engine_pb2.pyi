@@ -148,6 +148,48 @@ class Log(_message.Message):
     time: float
     def __init__(self, level: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
 
+class Download(_message.Message):
+    __slots__ = ("repo_id", "file", "done_bytes", "total_bytes", "files_done", "files_total", "finished")
+    REPO_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    DONE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    repo_id: str
+    file: str
+    done_bytes: int
+    total_bytes: int
+    files_done: int
+    files_total: int
+    finished: bool
+    def __init__(self, repo_id: _Optional[str] = ..., file: _Optional[str] = ..., done_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class Ship(_message.Message):
+    __slots__ = ("worker", "rank", "sent_bytes", "total_bytes", "files_sent", "files_total", "held_bytes", "file", "rate_bps", "done")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    SENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILES_SENT_FIELD_NUMBER: _ClassVar[int]
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    HELD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    RATE_BPS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    worker: str
+    rank: int
+    sent_bytes: int
+    total_bytes: int
+    files_sent: int
+    files_total: int
+    held_bytes: int
+    file: str
+    rate_bps: float
+    done: bool
+    def __init__(self, worker: _Optional[str] = ..., rank: _Optional[int] = ..., sent_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., files_sent: _Optional[int] = ..., files_total: _Optional[int] = ..., held_bytes: _Optional[int] = ..., file: _Optional[str] = ..., rate_bps: _Optional[float] = ..., done: _Optional[bool] = ...) -> None: ...
+
 class RunMark(_message.Message):
     __slots__ = ("change", "has_run", "run")
     CHANGE_FIELD_NUMBER: _ClassVar[int]
@@ -159,18 +201,22 @@ class RunMark(_message.Message):
     def __init__(self, change: _Optional[str] = ..., has_run: _Optional[bool] = ..., run: _Optional[_Union[RunInfo, _Mapping]] = ...) -> None: ...
 
 class EngineEvent(_message.Message):
-    __slots__ = ("metric", "progress", "state", "log", "mark")
+    __slots__ = ("metric", "progress", "state", "log", "mark", "download", "ship")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     MARK_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_FIELD_NUMBER: _ClassVar[int]
+    SHIP_FIELD_NUMBER: _ClassVar[int]
     metric: Metric
     progress: Progress
     state: State
     log: Log
     mark: RunMark
-    def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., state: _Optional[_Union[State, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., mark: _Optional[_Union[RunMark, _Mapping]] = ...) -> None: ...
+    download: Download
+    ship: Ship
+    def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., state: _Optional[_Union[State, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., mark: _Optional[_Union[RunMark, _Mapping]] = ..., download: _Optional[_Union[Download, _Mapping]] = ..., ship: _Optional[_Union[Ship, _Mapping]] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("events",)
