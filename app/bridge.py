@@ -1,7 +1,7 @@
 """Engine events in, Qt signals out.
 
-The engine calls ``EngineBridge.sink(event)`` from whatever thread it runs on (a training
-thread, a zeroconf thread, a gRPC callback). Events wait in a queue; one queued wake-up
+``EngineBridge.sink(event)`` is called from whatever thread an event arrives on (the
+engine process's Watch stream, a zeroconf thread, a gRPC callback). Events wait in a queue; one queued wake-up
 drains them on the GUI thread, a few milliseconds at a time, and re-emits each as a typed
 signal. So views only ever run on the GUI thread, and a burst of thousands of events costs
 the window a series of short slices instead of one long freeze.
@@ -10,6 +10,10 @@ Metric events wait as plain tuples, not as the dataclasses they arrive as: a fas
 queue 100k of them, and each dataclass is an object Python's cycle collector walks on every
 full pass, with the GIL held (a 700 ms freeze measured on 2 cores). Tuples of numbers and
 strings are untracked by the collector, so a long queue costs it nothing.
+
+Two app-side markers travel the same queue, so they reach the GUI in order with the events
+around them: ``RunAttached`` (the app attached to a run it did not start: reset the Monitor,
+then its history follows) and ``RunEnded`` (the run's thread ended, after its last event).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import collections
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
@@ -31,10 +36,26 @@ from engine.events import (
     ShipEvent,
     StateEvent,
 )
+from engine.service.info import RunInfo
 
 log = logging.getLogger(__name__)
 
 DRAIN_BUDGET_S = 0.008  # GUI time per slice; the rest of the frame stays free for painting
+
+
+@dataclass(frozen=True)
+class RunAttached:
+    """The app attached to a run it did not start (at launch, or one another client began);
+    that run's history (from step 1) follows in the queue."""
+
+    run: RunInfo
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """The run's thread ended (its workers are stopped): "" normally, else why it never ran."""
+
+    message: str = ""
 
 
 class EngineBridge(QObject):
@@ -46,11 +67,13 @@ class EngineBridge(QObject):
     log = Signal(object)  # LogEvent
     peer = Signal(object)  # PeerEvent
     transfer = Signal(object)  # DownloadEvent, ShipEvent (the model on its way to the workers)
+    attached = Signal(object)  # RunAttached
+    ended = Signal(object)  # RunEnded
     _wake = Signal()
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._queue: collections.deque[Event | tuple] = collections.deque()
+        self._queue: collections.deque[Event | RunAttached | RunEnded | tuple] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
@@ -62,9 +85,11 @@ class EngineBridge(QObject):
             PeerEvent: self.peer,
             DownloadEvent: self.transfer,
             ShipEvent: self.transfer,
+            RunAttached: self.attached,
+            RunEnded: self.ended,
         }
 
-    def sink(self, event: Event) -> None:
+    def sink(self, event: Event | RunAttached | RunEnded) -> None:
         """An ``engine.events.EventSink``: safe to call from any thread, never blocks on the GUI."""
         item = _pack(event) if type(event) is MetricEvent else event
         with self._lock:

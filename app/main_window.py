@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.bridge import EngineBridge
+from app.bridge import EngineBridge, RunAttached
+from app.close_question import CANCEL, STOP, ask_close_during_run
 from app.cluster_model import ClusterModel
 from app.discovery_feed import DiscoveryFeed
 from app.gc_pauses import freeze_loaded_objects
@@ -185,11 +186,14 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         self.sidebar.setCurrentRow(0)
         self._update_summary()
-        # Import the runtime (MLX, gRPC) now, off the GUI thread, so pressing Start later does
+        # Import the engine client (gRPC) now, off the GUI thread, so pressing Start later does
         # not make the window wait on the import lock; then keep what is loaded out of the GC.
         run_task(
-            importlib.import_module, "engine.runtime", on_done=lambda _m: freeze_loaded_objects()
+            importlib.import_module,
+            "engine.service.launcher",
+            on_done=lambda _m: freeze_loaded_objects(),
         )
+        self.runner.attach()  # a run going on in the engine process shows on the Monitor
         self.discovery = DiscoveryFeed(self.bridge.sink, self) if discover else None
         if self.discovery is not None:
             self.discovery.failed.connect(lambda m: self.show_message(m, "warning"))
@@ -290,6 +294,7 @@ class MainWindow(QMainWindow):
         self.monitor_page.results_requested.connect(lambda: self.go_to(self.results_page))
         self.runner.started.connect(lambda _job: self._welcome_done())
         self.runner.ended.connect(self._on_run_ended)
+        self.bridge.attached.connect(self._on_attached)
         self.runner.started.connect(lambda _job: self.runs_page.set_busy(True))
         self.runs_page.open_adapter.connect(self._open_from_runs)
         self.runs_page.resume_requested.connect(self.resume_run)
@@ -469,6 +474,21 @@ class MainWindow(QMainWindow):
         if adapter and self.runner.job is not None:
             self.open_adapter(str(adapter), self.runner.job.model.path)
 
+    def _on_attached(self, e: RunAttached) -> None:
+        """A run this window did not start (one that trained while the app was closed): its
+        history follows on the Monitor from step 1, then its live events."""
+        run = e.run
+        total = run.total_steps or (self.runner.job.run.steps if self.runner.job else 1)
+        self.monitor_page.reset(total)
+        self.monitor_page.show_attached(run)
+        if run.active:
+            self.start_button.setEnabled(False)
+            self.runs_page.set_busy(True)
+            self.run_label.setText("Training (attached)")
+            self.go_to(self.monitor_page)
+        else:
+            self.monitor_page.set_running(False)
+
     def _on_run_ended(self, error: str) -> None:
         self.start_button.setEnabled(True)
         self.monitor_page.set_running(False)
@@ -488,10 +508,19 @@ class MainWindow(QMainWindow):
         )
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        choice = ask_close_during_run(self) if self.runner.running else ""
+        if choice == CANCEL:
+            event.ignore()
+            return
         self.settings.set_value("window/geometry", self.saveGeometry())
         self.settings.set_value("job/last", self.job.spec.to_toml())
         self.settings.sync()
         if self.discovery is not None:
             self.discovery.stop()
-        self.runner.stop()
+        if choice == STOP:
+            self.runner.stop()  # the engine checkpoints and stops with no window to watch
+        if self.runner.running:
+            self.runner.detach()  # the run trains on in the engine process
+        else:
+            self.runner.release()  # an idle engine exits now
         super().closeEvent(event)

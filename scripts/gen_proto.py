@@ -1,4 +1,4 @@
-"""Regenerate engine/rpc/gen/ from engine/rpc/orchard.proto (run: `make proto`).
+"""Regenerate engine/rpc/gen/ from engine/rpc/*.proto (run: `make proto`).
 
 The generated files are committed; tests/rpc/test_proto_drift.py fails when they drift."""
 
@@ -14,6 +14,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "engine" / "rpc"
 GEN_DIR = PROTO_DIR / "gen"
+PROTOS = ("orchard.proto", "engine.proto")  # the worker protocol; the engine process's local API
 
 
 def generate(out_dir: Path) -> None:
@@ -27,21 +28,26 @@ def generate(out_dir: Path) -> None:
             f"--python_out={out_dir}",
             f"--pyi_out={out_dir}",
             f"--grpc_python_out={out_dir}",
-            str(PROTO_DIR / "orchard.proto"),
+            *(str(PROTO_DIR / name) for name in PROTOS),
         ]
     )
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
-    grpc_file = out_dir / "orchard_pb2_grpc.py"
-    # grpc_tools writes an absolute import; make it package-relative.
-    text = re.sub(
-        r"^import orchard_pb2 as", "from . import orchard_pb2 as", grpc_file.read_text(), flags=re.M
-    )
-    # The version guard pins the exact grpcio used to generate; any grpcio >= our minimum is fine.
-    text = re.sub(r"GRPC_GENERATED_VERSION = '[^']+'", "GRPC_GENERATED_VERSION = '1.66.0'", text)
-    grpc_file.write_text(text)
+    for name in PROTOS:
+        stem = Path(name).stem
+        grpc_file = out_dir / f"{stem}_pb2_grpc.py"
+        # grpc_tools writes an absolute import; make it package-relative.
+        text = re.sub(
+            rf"^import {stem}_pb2 as", f"from . import {stem}_pb2 as", grpc_file.read_text(),
+            flags=re.M,
+        )  # fmt: skip
+        # The version guard pins the exact grpcio used to generate; any grpcio >= our minimum is fine.
+        text = re.sub(
+            r"GRPC_GENERATED_VERSION = '[^']+'", "GRPC_GENERATED_VERSION = '1.66.0'", text
+        )
+        grpc_file.write_text(text)
     (out_dir / "__init__.py").write_text(
-        '"""Generated from ../orchard.proto by scripts/gen_proto.py."""\n'
+        f'"""Generated from {", ".join("../" + n for n in PROTOS)} by scripts/gen_proto.py."""\n'
     )
 
 

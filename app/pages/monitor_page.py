@@ -27,6 +27,7 @@ from app.widgets.charts import ChartClock, LiveChart
 from app.widgets.page import Page
 from app.widgets.text import ElidedLabel
 from engine.events import LogEvent, MetricEvent, ProgressEvent, StateEvent
+from engine.service.info import RunInfo
 
 LOG_LINES = 5000
 IDLE_TEXT = "No run yet. Press Start training to run the job as configured."
@@ -147,6 +148,15 @@ class MonitorPage(Page):
         self.results_button.hide()
         self.set_running(True)
         self.state_label.set_full_text(STATE_TEXT["preparing"])
+
+    def show_attached(self, run: RunInfo) -> None:
+        """After ``reset``: the run trained in the engine process before this window attached;
+        its history (from step 1) arrives next through the usual slots, then live events."""
+        where = run.run_dir or run.resume_from
+        self.run_dir = where
+        self.append_log(LogEvent("info", f"Attached to the run in {where}: its history, then live"))
+        if not run.active:
+            self.state_label.setText(STATE_TEXT.get(run.state, run.state))
 
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)

@@ -1,5 +1,5 @@
-"""The `orchard` command: app, demo, train, resume, worker, discover, pair, inspect-*, export,
-models, pull.
+"""The `orchard` command: app, demo, train, resume, status, attach, worker, discover, pair,
+inspect-*, export, models, pull.
 
 Each subcommand is a thin adapter from argv to an engine function; imports are lazy so
 `orchard --help` is instant and a missing optional part names itself instead of crashing.
@@ -266,6 +266,18 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return discover_main(timeout_s=args.timeout, watch=args.watch)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from engine.cli.attach_cmd import status_main
+
+    return status_main()
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from engine.cli.attach_cmd import attach_main
+
+    return attach_main(stop=args.stop)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="orchard",
@@ -350,6 +362,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--code", help="the pairing code (asked for when not given)")
 
     plan_cmd.add_parser(add)
+
+    add("status", cmd_status, "the background engine and its run (the app's runs go there)")
+    s = add("attach", cmd_attach, "follow the background engine's run live (Ctrl-C detaches)")
+    s.add_argument("--stop", action="store_true", help="ask it to stop with a checkpoint first")
 
     s = add("discover", cmd_discover, "list Orchard workers on the local network")
     s.add_argument("--timeout", type=float, default=3.0)

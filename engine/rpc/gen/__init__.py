@@ -1,1 +1,1 @@
-"""Generated from ../orchard.proto by scripts/gen_proto.py."""
+"""Generated from ../orchard.proto, ../engine.proto by scripts/gen_proto.py."""
