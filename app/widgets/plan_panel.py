@@ -22,7 +22,8 @@ from app.widgets.tables import fit_height, list_table
 from app.widgets.text import breakable_html, wrapping_label
 from engine.config import AUTO_MODE
 
-COLUMNS = ("Mac", "Share of the batch", "Alone (tokens/s)", "Adds (tokens/s)", "Measured", "")
+COLUMNS = ("Mac", "Share of the batch", "Alone (tokens/s)", "Adds (tokens/s)",
+           "Training rate, link", "")  # fmt: skip
 STYLE = "#plan { background:#f4f8f3; border:1px solid #c8dcc4; border-radius:4px; }"
 SLOW_COLOR = "#c62828"
 LOCAL_NOTE = (
@@ -79,6 +80,20 @@ def choice_text(view: PlanView) -> str:
         text += (f" auto would pick {b.mode}, {compression_words(b.compression)}: "
                  f"{p.best.step_s:.3f}s ({gain:.0%} faster).")  # fmt: skip
     return text
+
+
+def without_lines(view: PlanView) -> list[str]:
+    """What the run would reach without each Mac that slows it (the planner's own figure)."""
+    p = view.plan
+    if p is None:
+        return []
+    lines = []
+    for name in view.slows:
+        without = p.best.tokens_per_s - p.contributions[name]
+        lines.append(f"Without {name}: about {tokens(without)} tokens/s, against "
+                     f"{tokens(p.best.tokens_per_s)} with it: its link or speed costs the "
+                     "others more than its share of the batch gives.")  # fmt: skip
+    return lines
 
 
 def compression_words(codec: str) -> str:
@@ -171,6 +186,7 @@ class PlanPanel(QFrame):
             notes.append(LOCAL_NOTE)
         if slower:
             notes.append(f"Here one process is predicted {1 / view.ratio - 1:.0%} faster.")
+        notes += [html.escape(line) for line in without_lines(view)]
         for name, why in view.unmeasured.items():
             notes.append(f"<b>{html.escape(name)}</b> could not be measured: "
                          f"{breakable_html(why)}. The run measures it again when it starts.")  # fmt: skip
