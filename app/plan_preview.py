@@ -64,6 +64,7 @@ class PlanPreview(QObject):
         self.errors: dict[str, str] = {}  # address -> why its probe failed (until it changes)
         self._running = False
         self._again = False
+        self._measure = 0  # bumped by remeasure: probes of an older round are not kept
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self._timer.timeout.connect(self._start)
         job.changed.connect(self._on_change)
@@ -81,6 +82,7 @@ class PlanPreview(QObject):
         """Forget every probe and plan again (a button: the machines' load changed)."""
         self.probes.clear()
         self.errors.clear()
+        self._measure += 1
         self.active = True
         self._start()
 
@@ -113,13 +115,15 @@ class PlanPreview(QObject):
             t.name for t in targets if t.address not in self.probes and t.address not in self.errors
         ]
         self.busy.emit(f"Measuring {', '.join(todo)}…" if todo else "Planning…")
+        measure = self._measure
         run_task(plan_task, job, targets, dict(self.probes), dict(self.errors), owner=self,
-                 on_done=self._done, on_error=self._failed)  # fmt: skip
+                 on_done=lambda r: self._done(r, measure), on_error=self._failed)  # fmt: skip
 
-    def _done(self, result: tuple[PlanView, dict, dict]) -> None:
+    def _done(self, result: tuple[PlanView, dict, dict], measure: int) -> None:
         view, fresh, failed = result
-        self.probes.update(fresh)
-        self.errors.update(failed)
+        if measure == self._measure:  # else "Measure again" was pressed while this ran
+            self.probes.update(fresh)
+            self.errors.update(failed)
         self._finish(view)
 
     def _failed(self, message: str) -> None:

@@ -39,7 +39,10 @@ def targets_for(job: JobSpec, workers: list[Any]) -> list[Target]:
         local = next(w for w in workers if w.local)
         return [Target(local.name, "local", True, job.dist.workers)]
     names = {w.address: w.name for w in workers}
-    return [Target(names.get(h, h), h) for h in job.dist.hosts]
+    shown = [names.get(h, h) for h in job.dist.hosts]
+    # the plan keys Macs by name: two Macs called alike are told apart by their address
+    return [Target(n if shown.count(n) == 1 else f"{n} ({h})", h)
+            for n, h in zip(shown, job.dist.hosts, strict=True)]  # fmt: skip
 
 
 def probe_target(target: Target) -> Any:
