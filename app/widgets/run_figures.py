@@ -29,7 +29,9 @@ def plan_line(plan: dict[str, Any]) -> str:
         text += f" · predicted {plan['predicted_step_s']:.3g} s a step"
     if "predicted_tokens_per_s" in plan:
         text += f", {plan['predicted_tokens_per_s']:,.0f} tokens/s"
-    if "speedup" in plan:
+    if plan.get("local"):  # each process was probed with the whole machine to itself
+        text += " · local processes share this machine's cores: no Mac was added"
+    elif "speedup" in plan:
         text += f", {plan['speedup']:.2f}× the fastest worker alone"
     slows = plan.get("slows") or []
     if slows:

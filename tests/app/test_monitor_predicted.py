@@ -69,6 +69,9 @@ def test_measured_against_predicted_live(monitor, qtbot) -> None:
     assert "scaling efficiency 87%" in text
     assert "share of the batch: w0 5, w1 3 sequences" in text
 
+    monitor.on_state(StateEvent("running", "", "/tmp/run", {"plan": {**PLAN, "local": True}}))
+    assert "local processes share this machine's cores" in monitor.figures.text()
+    assert "fastest worker alone" not in monitor.figures.text()  # processes are not Macs
     step(monitor, 4, 0.5, 0.5, 0.9, shares=(6.0, 2.0))  # balance re-split the batch
     qtbot.waitUntil(lambda: "w0 6, w1 2" in monitor.figures.text(), timeout=2_000)
     monitor.reset(5)  # a new run: nothing of the last one's figures
