@@ -132,11 +132,8 @@ def make_view(job: JobSpec, targets: list[Target], probes: dict[str, Any],
     except ValueError as e:  # not one Mac has the memory for one sequence
         view.problem = str(e)
         return view
-    if local:
-        single = dataclasses.replace(
-            macs[0], flops=mac.flops, free_memory_bytes=mac.free_memory_bytes
-        )
-        view.machine_alone = alone_tokens_per_s(single, work, costs)
+    if local:  # the whole machine in one process: what more processes are measured against
+        view.machine_alone = alone_tokens_per_s(mac, work, costs)
     view.chosen = chosen_prediction(view.plan, job)
     return view
 

@@ -169,12 +169,13 @@ class PlanPanel(QFrame):
     def show_view(self, view: PlanView) -> None:
         self.view = view
         self.status.setText("")
-        if view.chosen is None:
+        if view.plan is None:
             self.headline.setText(f"No plan: {html.escape(view.problem or 'nothing to plan')}")
             self.choice.hide()
             self.table.hide()
         else:
-            self.headline.setText(html.escape(headline(view)))
+            text = headline(view) or f"No prediction for dist.mode {view.mode} here"
+            self.headline.setText(html.escape(text))
             self.choice.setText(html.escape(choice_text(view)))
             self.choice.show()
             self._fill_table(view)
@@ -196,9 +197,9 @@ class PlanPanel(QFrame):
 
     def _fill_table(self, view: PlanView) -> None:
         p = view.plan
-        assert p is not None and view.chosen is not None
+        assert p is not None
         self.buttons = {}
-        if view.local_processes:  # processes are not Macs: what each adds says nothing
+        if view.local_processes or view.chosen is None:  # processes are not Macs
             self.table.hide()
             return
         addresses = {t.name: t.address for t in view.targets}

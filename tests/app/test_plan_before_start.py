@@ -191,3 +191,19 @@ def test_auto_is_explained_and_recommended(window) -> None:
     assert page.mode_hint.text().startswith(SYNC_EXPLAINED["auto"])
     page.mode.setCurrentIndex(page.mode.findData("ring"))
     assert window.job.spec.dist.mode == "ring" and page.mode_hint.text() == SYNC_EXPLAINED["ring"]
+
+
+def test_a_mode_the_planner_leaves_out_here_is_said_so(qtbot) -> None:
+    from app.widgets.plan_panel import PlanPanel
+
+    job = JobSpec()
+    job.dist.mode = "mlx"  # local processes: auto never picks MLX's ring (it busy-polls)
+    view = make_view(job, [Target("vm", "local", True, 2)],
+                     {"local": ProbeResult(16 * 2**30, 1000.0, 0.1, 1000.0)})  # fmt: skip
+    assert view.plan is not None and view.chosen is None
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.show_view(view)
+    assert panel.headline.text() == "No prediction for dist.mode mlx here"
+    assert panel.choice.text().startswith("mlx (set by the job) is not planned for local processes")
+    assert panel.table.isHidden() and panel.one_button.isHidden()
