@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
         self.dataset_page = DatasetPage(self.job, self.settings)
         self.model_page = ModelPage(self.job, self.cluster, self.settings)
         self.training_page = TrainingPage(self.job, self.settings)
+        self.training_page.attach_plan(self.cluster_page.plan)  # one plan, shown on both pages
         self.monitor_page = MonitorPage()
         self.results_page = ResultsPage()
         self.runs_page = RunsPage(self.job)

@@ -96,6 +96,8 @@ def main() -> int:
     w.dataset_page.record_list.setCurrentRow(1)
     shot(w.dataset_page, "2-dataset")
     shot(w.model_page, "3-model")
+    w.go_to(w.training_page)  # opening it measures this machine and plans the run
+    wait_until(app, lambda: w.training_page.plan_panel.view is not None, 120, "the plan")
     shot(w.training_page, "4-training")
 
     w.start_run()  # the preflight checks the job on the pool, then the run starts

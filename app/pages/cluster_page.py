@@ -20,10 +20,13 @@ from app.cluster_model import ClusterModel, Worker
 from app.job_model import JobModel
 from app.local_probe import describe_probe, probe_this_machine
 from app.pairing import pair
+from app.plan_preview import PlanPreview
+from app.plan_view import PlanView
 from app.remote_probe import probe_paired_worker
 from app.tasks import run_task
 from app.widgets.controls import NumberControl
 from app.widgets.page import Page, group, hint
+from app.widgets.plan_panel import short_line
 from app.widgets.tables import fit_height, list_table
 from app.widgets.text import wrapping_label
 
@@ -37,6 +40,10 @@ PROBE_REMOTE_HELP = (
 )
 PROBE_UNPAIRED = "Pair with this Mac first; Probe then measures it over the paired channel"
 PAIR_HELP = "Pair with the selected Mac using the code its `orchard worker` shows"
+PLAN_HELP = (
+    "Measure the Macs ticked for this run (or this machine) and predict what they do together: "
+    "tokens/s, the sync mode auto picks, and any Mac that would slow the run"
+)
 
 
 NO_PEERS_BROWSING = (
@@ -84,6 +91,7 @@ class ClusterPage(Page):
         self.job, self.cluster = job, cluster
         self._pairing = False
         self._probing = False
+        self.plan = PlanPreview(job, cluster, self)  # the Training page shows it in full
 
         box, form = group("This machine")
         facts = cluster.local.raw
@@ -131,8 +139,17 @@ class ClusterPage(Page):
         for b in (self.pair_button, self.probe_button, self.remove_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        self.plan_button = QPushButton("Plan")
+        self.plan_button.setToolTip(PLAN_HELP)
+        self.plan_button.clicked.connect(lambda: self.plan.activate())
+        buttons.addWidget(self.plan_button)
         form.addRow(buttons)
+        self.plan_line = wrapping_label(short_line(None))
+        self.plan_line.setTextFormat(Qt.TextFormat.PlainText)
+        form.addRow(self.plan_line)
         self.body.addWidget(box)
+        self.plan.planned.connect(self._show_plan)
+        self.plan.busy.connect(lambda text: self.plan_line.setText(f"Plan: {text}"))
 
         box, form = group("Add a worker by address")
         add_row = QHBoxLayout()
@@ -320,7 +337,12 @@ class ClusterPage(Page):
             on_error=lambda m: self._probe_done(f"Probe of {w.name} failed: {m}", "error"),
         )
 
+    def _show_plan(self, view: PlanView) -> None:
+        self.plan_line.setText(short_line(view))
+        self.plan_line.setStyleSheet("color:#c62828;" if view.slows else "")
+
     def _probed(self, w: Worker, result: object) -> None:
+        self.plan.add_probe("local" if w.local else w.address, result)
         if not w.local:
             self.cluster.mark_paired(w.id)  # the paired channel worked
         else:

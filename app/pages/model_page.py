@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -29,10 +30,11 @@ from app.widgets.memory_table import MemoryTable
 from app.widgets.page import Page, group, hint
 from app.widgets.text import breakable_html, wrapping_label
 from app.widgets.wheel import guard_wheel
-from engine.config import DEMO_MODEL
+from engine.config import DEMO_MODEL, JobSpec
 from engine.model.hub import inspect_remote
 from engine.model.inspect import ModelInfo, inspect_model
 from engine.model.load import looks_like_local_path, resolve_model_dir
+from engine.preflight import PreflightResult, preflight
 
 DEMO_NOTE = (
     "<b>Demo model:</b> a tiny 260K-parameter TinyStories model bundled with Orchard so you can "
@@ -204,6 +206,8 @@ class ModelPage(Page):
         self.body.addWidget(box)
         self.body.addStretch(1)
 
+        self._checking_fit = False  # a preflight for the memory table is running
+        self._check_fit_again = False  # the settings changed while it ran
         self._estimate_timer = QTimer(self, singleShot=True, interval=150)
         self._estimate_timer.timeout.connect(self.update_estimate)
         self.use_demo.toggled.connect(lambda on: on and self._set_model(DEMO_MODEL))
@@ -394,8 +398,44 @@ class ModelPage(Page):
         if section in ("model", "lora", "run", "dist", "data"):
             self._estimate_timer.start()
 
-    # memory -------------------------------------------------------------------------------------
+    # memory: what Start's preflight says, per machine (off the GUI thread) ------------------------
     def update_estimate(self) -> None:
-        self.memory.show_estimate(
-            self.info, self.job.spec, self.cluster.rows(), self.memory_hint, self.trainable
-        )
+        """Ask the preflight (engine/preflight.py, the one Start runs: the data's real width,
+        each machine's memory) on a pool thread; one check at a time, the newest shown."""
+        if self.info is None:
+            self.memory.show_estimate(None, self.job.spec, [], self.memory_hint, self.trainable)
+            return
+        if self._checking_fit:
+            self._check_fit_again = True
+            return
+        self._checking_fit, self._check_fit_again = True, False
+        job, info = copy.deepcopy(self.job.spec), self.info
+        hosts = {w.address: w.memory_bytes for w in self.cluster.remote() if w.memory_bytes}
+        local = self.cluster.local.memory_bytes or None  # as Start passes them (main_window)
+        names = {"this machine": self.cluster.local.name}
+        names.update({w.address: w.name for w in self.cluster.remote()})
+        run_task(preflight, job, host_memory=hosts, local_memory=local, owner=self,
+                 on_done=lambda r: self._fit_checked(job, info, names, r),
+                 on_error=lambda m: self._fit_checked(job, info, names, None, m))  # fmt: skip
+
+    def _fit_checked(self, job: JobSpec, info: ModelInfo, names: dict[str, str],
+                     result: PreflightResult | None, error: str = "") -> None:  # fmt: skip
+        self._checking_fit = False
+        if self._check_fit_again or info is not self.info:  # settings moved on: check again
+            self.update_estimate()
+            return
+        if result is not None and result.fits:
+            self.memory.show_fits(result, info, names, self.memory_hint, self.trainable)
+            return
+        # the preflight could not size the run (the dataset or model does not read yet):
+        # the estimate at max_seq_len, saying why it is not Start's figure
+        self.memory.show_estimate(info, job, self.cluster.rows(), self.memory_hint, self.trainable)
+        why = error
+        if result is not None and result.refusals:
+            first = result.refusals[0]
+            why = f"{first.kind}: {first.message.splitlines()[0]}"
+        elif result is not None and result.notes:
+            why = result.notes[0]
+        if why:
+            self.memory_hint.setText(self.memory_hint.text() + "<br>Start's own check cannot "
+                                     f"size it yet: {breakable_html(why)}")  # fmt: skip

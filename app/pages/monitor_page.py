@@ -2,6 +2,9 @@
 
 Charts take live events (``on_metric``) and a run's earlier rows (``load_history``: rows as
 metrics.jsonl holds them), so a resumed or re-attached run shows its whole curve.
+Measured against predicted: the step-time chart draws the planner's ``predicted_step_s``
+(dist.mode auto) dashed beside the measured step, and a line of figures above the charts
+says the plan, the latest step against it, the scaling efficiency and each worker's share.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (
     QGridLayout,
@@ -25,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from app.widgets.charts import ChartClock, LiveChart
 from app.widgets.page import Page
+from app.widgets.run_figures import RunFigures
 from app.widgets.text import ElidedLabel
 from engine.events import LogEvent, MetricEvent, ProgressEvent, StateEvent
 from engine.service.info import RunInfo
@@ -37,6 +41,8 @@ TRAIN_SERIES = (  # metrics key, chart attribute, series
     ("learning_rate", "lr", "lr"),
     ("tokens_per_s", "speed", "tokens/s"),
     ("grad_norm", "grad", "grad norm"),
+    ("step_time_s", "steps", "measured"),
+    ("predicted_step_s", "steps", "predicted"),
 )
 STATE_TEXT = {
     "preparing": "Preparing",
@@ -93,6 +99,8 @@ class MonitorPage(Page):
         bar.addWidget(self.progress, 1)
         bar.addWidget(self.eta)
         self.body.addLayout(bar)
+        self.figures = RunFigures()
+        self.body.addWidget(self.figures)
 
         self.loss = LiveChart("Loss", "loss")
         self.loss.add_series("train", "#2e7d32")
@@ -104,13 +112,17 @@ class MonitorPage(Page):
         self.grad = LiveChart("Gradient norm", legend=False)
         self.grad.add_series("grad norm", "#6a1b9a")
         self.workers = LiveChart("Step time per worker", "seconds")
-        self.charts = [self.loss, self.lr, self.speed, self.grad, self.workers]
+        self.steps = LiveChart("Step time: measured and predicted", "seconds")
+        self.steps.add_series("measured", "#ef6c00")
+        self.steps.add_series("predicted", "#1565c0", dash=True)
+        self.charts = [self.loss, self.steps, self.lr, self.speed, self.grad, self.workers]
         self.clock = ChartClock(self.charts, parent=self)
 
         grid_host = QWidget()
         grid = QGridLayout(grid_host)
         grid.setContentsMargins(0, 0, 0, 0)
-        grid.addWidget(self.loss, 0, 0, 1, 2)
+        grid.addWidget(self.loss, 0, 0)
+        grid.addWidget(self.steps, 0, 1)
         grid.addWidget(self.workers, 0, 2)
         grid.addWidget(self.lr, 1, 0)
         grid.addWidget(self.speed, 1, 1)
@@ -130,6 +142,8 @@ class MonitorPage(Page):
         self.start_step: int | None = None  # where this run (or its resume) began
         self._elapsed: float | None = None
         self._last_message = ""  # the last line logged: a StateEvent may repeat a LogEvent
+        self._figures_timer = QTimer(self, singleShot=True, interval=200)  # not per event
+        self._figures_timer.timeout.connect(self.figures.refresh)
 
     # event slots (GUI thread) ---------------------------------------------------------------
     def reset(self, total_steps: int) -> None:
@@ -145,6 +159,7 @@ class MonitorPage(Page):
         self.start_step = None
         self._elapsed = None
         self._last_message = ""
+        self.figures.clear()
         self.results_button.hide()
         self.set_running(True)
         self.state_label.set_full_text(STATE_TEXT["preparing"])
@@ -184,11 +199,17 @@ class MonitorPage(Page):
     def on_metric(self, e: MetricEvent) -> None:
         for chart, series, y in self._points(e.kind, e.worker, e.values):
             chart.append(series, e.step, y)
+        if (
+            self.figures.take(e.step, e.kind, e.worker, e.values)
+            and not self._figures_timer.isActive()
+        ):
+            self._figures_timer.start()
 
     def load_history(self, rows: Iterable[dict[str, Any]]) -> None:
         """Plot a run's earlier rows (as metrics.jsonl holds them) in front of the live points.
 
         Rows past the step a resume starts from are left out: the run redoes those steps."""
+        rows = list(rows)
         series: dict[tuple[int, str], tuple[LiveChart, list[float], list[float]]] = {}
         for row in sorted(rows, key=lambda r: int(r.get("step", 0))):
             step = int(row.get("step", 0))
@@ -202,6 +223,11 @@ class MonitorPage(Page):
                 ys.append(float(y))
         for (_, name), (chart, xs, ys) in series.items():
             chart.put_history(name, xs, ys)
+        for row in sorted(rows, key=lambda r: int(r.get("step", 0)))[-64:]:  # the newest figures
+            if self.start_step is None or int(row.get("step", 0)) <= self.start_step:
+                self.figures.take(int(row.get("step", 0)), str(row.get("kind", "train")),
+                                  row.get("worker"), row, history=True)  # fmt: skip
+        self.figures.refresh()
 
     def on_progress(self, e: ProgressEvent) -> None:
         self.progress.setRange(0, max(e.total_steps, 1))
@@ -224,6 +250,8 @@ class MonitorPage(Page):
             self.progress.setValue(self.start_step)
             for chart in self.charts:  # a resume redoes the steps past its checkpoint
                 chart.drop_after(self.start_step)
+        if e.state == "running" and isinstance(e.detail.get("plan"), dict):
+            self.figures.set_plan(e.detail["plan"])
         if e.state in ENDED:
             self.set_running(False)
             took = "took" if e.state == "finished" else "ran for"

@@ -1,5 +1,6 @@
 """Training: optimizer, schedule, batch, precision, sync mode, the runs folder; open/save the
-job as TOML. Why Start refused a run shows here too, with a button per fix that fits."""
+job as TOML. Why Start refused a run shows here too, with a button per fix that fits, and
+the plan for the chosen Macs (app/plan_preview.py) above it all: what Start would get."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QFileDialog,
@@ -22,17 +24,22 @@ from PySide6.QtWidgets import (
 
 from app.job_model import JobModel
 from app.job_model import meta as meta_help
+from app.plan_preview import PlanPreview
+from app.plan_view import PlanView
 from app.settings import AppSettings
 from app.tasks import run_task
 from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
 from app.widgets.page import Page, group, hint
+from app.widgets.plan_panel import PlanPanel
 from app.widgets.preflight_panel import PreflightPanel
-from engine.config import JobSpec
+from engine.config import AUTO_MODE, JobSpec
 from engine.optim.schedule import make_schedule
 from engine.preflight import PreflightResult, Suggestion
 from engine.train.trainer import total_steps_for
 
 SYNC_EXPLAINED = {
+    AUTO_MODE: "The planner measures the chosen Macs and their links and picks the mode, wire "
+    "compression and accumulation it predicts fastest; the plan above says which and why.",
     "all-reduce": "Every worker gets the summed gradient and runs its own AdamW. Simple and robust.",
     "reduce-scatter": "ZeRO-1: each worker owns a shard of the optimizer state, then an all-gather "
     "shares the new weights. Less memory per worker.",
@@ -42,6 +49,7 @@ SYNC_EXPLAINED = {
     "mlx": "MLX's own mx.distributed backend (ring or JACCL over Thunderbolt) where available.",
 }
 PREVIEW_POINTS = 200
+AUTO_LABEL = "auto (recommended)"
 
 
 class TrainingPage(Page):
@@ -61,6 +69,11 @@ class TrainingPage(Page):
         self.preflight = PreflightPanel()
         self.preflight.apply_requested.connect(self.apply_suggestion)
         self.body.addWidget(self.preflight)
+        self.plan_panel = PlanPanel()
+        self.plan_panel.leave_out.connect(self.leave_out)
+        self.plan_panel.one_process.connect(lambda: self.job.set("dist", "workers", 1))
+        self.body.addWidget(self.plan_panel)
+        self.plan_preview: PlanPreview | None = None
 
         files = QHBoxLayout()
         self.open_button = QPushButton("Open job…")
@@ -138,7 +151,7 @@ class TrainingPage(Page):
         self.body.addWidget(box)
 
         box, form = group("Distributed")
-        self.mode = ChoiceControl(job, "dist", "mode")
+        self.mode = ChoiceControl(job, "dist", "mode", {AUTO_MODE: AUTO_LABEL})
         self.mode_hint = hint()
         form.addRow("Sync mode", self.mode)
         form.addRow("", self.mode_hint)
@@ -182,7 +195,7 @@ class TrainingPage(Page):
         self.by_steps.setChecked(not by_epochs)
         self.steps.setEnabled(not by_epochs)
         self.epochs.setEnabled(by_epochs)
-        self.mode_hint.setText(SYNC_EXPLAINED.get(self.job.spec.dist.mode, ""))
+        self._explain_mode()
         self._draw_schedule()
 
     def _on_change(self, section: str, name: str) -> None:
@@ -190,6 +203,50 @@ class TrainingPage(Page):
             self.runs_folder.setText(self.job.spec.run.out_dir)
         if section in ("optim", "run", "dist"):
             self.refresh()
+
+    # the plan before Start ---------------------------------------------------------------------
+    def attach_plan(self, preview: PlanPreview) -> None:
+        """Show ``preview``'s plans here; it starts measuring when this page is first shown."""
+        self.plan_preview = preview
+        preview.planned.connect(self.show_plan)
+        preview.busy.connect(self.plan_panel.set_busy)
+        self.plan_panel.remeasure.connect(preview.remeasure)
+        if preview.view is not None:
+            self.show_plan(preview.view)
+        if self.isVisible():
+            preview.activate()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if self.plan_preview is not None:
+            self.plan_preview.activate()
+
+    def show_plan(self, view: PlanView) -> None:
+        self.plan_panel.show_view(view)
+        self._explain_mode()
+
+    def leave_out(self, address: str) -> None:
+        """Untick a Mac from the run's workers (the Cluster page shows it unticked)."""
+        self.job.set("dist", "hosts", [h for h in self.job.spec.dist.hosts if h != address])
+
+    def _explain_mode(self) -> None:
+        """The mode's hint; for auto, the concrete pick once planned (also in the choice)."""
+        mode = self.job.spec.dist.mode
+        view = self.plan_preview.view if self.plan_preview is not None else None
+        plan = view.plan if view is not None else None
+        pick = ""
+        if plan is not None and len(plan.macs) > 1:
+            c = plan.best.choice
+            codec = "" if c.compression == "none" else f", {c.compression} on the wire"
+            pick = f"{c.mode}{codec}, grad_accum {c.grad_accum}"
+        index = self.mode.findData(AUTO_MODE)
+        self.mode.setItemText(index, f"{AUTO_LABEL}: {pick}" if pick else AUTO_LABEL)
+        text = SYNC_EXPLAINED.get(mode, "")
+        if mode == AUTO_MODE and pick:
+            text += f" Planned now: {pick}."
+        elif mode == AUTO_MODE and plan is not None:
+            text += " Planned now: one worker, nothing to synchronise."
+        self.mode_hint.setText(text)
 
     # the runs folder: the app's own (remembered); a job file may name another full path ----
     def _adopt_runs_folder(self, initial: bool = False) -> None:

@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QPen
 
 REDRAW_MS = 100
 FAST_DRAW_POINTS = 2000  # above this, thin non-antialiased lines: raster drawPath cost explodes
@@ -88,18 +89,24 @@ class LiveChart(pg.PlotWidget):
         self.symbols: dict[str, str | None] = {}
         self.dotted: set[str] = set()  # series of one point, shown as a dot (a line needs two)
         self.fast: set[str] = set()  # series drawn thin and aliased (long runs)
+        self.dashed: set[str] = set()
         self.dirty: set[str] = set()
         self.last_append: dict[str, float] = {}  # monotonic time of the newest undrawn point
 
-    def add_series(self, name: str, color: str | None = None, symbol: str | None = None) -> None:
+    def add_series(
+        self, name: str, color: str | None = None, symbol: str | None = None, dash: bool = False
+    ) -> None:
+        """``dash``: a dashed line (a prediction beside a measurement)."""
         if name in self.series:
             return
         color = color or PALETTE[len(self.series) % len(PALETTE)]
+        if dash:
+            self.dashed.add(name)
         item = self.plot(
             [],
             [],
             name=name,
-            pen=pg.mkPen(color, width=2),
+            pen=self._pen(name, color, 2),
             skipFiniteCheck=True,
             symbol=symbol,
             symbolSize=6,
@@ -111,6 +118,12 @@ class LiveChart(pg.PlotWidget):
         self.series[name] = (SeriesBuffer(), item)
         self.colors[name] = color
         self.symbols[name] = symbol
+
+    def _pen(self, name: str, color: str, width: int) -> QPen:
+        dash = name in self.dashed
+        return pg.mkPen(
+            color, width=width, style=Qt.PenStyle.DashLine if dash else Qt.PenStyle.SolidLine
+        )
 
     def append(self, name: str, x: float, y: float) -> None:
         if name not in self.series:
@@ -142,7 +155,7 @@ class LiveChart(pg.PlotWidget):
         for name, (buffer, item) in self.series.items():
             buffer.clear()
             if name in self.fast:
-                item.setPen(pg.mkPen(self.colors[name], width=2))
+                item.setPen(self._pen(name, self.colors[name], 2))
                 item.setData([], [], antialias=True)
             else:
                 item.setData([], [])
@@ -167,7 +180,7 @@ class LiveChart(pg.PlotWidget):
                 item.setSymbol("o" if buffer.n == 1 else self.symbols[name])
             if buffer.n > FAST_DRAW_POINTS and name not in self.fast:
                 self.fast.add(name)  # once: style changes make pyqtgraph rebuild the item
-                item.setPen(pg.mkPen(self.colors[name], width=1))
+                item.setPen(self._pen(name, self.colors[name], 1))
                 item.setSymbol(None)
                 item.setData(*buffer.view(), antialias=False)
             else:

@@ -302,7 +302,10 @@ class Coordinator:
         """dist.mode auto: the plan as plain data, for the app's "measured against predicted"."""
         from engine.plan.resolve import plan_details
 
-        return {"plan": plan_details(self.tracker.plan)} if self.tracker is not None else {}
+        if self.tracker is None or self.cluster is None:
+            return {}
+        # local: processes of this one machine (their speedup is not that of added Macs)
+        return {"plan": {**plan_details(self.tracker.plan), "local": not self.cluster.remote}}
 
     def _setup_group(self) -> list:
         """SetupJob on every worker with the current ranks (and MLX's hostfile)."""

@@ -56,8 +56,9 @@ def test_peer_events_from_a_thread_update_the_table(window, qtbot) -> None:
     # Ticking "Use" puts it in the job; the memory table then shows that Mac.
     page.table.item(1, 0).setCheckState(Qt.CheckState.Checked)
     assert window.job.spec.dist.hosts == ["10.0.0.5:50051"]
-    window.model_page.update_estimate()
-    assert window.model_page.memory.item(0, 0).text() == "studio"
+    window.model_page.update_estimate()  # the preflight's fits, from a pool thread
+    memory = window.model_page.memory
+    qtbot.waitUntil(lambda: memory.item(0, 0) is not None and memory.item(0, 0).text() == "studio")
     assert page.table.item(0, 0).checkState() == Qt.CheckState.Unchecked  # local processes not used
 
     with qtbot.waitSignal(window.cluster.changed, timeout=5_000):

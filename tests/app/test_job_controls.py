@@ -98,7 +98,8 @@ def test_epochs_mode_switches_length_controls(window) -> None:
 
 def test_qlora_and_rank_change_the_memory_estimate(window, qtbot) -> None:
     table = window.model_page.memory
-    window.model_page.update_estimate()
+    window.model_page.update_estimate()  # the preflight's fits arrive from a pool thread
+    qtbot.waitUntil(lambda: table.item(0, 2) is not None, timeout=30_000)
     before = table.item(0, 2).text()
     window.job.set("model", "quantize", True)
     window.job.set("lora", "rank", 64)

@@ -70,6 +70,11 @@ def test_a_new_users_first_session(first_launch, qtbot) -> None:
     type_into(qtbot, window, fields[("data", "max_seq_len")], "64")
     spec = window.job.spec
     assert (spec.run.steps, spec.run.batch_size, spec.data.max_seq_len) == (STEPS, 2, 64)
+    # The Training page measured this machine and planned the run: two local processes,
+    # said plainly to be one machine's cores, not two Macs.
+    plan = window.training_page.plan_panel
+    qtbot.waitUntil(lambda: plan.view is not None and plan.view.plan is not None, timeout=60_000)
+    assert plan.headline.text().startswith("2 local processes on this machine: ")
 
     # Start from the welcome; the Monitor follows the run to its end.
     click_sidebar(window, "Cluster")
@@ -86,6 +91,12 @@ def test_a_new_users_first_session(first_launch, qtbot) -> None:
     assert monitor.loss.point_count("validation") == 2  # steps 2 and 3 (the last)
     assert monitor.lr.point_count("lr") == monitor.speed.point_count("tokens/s") == STEPS
     assert {"w0 compute", "w1 compute", "w0 comm", "w1 comm"} <= set(monitor.workers.series)
+    # dist.mode auto: the coordinator's plan, measured against predicted, step by step
+    assert monitor.steps.point_count("measured") == monitor.steps.point_count("predicted") == STEPS
+    assert monitor.figures.text().startswith("Plan (auto): ")
+    assert (
+        "s predicted (" in monitor.figures.text() and "scaling efficiency" in monitor.figures.text()
+    )
     assert monitor.progress.value() == monitor.progress.maximum() == STEPS
     assert "ETA" not in monitor.eta.text()
     qtbot.waitUntil(window.start_button.isEnabled, timeout=60_000)

@@ -37,6 +37,7 @@ def test_auto_resolves_before_setup_and_reports_measured_against_predicted(tmp_p
     running = [e for e in events if isinstance(e, StateEvent) and e.state == "running"]
     plan = running[0].detail["plan"]
     assert plan["predicted_step_s"] > 0 and len(plan["shares"]) == 2 and plan["reason"]
+    assert plan["local"] is True  # the app says so: processes of one machine, not two Macs
     saved = JobSpec.load(result.run_dir / "job.toml")
     assert saved.dist.mode in SYNC_MODES and saved.dist.mode != "mlx"  # local: no MLX ring
     assert saved.dist.mode in chose[0]

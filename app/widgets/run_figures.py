@@ -1,0 +1,114 @@
+"""Measured against predicted, in words: the plan a run started with (the first "running"
+StateEvent's ``plan``), the latest step's measured and predicted time, the scaling efficiency,
+and each worker's share of the batch (``share`` in worker rows, when the run balances the
+batch by speed; else each worker's tokens). Absent figures are left out, never invented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QSizePolicy
+
+NO_PREDICTION = "no prediction (the planner predicts dist.mode auto runs of 2 or more workers)"
+EFFICIENCY_HELP = (
+    "Scaling efficiency: measured tokens/s over the sum of each worker's tokens/s alone "
+    "(100%: every worker fully used, synchronisation free)."
+)
+
+
+def codec_words(codec: str) -> str:
+    return "exact fp32 gradients" if codec in ("", "none") else f"{codec} gradients"
+
+
+def plan_line(plan: dict[str, Any]) -> str:
+    """The plan the coordinator made (engine.plan.resolve.plan_details)."""
+    text = (f"Plan (auto): {plan.get('mode', '?')}, {codec_words(str(plan.get('compression', '')))}, "
+            f"grad_accum {plan.get('grad_accum', '?')}")  # fmt: skip
+    if "predicted_step_s" in plan:
+        text += f" · predicted {plan['predicted_step_s']:.3g} s a step"
+    if "predicted_tokens_per_s" in plan:
+        text += f", {plan['predicted_tokens_per_s']:,.0f} tokens/s"
+    if plan.get("local"):  # each process was probed with the whole machine to itself
+        text += " · local processes share this machine's cores: no Mac was added"
+    elif "speedup" in plan:
+        text += f", {plan['speedup']:.2f}× the fastest worker alone"
+    slows = plan.get("slows") or []
+    if slows:
+        text += f" · {', '.join(map(str, slows))} would slow it"
+    return text
+
+
+class RunFigures(QLabel):
+    """Two lines above the Monitor's charts; hidden until a run has a figure to show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setWordWrap(True)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setStyleSheet("color:#333; padding:2px 0;")
+        self.setToolTip(EFFICIENCY_HELP)
+        self.clear()
+
+    def clear(self) -> None:
+        self.plan: dict[str, Any] | None = None
+        self.step = 0
+        self.train: dict[str, float] = {}
+        self.shares: dict[int, float] = {}  # worker -> sequences of the batch (balance)
+        self.tokens: dict[int, float] = {}  # worker -> tokens this step
+        self.setText("")
+        self.hide()
+
+    def set_plan(self, plan: dict[str, Any]) -> None:
+        self.plan = dict(plan)
+        self.refresh()
+
+    def take(self, step: int, kind: str, worker: Any, values: dict[str, Any],
+             history: bool = False) -> bool:  # fmt: skip
+        """One metrics row; True when it changed what is shown."""
+        if kind == "train" and "step_time_s" in values:
+            if step < self.step and not history:
+                return False
+            if step != self.step:  # a new step: the last step's split is over
+                self.shares, self.tokens = {}, {}
+            self.step = step
+            self.train = {k: float(values[k]) for k in
+                          ("step_time_s", "predicted_step_s", "scaling_efficiency") if k in values}  # fmt: skip
+            return True
+        if kind == "worker" and worker is not None:
+            w = int(worker)
+            if "share" in values:
+                self.shares[w] = float(values["share"])
+            if "tokens" in values:
+                self.tokens[w] = float(values["tokens"])
+            return True
+        return False
+
+    def live_line(self) -> str:
+        t = self.train
+        if not t:
+            return ""
+        parts = [f"Step {self.step}: {t['step_time_s']:.3g} s measured"]
+        if "predicted_step_s" in t:
+            off = t["step_time_s"] / t["predicted_step_s"] - 1 if t["predicted_step_s"] else 0.0
+            parts[0] += f", {t['predicted_step_s']:.3g} s predicted ({off:+.0%})"
+        elif self.plan is None:
+            parts.append(NO_PREDICTION)
+        if "scaling_efficiency" in t:
+            parts.append(f"scaling efficiency {t['scaling_efficiency']:.0%}")
+        if self.shares:
+            split = ", ".join(f"w{w} {self.shares[w]:.0f}" for w in sorted(self.shares))
+            parts.append(f"share of the batch: {split} sequences")
+        elif len(self.tokens) > 1:
+            total = sum(self.tokens.values()) or 1.0
+            split = ", ".join(f"w{w} {self.tokens[w] / total:.0%}" for w in sorted(self.tokens))
+            parts.append(f"tokens per worker: {split}")
+        return " · ".join(parts)
+
+    def refresh(self) -> None:
+        lines = [plan_line(self.plan)] if self.plan else []
+        if live := self.live_line():
+            lines.append(live)
+        self.setText("\n".join(lines))
+        self.setVisible(bool(lines))
