@@ -1,0 +1,84 @@
+"""Load balancing on real workers: a wrong claim of speed is corrected from measured step
+times (the re-split is logged and its shares are in each step's metrics), and a resume from a
+checkpoint taken before that re-split repeats the run's steps with the same splits.
+
+(Every sync mode on a deliberately uneven split, against one worker's curve, is in
+test_distributed_matches_single.py.)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.config import JobSpec
+from engine.events import LogEvent
+from engine.runtime import start_run
+from engine.train.checkpoint import checkpoint_dir, list_checkpoints
+from engine.train.metrics import read_metrics
+from engine.train.run_dir import JOB_FILE
+from tests.runtime.helpers import tiny_job
+from tests.runtime.resume_helpers import RUN_WAIT_S, max_rel_diff, train_column, worker_pool
+
+pytestmark = pytest.mark.slow
+STEPS, EVERY = 10, 2
+
+
+def shares_by_step(run_dir: Path) -> dict[int, tuple[int, ...]]:
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "worker"]
+    out: dict[int, dict[int, int]] = {}
+    for r in rows:
+        out.setdefault(r["step"], {})[r["worker"]] = int(r["share"])
+    return {s: tuple(v[k] for k in sorted(v)) for s, v in sorted(out.items())}
+
+
+def run(job: JobSpec, data_dir: Path, resume_from: Path | None = None):
+    logs: list[str] = []
+    handle = start_run(
+        job,
+        lambda e: logs.append(e.message) if isinstance(e, LogEvent) else None,
+        resume_from=resume_from,
+        data_dir=data_dir,
+    )
+    result = handle.wait(RUN_WAIT_S)
+    assert result is not None and result.status == "finished", result
+    return result.run_dir, logs
+
+
+def back_to_checkpoint(run_dir: Path, step: int, out: Path) -> Path:
+    """A copy of the run as a coordinator killed after ``step``'s checkpoint leaves it
+    (later checkpoints never written; metrics.jsonl holds the steps after it)."""
+    shutil.copytree(run_dir, out)
+    for ckpt in list_checkpoints(out):
+        if int(ckpt.name.split("_")[1]) > step:
+            shutil.rmtree(ckpt)
+    (checkpoint_dir(out) / "latest").write_text(f"step_{step:07d}\n", encoding="utf-8")
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_a_wrong_speed_claim_is_corrected_and_a_resume_repeats_the_splits(tmp_path):
+    with worker_pool(tmp_path, 2) as hosts:
+        over = {"dist.hosts": hosts, "dist.speeds": [4, 1], "run.checkpoint_every": EVERY,
+                "run.keep_checkpoints": 10, "run.name": "claim"}  # fmt: skip
+        job = tiny_job(tmp_path / "runs", STEPS, **over)  # batch 5: [4, 1] by the claim
+        run_dir, logs = run(job, tmp_path / "cache")
+        shares = shares_by_step(run_dir)
+        assert list(shares) == list(range(1, STEPS + 1))
+        assert shares[1] == (4, 1), shares  # the claim (two equal workers in truth)
+        changed = [s for s in range(2, STEPS + 1) if shares[s] != shares[s - 1]]
+        assert changed and changed[0] > EVERY + 1, shares  # crossed by the resume below
+        assert shares[changed[0]] in ((3, 2), (2, 3)), shares
+        resplits = [m for m in logs if "re-split after step" in m]
+        assert resplits and "than dist.speeds said" in resplits[0], logs
+
+        resumed_dir = back_to_checkpoint(run_dir, EVERY, tmp_path / "resumed")
+        job2 = JobSpec.load(resumed_dir / JOB_FILE)
+        _, logs2 = run(job2, tmp_path / "cache", resume_from=resumed_dir)
+        assert any(f"recorded at the step-{EVERY} checkpoint" in m for m in logs2), logs2
+        assert shares_by_step(resumed_dir) == shares  # the same split at every step
+        for column in ("train_loss", "grad_norm"):
+            got, want = train_column(resumed_dir, column), train_column(run_dir, column)
+            assert max_rel_diff(got, want) < 1e-6, (column, got, want)
