@@ -39,7 +39,7 @@ EMA_WEIGHT = 0.4  # weight of the newest step in each worker's speed
 MIN_MEASURED = 2  # measured steps a split stands before it may change again
 SETTLE_STEPS = 1  # steps not measured after a split or group change (compilation)
 MEMORY_HEADROOM = 0.8  # share of a worker's free memory a step may plan to use
-PROBE_BENCHMARK_S = 0.3  # the probe's matmul benchmark: relative speeds only, so short
+PROBE_BENCHMARK_S = 0.25  # the probe's matmul benchmark: a relative speed only, so short
 LIAR_RATIO = 1.5  # a measured speed this far from the probe's is called out in the log
 
 

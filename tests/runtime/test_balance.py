@@ -212,3 +212,19 @@ def test_a_resume_repeats_the_recorded_splits_then_balances_again():
         b.observe(step, [Out(0.05 + s * 100 / 1000.0, s * 100) for s in split.shares])
     assert seen[:3] == [(20, 4), (10, 14), (10, 14)]  # exactly as the run before the resume
     assert seen[-1] == (12, 12)  # then its own measurements again (equal workers)
+
+
+def test_a_fast_worker_with_little_memory_accumulates_instead():
+    b = balancer(caps=[3, None], probes=[Probe(2**30, 30.0), Probe(2**34, 10.0)])
+    assert b.split == Split((18, 6), (6, 1))  # its share by speed, in micro-batches of 3
+    b = balancer("run.grad_accum=2", caps=[0, 20])  # cannot hold one sequence: out, said so
+    assert b.split == Split((0, 24), (1, 2))
+    assert "w0:1 take no share" in b.describe("why")
+
+
+def test_a_worker_too_slow_to_help_is_left_out_and_the_log_says_why():
+    b = balancer(probes=[Probe(2**34, 100.0), Probe(2**34, 1.0)])
+    assert b.split.shares == (24, 0)
+    assert "w1:1 take no share: a sequence there would finish after the whole step" in b.describe(
+        "x"
+    )
