@@ -13,7 +13,8 @@ with LoRA on every linear layer, so a step's compute dominates its gradient sync
 random words cut at ``--seq`` tokens, so every micro-batch has the same shape.
 
 Needs root (the cgroup). Usage:
-    python bench/uneven.py [--steps 14] [--warmup 4] [--batch 16] [--seq 128] [--quota 0.33]
+    python bench/uneven.py [--steps 14] [--warmup 4] [--rounds 2] [--batch 16] [--seq 128]
+                           [--quota 0.33] [--verbose]
 Last line: ``balanced_vs_equal_speedup=<x> efficiency_vs_ideal=<y>`` (targets x >= 1.5, y >= 0.85).
 """
 
@@ -101,34 +102,36 @@ def cpu_quota(pid: int, share: float) -> Iterator[str]:
 
 
 def measure(name: str, hosts: list[str], balance: str, args: argparse.Namespace,
-            model: Path, data: Path, out: Path) -> float:  # fmt: skip
+            root: Path) -> tuple[float, float]:  # fmt: skip
+    """One run; returns (target tokens, seconds) of its steps after the warm-up."""
+    out = root / "runs"
     job = JobSpec().with_overrides([
-        f'model.path="{model}"', f'data.path="{data}"', 'data.format="text"',
-        f"data.max_seq_len={args.seq}", "data.valid_fraction=0.0", f"run.steps={args.steps}",
-        f"run.batch_size={args.batch}", "run.val_every=0", "run.checkpoint_every=0",
-        f'run.out_dir="{out}"', f'run.name="{name}"', f"lora.rank={args.rank}",
-        f"lora.target_modules={json.dumps(ALL_LINEAR)}", f"dist.hosts={json.dumps(hosts)}",
-        f'dist.balance="{balance}"',
+        f'model.path="{root / "model"}"', f'data.path="{root / "data.jsonl"}"',
+        'data.format="text"', f"data.max_seq_len={args.seq}", "data.valid_fraction=0.0",
+        f"run.steps={args.steps}", f"run.batch_size={args.batch}", "run.val_every=0",
+        "run.checkpoint_every=0", f'run.out_dir="{out}"', f'run.name="{name}"',
+        f"lora.rank={args.rank}", f"lora.target_modules={json.dumps(ALL_LINEAR)}",
+        f"dist.hosts={json.dumps(hosts)}", f'dist.balance="{balance}"',
     ])  # fmt: skip
     result = start_run(job, data_dir=out / "cache").wait(3600)
     if result is None or result.status != "finished":
         raise SystemExit(f"{name}: run did not finish: {result}")
     rows = read_metrics(result.run_dir / "metrics.jsonl")
-    train = [r for r in rows if r["kind"] == "train"][args.warmup :]
-    tps = sum(r["tokens"] for r in train) / sum(r["step_time_s"] for r in train)
-    last = max(r["step"] for r in rows)
-    shares = [int(r["share"]) for r in rows if r["kind"] == "worker" and r["step"] == last]
-    comm = sum(r["comm_s"] for r in train) / sum(r["step_time_s"] for r in train)
     if args.verbose:
         for r in rows:
             if r["kind"] == "worker":
                 print(f"  step {r['step']} worker {r['worker']}: share {r['share']:.0f} "
                       f"grad_s {r.get('grad_s', 0):.3f} compute_s {r['compute_s']:.3f} "
                       f"comm_s {r['comm_s']:.3f}")  # fmt: skip
-    print(f"run={name} workers={len(hosts)} tokens_per_s={tps:.1f} "
-          f"step_s={sum(r['step_time_s'] for r in train) / len(train):.3f} comm_share={comm:.2f} "
+    train = [r for r in rows if r["kind"] == "train"][args.warmup :]
+    tokens, secs = sum(r["tokens"] for r in train), sum(r["step_time_s"] for r in train)
+    last = max(r["step"] for r in rows)
+    shares = [int(r["share"]) for r in rows if r["kind"] == "worker" and r["step"] == last]
+    comm = sum(r["comm_s"] for r in train) / secs
+    print(f"run={name} workers={len(hosts)} tokens_per_s={tokens / secs:.1f} "
+          f"step_s={secs / len(train):.3f} comm_share={comm:.2f} "
           f"final_shares={'/'.join(map(str, shares))}", flush=True)  # fmt: skip
-    return tps
+    return tokens, secs
 
 
 def main() -> int:
@@ -141,6 +144,7 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--quota", type=float, default=1 / 3, help="the slow worker's share of a CPU")
+    p.add_argument("--rounds", type=int, default=2, help="times each run is repeated")
     p.add_argument("--verbose", action="store_true", help="print every worker's steps")
     args = p.parse_args()
     if args.steps <= args.warmup:
@@ -154,25 +158,34 @@ def main() -> int:
         print(f"model: random Llama, {n / 1e6:.1f}M parameters, LoRA rank {args.rank} on all "
               f"linear layers; batch {args.batch} x {args.seq} tokens", flush=True)  # fmt: skip
         token = new_token()
-        workers = [start_local_worker(token, root / "pool", root / f"w{r}.log", workers_on_host=2)
-                   for r in range(2)]  # fmt: skip
         os.environ[TOKEN_ENV] = token
-        fast, slow = (w.address for w in workers)
+        workers = []
         try:
+            for r in range(2):
+                workers.append(start_local_worker(token, root / "pool", root / f"w{r}.log", 2))
+            fast, slow = (w.address for w in workers)
             with cpu_quota(workers[1].proc.pid, args.quota) as group:
                 print(f"worker {slow} held to {args.quota:.2f} CPU (cgroup {group}); "
                       f"worker {fast} free", flush=True)  # fmt: skip
-                out = root / "runs"
-                alone_fast = measure("fast-alone", [fast], "equal", args, root / "model", root / "data.jsonl", out)  # fmt: skip
-                alone_slow = measure("slow-alone", [slow], "equal", args, root / "model", root / "data.jsonl", out)  # fmt: skip
-                equal = measure("equal", [fast, slow], "equal", args, root / "model", root / "data.jsonl", out)  # fmt: skip
-                balanced = measure("balanced", [fast, slow], "speed", args, root / "model", root / "data.jsonl", out)  # fmt: skip
+                runs = [("fast-alone", [fast], "equal"), ("slow-alone", [slow], "equal"),
+                        ("equal", [fast, slow], "equal"), ("balanced", [fast, slow], "speed")]  # fmt: skip
+                sums = {name: [0.0, 0.0] for name, _, _ in runs}
+                for k in range(args.rounds):  # rounds interleave the runs: load drifts
+                    for name, hosts, balance in runs:
+                        tokens, secs = measure(f"{name}-{k}", hosts, balance, args, root)
+                        sums[name][0] += tokens
+                        sums[name][1] += secs
         finally:
             stop_local_workers(workers, grace_s=10)
+    alone_fast, alone_slow, equal, balanced = (t / s for t, s in sums.values())
+    for name, value in zip(sums, (alone_fast, alone_slow, equal, balanced), strict=True):
+        print(f"{name}: {value:.1f} tokens/s over {args.rounds} round(s)")
     ideal = alone_fast + alone_slow
     print(f"ideal_tokens_per_s={ideal:.1f} (fast alone {alone_fast:.1f} + slow alone "
           f"{alone_slow:.1f}; speed ratio {alone_fast / alone_slow:.2f})")  # fmt: skip
-    print(f"balanced_vs_equal_speedup={balanced / equal:.2f} efficiency_vs_ideal={balanced / ideal:.2f}")
+    print(
+        f"balanced_vs_equal_speedup={balanced / equal:.2f} efficiency_vs_ideal={balanced / ideal:.2f}"
+    )
     return 0
 
 

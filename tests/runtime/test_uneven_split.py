@@ -1,6 +1,7 @@
 """Load balancing on real workers: a wrong claim of speed is corrected from measured step
-times (the re-split is logged and its shares are in each step's metrics), and a resume from a
-checkpoint taken before that re-split repeats the run's steps with the same splits.
+times (the re-split is logged and its shares are in each step's metrics), a resume from a
+checkpoint taken before that re-split repeats the run's steps with the same splits, and a
+worker takes the share a Step gives it (or refuses one that does not fit the batch).
 
 (Every sync mode on a deliberately uneven split, against one worker's curve, is in
 test_distributed_matches_single.py.)
@@ -15,12 +16,16 @@ import pytest
 
 from engine.config import JobSpec
 from engine.events import LogEvent
+from engine.rpc.auth import new_token
+from engine.rpc.worker_client import WorkerCallError, WorkerClient
 from engine.runtime import start_run
+from engine.runtime.local_workers import start_local_worker, stop_local_workers
 from engine.train.checkpoint import checkpoint_dir, list_checkpoints
 from engine.train.metrics import read_metrics
 from engine.train.run_dir import JOB_FILE
 from tests.runtime.helpers import tiny_job
 from tests.runtime.resume_helpers import RUN_WAIT_S, max_rel_diff, train_column, worker_pool
+from tests.worker.remote_jobs import set_up_job
 
 pytestmark = pytest.mark.slow
 STEPS, EVERY = 10, 2
@@ -82,3 +87,24 @@ def test_a_wrong_speed_claim_is_corrected_and_a_resume_repeats_the_splits(tmp_pa
         for column in ("train_loss", "grad_norm"):
             got, want = train_column(resumed_dir, column), train_column(run_dir, column)
             assert max_rel_diff(got, want) < 1e-6, (column, got, want)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_takes_its_share_and_refuses_one_that_does_not_fit(tmp_path):
+    token = new_token()
+    worker = start_local_worker(token, tmp_path / "data", tmp_path / "w.log")
+    try:
+        with WorkerClient(worker.address, token, timeout_s=30) as c:
+            set_up_job(c, tmp_path / "runs")  # one worker, batch 5
+            for shares, micro, needle in [
+                ([3, 3], 0, "shares: expected 1 (one per rank), got 2"),
+                ([6], 0, "shares: [6] sum to 6, the global batch has 5"),
+                ([5], -1, "expected shares and micro_batches >= 0"),
+            ]:
+                with pytest.raises(WorkerCallError) as e:
+                    c.step(0, 0.01, shares=shares, micro_batches=micro)
+                assert e.value.code.name == "INVALID_ARGUMENT" and needle in e.value.details
+            whole = c.step(0, 0.01, shares=[5], micro_batches=5)  # five micro-batches of one
+            assert whole.tokens > 0 and whole.work_tokens >= whole.tokens and whole.grad_s > 0
+    finally:
+        stop_local_workers([worker], grace_s=10)
