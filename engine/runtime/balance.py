@@ -6,15 +6,17 @@ than its memory allows in one micro-batch accumulates more micro-batches, never 
 The token-sum loss makes any split exact: the update is that of the whole global batch.
 
 Speeds start from the probe (its matmul rate, or ``dist.speeds``) and then follow the step
-times the workers report: a moving average of each one's padded tokens per second of gradient
-computation (``StepResult.work_tokens / grad_s``: the time before the worker's first collective,
-which is what the others wait for; the update after the sync does not depend on the split).
-A worker that reports no ``grad_s`` is measured by ``compute_s`` (its step outside
-communication). At a step boundary the coordinator re-splits when
-the best split for those speeds is predicted to shorten the step by more than HYSTERESIS; the
-first step of a new split or group is not measured (new shapes compile), and a split stands
-for MIN_MEASURED measured steps before it may change again, so noise does not make it
-oscillate. A probe that failed or lied is corrected by the step times in the same way.
+times the workers report: each worker's padded tokens (``StepResult.work_tokens``) per second
+of gradient time (``grad_s``: the time before its first collective, which is what the others
+wait for; the update after the sync does not depend on the split), the median of its last
+WINDOW steps, so an outlier step on a busy machine does not move the split. A worker that
+reports no ``grad_s`` is measured by ``compute_s``. At a step boundary the coordinator
+re-splits when the best split for those speeds is predicted to shorten the step by more than
+HYSTERESIS; the first step of a new split or group is not measured (new shapes compile), and
+a split stands for MIN_MEASURED measured steps before it may change again, so noise does not
+make it oscillate. A probe that failed or lied is corrected in the same way. (A fixed cost per
+step biases a small share's rate down; at the balanced split every worker's time is the same,
+so that split is still the fixed point the re-splits converge to.)
 
 The pure functions (shares_for, makespan, micro_batch_counts, largest_micro_batch) are the
 ones the planner predicts with, so its plan and the run split the batch the same way.
@@ -26,6 +28,7 @@ import heapq
 import logging
 import math
 import statistics
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,7 +38,7 @@ from engine.config import JobSpec
 log = logging.getLogger(__name__)
 
 HYSTERESIS = 0.05  # re-split only when the predicted step is at least this much shorter
-EMA_WEIGHT = 0.4  # weight of the newest step in each worker's speed
+WINDOW = 8  # a worker's speed is the median of its last WINDOW measured steps (noise-proof)
 MIN_MEASURED = 2  # measured steps a split stands before it may change again
 SETTLE_STEPS = 1  # steps not measured after a split or group change (compilation)
 MEMORY_HEADROOM = 0.8  # share of a worker's free memory a step may plan to use
@@ -59,12 +62,15 @@ class Split:
 
 
 # ---- pure functions (the planner calls these too) ---------------------------------------
-def shares_for(batch_size: int, speeds: Sequence[float]) -> list[int]:
-    """Whole sequences by rank that finish ``batch_size`` soonest, rank r doing ``speeds[r]``
-    sequences a second (any unit: only ratios matter). Each sequence goes where it would
-    finish first, which is optimal for identical items on machines of different speeds; a
-    tie goes to the rank holding fewer, so a worker gets none only when one sequence there
-    would finish after the whole step elsewhere (it is better out). Equal speeds give
+def shares_for(
+    batch_size: int, speeds: Sequence[float], overheads: Sequence[float] | None = None
+) -> list[int]:
+    """Whole sequences by rank that finish ``batch_size`` soonest, rank r taking
+    ``overheads[r] + s / speeds[r]`` seconds for s > 0 sequences (no overheads: only the
+    speeds' ratios matter). Each sequence goes where it would finish first, which is optimal
+    for identical items on machines of different speeds and start times; a tie goes to the
+    rank holding fewer, so a worker gets none only when one sequence there would finish after
+    the whole step elsewhere (it is better out). Equal speeds and overheads give
     np.array_split's sizes. A speed <= 0 or not finite gets nothing (all such: equal)."""
     if batch_size < 0:
         raise ValueError(f"batch_size must be >= 0, got {batch_size}")
@@ -73,25 +79,39 @@ def shares_for(batch_size: int, speeds: Sequence[float]) -> list[int]:
     v = [float(x) if math.isfinite(x) and x > 0 else 0.0 for x in speeds]
     if not any(v):
         v = [1.0] * len(v)
-    total = sum(v)
-    # one below the proportional floor is never more than the optimum holds (so the greedy
-    # fill from there reaches the same split); only the last few sequences are placed one by one
-    shares = [max(0, math.floor(batch_size * x / total) - 1) if x else 0 for x in v]
-    heap = [((s + 1) / x, s, r) for r, (s, x) in enumerate(zip(shares, v, strict=True)) if x]
+    a = [max(0.0, float(x)) if math.isfinite(x) else 0.0 for x in overheads or [0.0] * len(v)]
+
+    def placed(t: float) -> list[int]:  # sequences each rank finishes by time t
+        return [max(0, math.floor((t - o) * x)) if x else 0 for o, x in zip(a, v, strict=True)]
+
+    # every sequence finishing before ``lo`` is in the optimum (fewer than batch_size do), so
+    # the greedy fill starts there and places only the last few one by one
+    lo, hi = 0.0, max(a) + (batch_size + 1) / max(v)
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sum(placed(mid)) < batch_size else (lo, mid)
+    shares = [max(0, s - 1) for s in placed(lo)]
+    heap = [
+        (o + (s + 1) / x, s, r) for r, (s, o, x) in enumerate(zip(shares, a, v, strict=True)) if x
+    ]
     heapq.heapify(heap)
     for _ in range(batch_size - sum(shares)):
         _, _, r = heapq.heappop(heap)
         shares[r] += 1
-        heapq.heappush(heap, ((shares[r] + 1) / v[r], shares[r], r))
+        heapq.heappush(heap, (a[r] + (shares[r] + 1) / v[r], shares[r], r))
     return shares
 
 
-def makespan(shares: Sequence[int], speeds: Sequence[float]) -> float:
-    """The compute time of a step under ``shares``: its slowest worker's share / speed."""
+def makespan(
+    shares: Sequence[int], speeds: Sequence[float], overheads: Sequence[float] | None = None
+) -> float:
+    """The gradient time of a step under ``shares``: its slowest worker's (a worker with no
+    share computes nothing and waits for nobody)."""
     worst = 0.0
-    for s, v in zip(shares, speeds, strict=True):
+    for r, (s, v) in enumerate(zip(shares, speeds, strict=True)):
         if s:
-            worst = max(worst, s / v if v > 0 and math.isfinite(v) else math.inf)
+            o = overheads[r] if overheads else 0.0
+            worst = max(worst, o + s / v if v > 0 and math.isfinite(v) else math.inf)
     return worst
 
 
@@ -192,8 +212,8 @@ def memory_caps(
 class Balancer:
     """The split of each step, from the probe and then from measured step times.
 
-    Speeds are kept by worker address, so a worker keeps its own when the group re-forms
-    around it; a newcomer starts at the others' median."""
+    Measurements are kept by worker address, so a worker keeps its own when the group
+    re-forms around it; a newcomer starts at the others' median."""
 
     def __init__(self, job: JobSpec):
         self.job = job
@@ -202,7 +222,7 @@ class Balancer:
         self.policy = job.dist.balance
         self.addresses: list[str] = []
         self.prior: dict[str, float] = {}  # relative speed before any step (probe, dist.speeds)
-        self.rate: dict[str, float] = {}  # measured padded tokens/s of compute (moving average)
+        self.samples: dict[str, deque[tuple[float, float]]] = {}  # (work tokens, grad seconds)
         self.caps: dict[str, int | None] = {}  # largest micro-batch its memory allows
         self.split = Split((), ())
         self.since = 0  # the step the current split took effect
@@ -221,8 +241,9 @@ class Balancer:
             if speeds:
                 self.prior[a] = float(speeds[r])
             elif isinstance(p, str):
-                notes.append(f"probe of worker {a} failed ({p}): it starts at the others' "
-                             "speed, and its step times correct it")  # fmt: skip
+                if self.policy == "speed":
+                    notes.append(f"probe of worker {a} failed ({p}): it starts at the others' "
+                                 "speed, and its step times correct it")  # fmt: skip
             elif p.speed > 0:
                 self.prior[a] = p.speed
             if caps[r] == 0:
@@ -268,11 +289,7 @@ class Balancer:
                 work = float(getattr(o, "work_tokens", 0))
                 secs = float(getattr(o, "grad_s", 0.0) or o.compute_s)
                 if share and work > 0 and secs > 0:
-                    sample = work / secs
-                    old = self.rate.get(a)
-                    self.rate[a] = (
-                        sample if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * sample
-                    )
+                    self.samples.setdefault(a, deque(maxlen=WINDOW)).append((work, secs))
             self._measured += 1
         if self.policy != "speed" or self._measured < MIN_MEASURED:
             return None
@@ -288,26 +305,33 @@ class Balancer:
         old = self.split
         self._adopt(best, step + 1)
         self._settle, self._measured = SETTLE_STEPS, 0
-        gain = f"predicted compute {now / then:.2f}x faster than {_slash(old.shares)}"
+        gain = f"predicted {now / then:.2f}x shorter gradient time than {_slash(old.shares)}"
         return self.describe(f"re-split after step {step + 1} by measured speed, {gain}")
+
+    def measured(self) -> dict[str, float]:
+        """Each measured worker's padded tokens per second of gradient time, by address."""
+        out = {}
+        for a in self.addresses:
+            if samples := self.samples.get(a):
+                out[a] = statistics.median(w / t for w, t in samples)
+        return out
 
     def speeds(self) -> list[float]:
         """Relative speed by rank: measured where measured; else the prior, scaled to the
         measured units by the workers that have both; else the others' median."""
-        both = [self.rate[a] / self.prior[a] for a in self.addresses
-                if a in self.rate and a in self.prior]  # fmt: skip
+        rates = self.measured()
+        both = [rates[a] / self.prior[a] for a in rates if a in self.prior]
         scale = statistics.median(both) if both else None
-        known = [self.rate[a] for a in self.addresses if a in self.rate]
-        if not known:  # nothing measured yet: the priors, as they are
-            known = [self.prior[a] for a in self.addresses if a in self.prior]
+        if not rates:  # nothing measured yet: the priors, as they are
+            rates = {a: self.prior[a] for a in self.addresses if a in self.prior}
             scale = 1.0
-        fallback = statistics.median(known) if known else 1.0
+        fallback = statistics.median(rates.values()) if rates else 1.0
         out = []
         for a in self.addresses:
             if self.caps.get(a) == 0:
                 out.append(0.0)  # cannot hold one sequence
-            elif a in self.rate:
-                out.append(self.rate[a])
+            elif a in rates:
+                out.append(rates[a])
             elif a in self.prior and scale is not None:
                 out.append(self.prior[a] * scale)
             else:
@@ -338,20 +362,19 @@ class Balancer:
         s = self.split
         line = (f"split of the {self.batch}-sequence batch over {len(s.shares)} workers: "
                 f"{_slash(s.shares)} sequences, {_slash(s.micro_batches)} micro-batches ({why})")  # fmt: skip
-        speeds = self.speeds()
         out = [a for a, share in zip(self.addresses, s.shares, strict=True) if share == 0]
         if out and self.batch >= len(s.shares):
             line += (f"; {', '.join(out)} take no share: a sequence there would finish after "
                      "the whole step on the others (they still join the sync)")  # fmt: skip
-        liars = self._liars(speeds)
+        liars = self._liars()
         if liars:
             line += "; " + "; ".join(liars)
         return line
 
-    def _liars(self, speeds: list[float]) -> list[str]:
+    def _liars(self) -> list[str]:
         """Workers whose measured speed, relative to the group's, is far from their probe's."""
-        pairs = [(a, self.rate[a], self.prior[a]) for a in self.addresses
-                 if a in self.rate and a in self.prior]  # fmt: skip
+        rates = self.measured()
+        pairs = [(a, rates[a], self.prior[a]) for a in rates if a in self.prior]
         if len(pairs) < 2:
             return []
         rate_sum, prior_sum = sum(p[1] for p in pairs), sum(p[2] for p in pairs)
@@ -370,28 +393,28 @@ class Balancer:
         """What a checkpoint keeps, by rank (a resumed group has new addresses)."""
         return {
             **self.split.to_json(), "since": self.since, "policy": self.policy,
-            "rates": [self.rate.get(a) for a in self.addresses],
+            "samples": [[list(x) for x in self.samples.get(a, ())] for a in self.addresses],
             "priors": [self.prior.get(a) for a in self.addresses],
             "caps": [self.caps.get(a) for a in self.addresses],
         }  # fmt: skip
 
     def restore(self, state: dict[str, Any], step: int) -> str | None:
-        """Continue a checkpoint's split and speeds on a group of the same size (rank by
-        rank); returns a log line, or None when it does not apply (another size or policy)."""
+        """Continue a checkpoint's split and measurements on a group of the same size (rank
+        by rank); returns a log line, or None when it does not apply (another size or policy)."""
+        n = len(self.addresses)
         try:
             split = Split.from_json(state)
-            rates, priors = list(state["rates"]), list(state["priors"])
+            samples = [[(float(w), float(t)) for w, t in rank] for rank in state["samples"]]
+            priors = [None if p is None else float(p) for p in state["priors"]]
         except (KeyError, TypeError, ValueError):
             return None
-        n = len(self.addresses)
         if (len(split.shares) != n or sum(split.shares) != self.batch
-                or state.get("policy") != self.policy or len(rates) != n):  # fmt: skip
+                or state.get("policy") != self.policy or len(samples) != n or len(priors) != n):  # fmt: skip
             return None
-        for a, rate, prior in zip(self.addresses, rates, priors, strict=False):
-            if rate is not None:
-                self.rate[a] = float(rate)
+        for a, rank, prior in zip(self.addresses, samples, priors, strict=True):
+            self.samples[a] = deque(rank, maxlen=WINDOW)
             if prior is not None:
-                self.prior[a] = float(prior)
+                self.prior[a] = prior
         self._adopt(split, step)
         return self.describe(f"as recorded at the step-{step} checkpoint")
 

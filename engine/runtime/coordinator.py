@@ -379,7 +379,8 @@ class Coordinator:
         metrics.emit(MetricEvent(step=step, values=values))
         for rank, o in enumerate(outs):
             row = {"loss": o.loss_sum / max(o.tokens, 1), "tokens": float(o.tokens), "compute_s": o.compute_s,
-                   "comm_s": o.comm_s, "grad_s": o.grad_s, "peak_memory_gb": o.peak_memory_bytes / 1e9,
+                   "comm_s": o.comm_s, "grad_s": o.grad_s, "work_tokens": float(o.work_tokens),
+                   "peak_memory_gb": o.peak_memory_bytes / 1e9,
                    "share": float(plan.shares[rank]), "micro_batches": float(plan.micro_batches[rank])}  # fmt: skip
             metrics.emit(MetricEvent(step=step, values=row, kind="worker", worker=rank))
         return loss

@@ -30,11 +30,11 @@ from engine.runtime.balance import (
 )
 
 
-def brute_force_makespan(batch: int, speeds: list[float]) -> float:
+def brute_force_makespan(batch: int, speeds: list[float], overheads=None) -> float:
     best = math.inf
     for shares in itertools.product(range(batch + 1), repeat=len(speeds)):
         if sum(shares) == batch:
-            best = min(best, makespan(shares, speeds))
+            best = min(best, makespan(shares, speeds, overheads))
     return best
 
 
@@ -52,6 +52,12 @@ def test_shares_are_optimal_whole_sequences():
         shares = shares_for(batch, speeds)
         assert sum(shares) == batch and min(shares) >= 0
         assert makespan(shares, speeds) == pytest.approx(brute_force_makespan(batch, speeds))
+        overheads = list(rng.uniform(0.0, 2.0, size=world))  # each worker's fixed cost
+        shares = shares_for(batch, speeds, overheads)
+        assert sum(shares) == batch
+        assert makespan(shares, speeds, overheads) == pytest.approx(
+            brute_force_makespan(batch, speeds, overheads)
+        )
     assert shares_for(8, [3, 1]) == [6, 2]
     assert shares_for(65536, [1.0, 2.0, 1.0]) == [16384, 32768, 16384]
 
@@ -96,16 +102,16 @@ class Out:  # the StepResult fields the balancer reads
 
 
 def simulate(b: Balancer, true_speed: list[float], steps: int, jitter: float = 0.0,
-             seq_len: int = 100, seed: int = 0) -> list[str]:  # fmt: skip
+             seq_len: int = 100, seed: int = 0, overhead: float = 0.05) -> list[str]:  # fmt: skip
     """Run ``steps`` steps of workers that compute ``true_speed`` tokens/s plus a fixed
-    0.05 s each; returns the balancer's re-split lines."""
+    ``overhead`` each; returns the balancer's re-split lines."""
     rng = np.random.default_rng(seed)
     notes = []
     for step in range(b.since, b.since + steps):
         split = b.plan(step)
         outs = []
         for share, v in zip(split.shares, true_speed, strict=True):
-            t = (0.05 + share * seq_len / v) * (1 + jitter * rng.uniform(-1, 1))
+            t = (overhead + share * seq_len / v) * (1 + jitter * rng.uniform(-1, 1))
             outs.append(Out(t, share * seq_len))
         if note := b.observe(step, outs):
             notes.append(note)
@@ -132,6 +138,26 @@ def test_a_probe_that_lies_is_corrected_from_step_times_and_then_holds_still():
     before = b.split
     assert not simulate(b, [3000.0, 1000.0], 40, jitter=0.03, seed=1)
     assert b.split == before
+
+
+def test_an_outlier_step_does_not_move_the_split():
+    b = balancer()
+    simulate(b, [3000.0, 1000.0], 12)
+    assert b.split.shares == (18, 6)
+    for step in range(12, 14):  # the fast worker stalls twice (a busy machine): 10x its time
+        b.plan(step)
+        assert b.observe(step, [Out(10 * (0.05 + 1800 / 3000), 1800), Out(0.65, 600)]) is None
+    assert not simulate(b, [3000.0, 1000.0], 10)
+    assert b.split.shares == (18, 6)
+
+
+def test_a_large_fixed_cost_still_converges_to_equal_finish_times():
+    # half a second per step whatever the share biases a small share's rate down, but the
+    # balanced split (equal times) remains the fixed point
+    b = balancer()
+    notes = simulate(b, [3000.0, 1000.0], 30, overhead=0.5)
+    assert b.split.shares == (18, 6), notes
+    assert len(notes) <= 4, notes
 
 
 def test_a_failed_probe_starts_equal_and_says_so():
@@ -190,7 +216,7 @@ def test_state_restores_on_a_group_of_the_same_size_only():
     again = balancer(world=2, probes=[Probe(2**34, 1.0)] * 2)
     assert again.split.shares == (12, 12)
     assert "recorded at the step-12 checkpoint" in again.restore(state, 12)
-    assert again.split == b.split and again.speeds() == pytest.approx(b.speeds())
+    assert again.split == b.split and again.speeds() == b.speeds()
     assert balancer(world=3).restore(state, 12) is None
     assert balancer(world=2).restore({"shares": "junk"}, 12) is None
 

@@ -66,19 +66,18 @@ def back_to_checkpoint(run_dir: Path, step: int, out: Path) -> Path:
 @pytest.mark.timeout(600)
 def test_a_wrong_speed_claim_is_corrected_and_a_resume_repeats_the_splits(tmp_path):
     with worker_pool(tmp_path, 2) as hosts:
-        over = {"dist.hosts": hosts, "dist.speeds": [4, 1], "run.checkpoint_every": EVERY,
-                "run.keep_checkpoints": 10, "run.name": "claim"}  # fmt: skip
-        job = tiny_job(tmp_path / "runs", STEPS, **over)  # batch 5: [4, 1] by the claim
+        over = {"dist.hosts": hosts, "dist.speeds": [4, 1], "run.batch_size": 10,
+                "run.checkpoint_every": EVERY, "run.keep_checkpoints": 10, "run.name": "claim"}  # fmt: skip
+        job = tiny_job(tmp_path / "runs", STEPS, **over)
         run_dir, logs = run(job, tmp_path / "cache")
         shares = shares_by_step(run_dir)
         assert list(shares) == list(range(1, STEPS + 1))
-        assert shares[1] == (4, 1), shares  # the claim (two equal workers in truth)
+        assert shares[1] == (8, 2), shares  # the claim (two equal workers in truth)
         changed = [s for s in range(2, STEPS + 1) if shares[s] != shares[s - 1]]
         assert changed and changed[0] > EVERY + 1, shares  # crossed by the resume below
-        assert shares[changed[0]] in ((3, 2), (2, 3)), shares
+        assert shares[changed[0]][1] > 2, shares  # corrected towards the truth
         resplits = [m for m in logs if "re-split after step" in m]
-        assert resplits and "than dist.speeds said" in resplits[0], logs
-
+        assert resplits and "faster than dist.speeds said" in resplits[0], logs
         resumed_dir = back_to_checkpoint(run_dir, EVERY, tmp_path / "resumed")
         job2 = JobSpec.load(resumed_dir / JOB_FILE)
         _, logs2 = run(job2, tmp_path / "cache", resume_from=resumed_dir)
