@@ -18,13 +18,12 @@ make it oscillate. A probe that failed or lied is corrected in the same way. (A 
 step biases a small share's rate down; at the balanced split every worker's time is the same,
 so that split is still the fixed point the re-splits converge to.)
 
-The pure functions (shares_for, makespan, micro_batch_counts, largest_micro_batch) are the
-ones the planner predicts with, so its plan and the run split the batch the same way.
+The split itself is engine/plan/shares.py (shares_for, makespan, micro_batch_counts): the
+planner predicts with the same functions, so its plan and the run split the batch alike.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import statistics
@@ -34,6 +33,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.config import JobSpec
+from engine.plan.shares import makespan, micro_batch_counts, shares_for
+
+__all__ = ["Balancer", "Probe", "Split", "largest_micro_batch", "makespan", "memory_caps",
+           "micro_batch_counts", "probe_workers", "recorded_splits", "shares_for"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -61,73 +64,7 @@ class Split:
         return cls(tuple(int(s) for s in d["shares"]), tuple(int(k) for k in d["micro_batches"]))
 
 
-# ---- pure functions (the planner calls these too) ---------------------------------------
-def shares_for(
-    batch_size: int, speeds: Sequence[float], overheads: Sequence[float] | None = None
-) -> list[int]:
-    """Whole sequences by rank that finish ``batch_size`` soonest, rank r taking
-    ``overheads[r] + s / speeds[r]`` seconds for s > 0 sequences (no overheads: only the
-    speeds' ratios matter). Each sequence goes where it would finish first, which is optimal
-    for identical items on machines of different speeds and start times; a tie goes to the
-    rank holding fewer, so a worker gets none only when one sequence there would finish after
-    the whole step elsewhere (it is better out). Equal speeds and overheads give
-    np.array_split's sizes. A speed <= 0 or not finite gets nothing (all such: equal)."""
-    if batch_size < 0:
-        raise ValueError(f"batch_size must be >= 0, got {batch_size}")
-    if not speeds:
-        raise ValueError("shares_for: no workers")
-    v = [float(x) if math.isfinite(x) and x > 0 else 0.0 for x in speeds]
-    if not any(v):
-        v = [1.0] * len(v)
-    a = [max(0.0, float(x)) if math.isfinite(x) else 0.0 for x in overheads or [0.0] * len(v)]
-
-    def placed(t: float) -> list[int]:  # sequences each rank finishes by time t
-        return [max(0, math.floor((t - o) * x)) if x else 0 for o, x in zip(a, v, strict=True)]
-
-    # every sequence finishing before ``lo`` is in the optimum (fewer than batch_size do), so
-    # the greedy fill starts there and places only the last few one by one
-    lo, hi = 0.0, max(a) + (batch_size + 1) / max(v)
-    for _ in range(64):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if sum(placed(mid)) < batch_size else (lo, mid)
-    shares = [max(0, s - 1) for s in placed(lo)]
-    heap = [
-        (o + (s + 1) / x, s, r) for r, (s, o, x) in enumerate(zip(shares, a, v, strict=True)) if x
-    ]
-    heapq.heapify(heap)
-    for _ in range(batch_size - sum(shares)):
-        _, _, r = heapq.heappop(heap)
-        shares[r] += 1
-        heapq.heappush(heap, (a[r] + (shares[r] + 1) / v[r], shares[r], r))
-    return shares
-
-
-def makespan(
-    shares: Sequence[int], speeds: Sequence[float], overheads: Sequence[float] | None = None
-) -> float:
-    """The gradient time of a step under ``shares``: its slowest worker's (a worker with no
-    share computes nothing and waits for nobody)."""
-    worst = 0.0
-    for r, (s, v) in enumerate(zip(shares, speeds, strict=True)):
-        if s:
-            o = overheads[r] if overheads else 0.0
-            worst = max(worst, o + s / v if v > 0 and math.isfinite(v) else math.inf)
-    return worst
-
-
-def micro_batch_counts(shares: Sequence[int], caps: Sequence[int | None], accum: int) -> list[int]:
-    """How many micro-batches each rank cuts its share into: ``accum`` (run.grad_accum), or
-    more where ``share / accum`` sequences would not fit the rank's memory (``caps[r]``
-    sequences per micro-batch; None: no limit). Never more micro-batches than sequences."""
-    out = []
-    for s, cap in zip(shares, caps, strict=True):
-        k = max(1, min(accum, s))
-        if cap is not None and s:
-            k = max(k, math.ceil(s / max(cap, 1)))
-        out.append(k)
-    return out
-
-
+# ---- memory -----------------------------------------------------------------------------
 def largest_micro_batch(info: Any, job: JobSpec, free_bytes: float) -> int:
     """The most sequences one micro-batch may hold on a worker with ``free_bytes`` free:
     engine.model.memory's estimate (with a second gradient buffer for accumulation) within

@@ -327,11 +327,16 @@ class Coordinator:
         return infos
 
     def _start_balancer(self, cluster: Cluster) -> bal.Balancer:
-        """Probe every worker (free memory, and its speed when the split follows speed)
-        and make the first split."""
+        """Probe every worker (free memory, and its speed when the split follows speed),
+        unless dist.mode auto just did, and make the first split."""
         job, balancer = self.job, bal.Balancer(self.job)
-        bench = job.dist.balance == "speed" and not job.dist.speeds and cluster.size > 1
-        probes = bal.probe_workers(cluster.all, bench)
+        if self.tracker is not None:  # dist.mode auto probed them already: the plan's split
+            macs = {m.name: m for m in self.tracker.plan.macs}
+            probes = [bal.Probe(macs[a].free_memory_bytes, macs[a].flops) if a in macs
+                      else "not in the plan" for a in cluster.addresses]  # fmt: skip
+        else:
+            bench = job.dist.balance == "speed" and not job.dist.speeds and cluster.size > 1
+            probes = bal.probe_workers(cluster.all, bench)
         free = [p.free_bytes if isinstance(p, bal.Probe) else None for p in probes]
         caps = bal.memory_caps(job, bal.model_info(job), cluster.addresses, free)
         for note in balancer.begin(cluster.addresses, probes, caps):
