@@ -111,7 +111,7 @@ def measure(name: str, hosts: list[str], balance: str, args: argparse.Namespace,
         f"run.steps={args.steps}", f"run.batch_size={args.batch}", "run.val_every=0",
         "run.checkpoint_every=0", f'run.out_dir="{out}"', f'run.name="{name}"',
         f"lora.rank={args.rank}", f"lora.target_modules={json.dumps(ALL_LINEAR)}",
-        f"dist.hosts={json.dumps(hosts)}", f'dist.balance="{balance}"',
+        f"dist.hosts={json.dumps(hosts)}", f'dist.balance="{balance}"', 'dist.mode="all-reduce"',
     ])  # fmt: skip
     result = start_run(job, data_dir=out / "cache").wait(3600)
     if result is None or result.status != "finished":

@@ -66,7 +66,7 @@ def back_to_checkpoint(run_dir: Path, step: int, out: Path) -> Path:
 @pytest.mark.timeout(600)
 def test_a_wrong_speed_claim_is_corrected_and_a_resume_repeats_the_splits(tmp_path):
     with worker_pool(tmp_path, 2) as hosts:
-        over = {"dist.hosts": hosts, "dist.speeds": [4, 1], "run.batch_size": 10,
+        over = {"dist.hosts": hosts, "dist.mode": "all-reduce", "dist.speeds": [4, 1], "run.batch_size": 10,
                 "run.checkpoint_every": EVERY, "run.keep_checkpoints": 10, "run.name": "claim"}  # fmt: skip
         job = tiny_job(tmp_path / "runs", STEPS, **over)
         run_dir, logs = run(job, tmp_path / "cache")
