@@ -27,6 +27,7 @@ DEFAULT_RUNS_DIR = "~/Orchard/runs"
 SYNC_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")  # concrete
 AUTO_MODE = "auto"  # the coordinator resolves it with the planner (engine/plan) before setup
 DIST_MODES = (AUTO_MODE, *SYNC_MODES)
+BALANCE_POLICIES = ("speed", "fixed", "equal")
 DATA_FORMATS = ("auto", "alpaca", "sharegpt", "chat", "completion", "text")
 
 
@@ -177,6 +178,18 @@ class DistSpec:
         "Bring a lost worker back at a step boundary: a local one is restarted, a remote one "
         "rejoins once it answers again",
     )
+    balance: str = _f(
+        "speed",
+        "How the global batch is split over the workers: 'speed' follows each one's measured "
+        "throughput (the probe, then its step times), 'fixed' follows dist.speeds and never "
+        "re-splits, 'equal' gives each the same number of sequences",
+        choices=BALANCE_POLICIES,
+    )
+    speeds: list[int] = _f(
+        [],
+        "Relative speeds of the workers, by rank (e.g. [3, 1]: the first takes three times the "
+        "sequences of the second); used instead of the probe's; empty: probe them",
+    )
     worker_niceness: int = _f(
         10,
         "How far below the app's CPU priority local worker processes run (Unix nice "
@@ -276,6 +289,14 @@ class JobSpec:
             problems.append("lora.layers: expected layer indices >= 0")
         if not self.lora.target_modules:
             problems.append("lora.target_modules: expected at least one module name")
+        if any(s < 1 for s in self.dist.speeds):
+            problems.append("dist.speeds: expected relative speeds >= 1")
+        workers = len(self.dist.hosts) or self.dist.workers
+        if self.dist.speeds and len(self.dist.speeds) != workers:
+            problems.append(f"dist.speeds: expected one per worker ({workers}), "
+                            f"got {len(self.dist.speeds)}")  # fmt: skip
+        if self.dist.balance == "fixed" and not self.dist.speeds:
+            problems.append("dist.balance: 'fixed' needs dist.speeds (one per worker)")
         if problems:
             raise ConfigError(problems)
 

@@ -15,7 +15,8 @@ import subprocess
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = "1"  # bump when the orchard.v1 wire protocol changes incompatibly
+PROTOCOL_VERSION = "2"  # bump when the orchard.v1 wire protocol changes incompatibly
+# 2: StepRequest.shares splits the batch unevenly (a worker of 1 would ignore it: wrong batches)
 
 # How much of a machine's memory training may plan on (macOS and other apps need the rest).
 # The preflight offers only fixes under FIT_SHARE and refuses a run over REFUSE_SHARE; each

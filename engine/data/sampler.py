@@ -10,20 +10,43 @@ A window that spans an epoch boundary may hold one item twice.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
 
-def split_batch(batch: list[int], rank: int, world: int, accum: int) -> list[list[int]]:
-    """This rank's micro-batches of a global batch: contiguous, balanced (np.array_split),
-    then split again into ``accum`` micro-batches. Empty micro-batches are left out."""
+def split_batch(
+    batch: list[int], rank: int, world: int, accum: int, shares: Sequence[int] | None = None
+) -> list[list[int]]:
+    """This rank's micro-batches of a global batch: a contiguous part, then split again into
+    ``accum`` micro-batches (np.array_split). ``shares`` (sequences by rank, summing to the
+    batch) sizes the parts; None splits evenly (np.array_split). Empty micro-batches are
+    left out."""
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not in a world of {world}")
     if accum < 1:
         raise ValueError(f"accum must be >= 1, got {accum}")
-    part = np.array_split(np.asarray(batch, dtype=np.int64), world)[rank]
+    items = np.asarray(batch, dtype=np.int64)
+    if shares is None:
+        part = np.array_split(items, world)[rank]
+    else:
+        check_shares(shares, world, len(items))
+        lo = int(sum(shares[:rank]))
+        part = items[lo : lo + int(shares[rank])]
     return [m.tolist() for m in np.array_split(part, accum) if len(m)]
+
+
+def check_shares(shares: Sequence[int], world: int, batch_size: int) -> None:
+    """Raise ValueError unless ``shares`` gives each of ``world`` ranks a part of the batch."""
+    if len(shares) != world:
+        raise ValueError(f"shares: expected {world} (one per rank), got {len(shares)}")
+    if any(int(s) != s or s < 0 for s in shares):
+        raise ValueError(f"shares: expected whole numbers >= 0, got {list(shares)}")
+    if sum(shares) != batch_size:
+        raise ValueError(
+            f"shares: {list(shares)} sum to {sum(shares)}, the global batch has {batch_size}"
+        )
 
 
 class BatchSampler:
@@ -78,9 +101,10 @@ class BatchSampler:
         return self._batches(w)[k].tolist()
 
     def micro_batches(
-        self, step: int, rank: int = 0, world: int = 1, accum: int = 1
-    ) -> list[list[int]]:
-        return split_batch(self.global_batch(step), rank, world, accum)
+        self, step: int, rank: int = 0, world: int = 1, accum: int = 1,
+        shares: Sequence[int] | None = None,
+    ) -> list[list[int]]:  # fmt: skip
+        return split_batch(self.global_batch(step), rank, world, accum, shares)
 
 
 def eval_batches(lengths: list[int] | np.ndarray, batch_size: int) -> list[list[int]]:

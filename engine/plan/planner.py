@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from engine.plan.comm import sync_time, update_time
 from engine.plan.costs import Costs
 from engine.plan.inputs import Mac, Workload
+from engine.plan.shares import shares_for
 
 ALL_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")
 COMPRESSIONS = ("none", "bf16", "fp16")
@@ -51,11 +52,7 @@ class Plan:
     alone_tokens_per_s: dict[str, float]
     contributions: dict[str, float] = field(default_factory=dict)  # tokens/s each Mac adds
     refused: dict[str, str] = field(default_factory=dict)  # Mac -> why it cannot take part
-
-    @property
-    def slows(self) -> list[str]:
-        """Macs whose removal would make the run faster (offer to leave them out)."""
-        return [name for name, gain in self.contributions.items() if gain < 0]
+    slows: list[str] = field(default_factory=list)  # Macs to leave out, most harmful first
 
     def find(self, mode: str, compression: str = "none") -> Prediction | None:
         """The fastest prediction for this mode and compression (any accumulation)."""
@@ -81,14 +78,9 @@ class Plan:
 
 
 def split_by_speed(batch: int, flops: list[float]) -> list[int]:
-    """Sequences per Mac in proportion to speed (largest remainder; sums to ``batch``)."""
-    total = sum(flops)
-    exact = [batch * f / total for f in flops]
-    out = [math.floor(x) for x in exact]
-    order = sorted(range(len(flops)), key=lambda i: exact[i] - out[i], reverse=True)
-    for i in order[: batch - sum(out)]:
-        out[i] += 1
-    return out
+    """Sequences per Mac by speed, as the run splits them (engine/plan/shares.py: the split
+    that finishes first; sums to ``batch``)."""
+    return shares_for(batch, flops)
 
 
 def _fits(mac: Mac, work: Workload, sequences: int, accum: int) -> bool:
@@ -152,6 +144,8 @@ def plan(
     out = Plan(usable, work, preds, best, reason, alone, refused=refused)
     if contributions:
         out.contributions = _contributions(out, work, costs, modes, compressions)
+        if any(gain < 0 for gain in out.contributions.values()):
+            out.slows = _slows(usable, work, costs, modes, compressions)
     return out
 
 
@@ -208,3 +202,23 @@ def _too_small(mac: Mac, work: Workload) -> str:
     need = work.fixed_bytes + work.bytes_per_sequence
     return (f"{mac.free_memory_bytes / 2**30:.1f} GiB free, one sequence needs "
             f"{need / 2**30:.1f} GiB (weights, optimizer state and one sequence's activations)")  # fmt: skip
+
+
+def _slows(macs: list[Mac], work: Workload, costs: Costs, modes: tuple[str, ...],
+           compressions: tuple[str, ...]) -> list[str]:  # fmt: skip
+    """Macs whose removal makes the run faster: the most harmful first, each judged with the
+    ones before it already out (one Mac's slow link can make another look harmful too)."""
+    out, kept = [], list(macs)
+    while len(kept) > 1:
+        base = plan(kept, work, costs, modes, compressions, contributions=False).best
+        faster = {
+            m.name: plan([k for k in kept if k is not m], work, costs, modes, compressions,
+                         contributions=False).best.tokens_per_s - base.tokens_per_s
+            for m in kept
+        }  # fmt: skip
+        worst = max(faster, key=lambda name: faster[name])
+        if faster[worst] <= 0:
+            break
+        out.append(worst)
+        kept = [m for m in kept if m.name != worst]
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,13 +180,19 @@ class WorkerClient:
             "message": r.message,
         }
 
-    def step(self, step: int, learning_rate: float, timeout_s: float | None = None) -> StepResult:
-        r = self._call(
-            "Step", pb.StepRequest(step=step, learning_rate=learning_rate), timeout=timeout_s
+    def step(
+        self, step: int, learning_rate: float, timeout_s: float | None = None,
+        shares: Sequence[int] = (), micro_batches: int = 0,
+    ) -> StepResult:  # fmt: skip
+        """``shares``: the step's split by rank (empty: equal); ``micro_batches``: how many
+        this worker cuts its share into (0: run.grad_accum)."""
+        req = pb.StepRequest(
+            step=step, learning_rate=learning_rate, shares=shares, micro_batches=micro_batches
         )
+        r = self._call("Step", req, timeout=timeout_s)
         return StepResult(
             r.step, r.loss_sum, r.tokens, r.grad_norm, r.compute_s, r.comm_s,
-            r.peak_memory_bytes, r.skipped, r.loss_scale,
+            r.peak_memory_bytes, r.skipped, r.loss_scale, r.work_tokens, r.grad_s,
         )  # fmt: skip
 
     def evaluate(

@@ -138,11 +138,12 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
     @_guard
     def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.StepReply:
         with self._coordinator_call("Step", context) as (job_id, _):
-            r = self._runner.step(request.step, request.learning_rate, job_id)
+            r = self._runner.step(request.step, request.learning_rate, job_id,
+                                  list(request.shares), request.micro_batches)  # fmt: skip
         return pb.StepReply(
             step=r.step, loss_sum=r.loss_sum, tokens=r.tokens, grad_norm=r.grad_norm,
             compute_s=r.compute_s, comm_s=r.comm_s, peak_memory_bytes=r.peak_memory_bytes,
-            skipped=r.skipped, loss_scale=r.loss_scale,
+            skipped=r.skipped, loss_scale=r.loss_scale, work_tokens=r.work_tokens, grad_s=r.grad_s,
         )  # fmt: skip
 
     @_guard

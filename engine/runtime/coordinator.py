@@ -18,13 +18,14 @@ from pathlib import Path
 from engine.config import JobSpec
 from engine.events import EventSink, LogEvent, MetricEvent, StateEvent
 from engine.optim import make_schedule
+from engine.runtime import balance as bal
 from engine.runtime.cluster import Cluster, Member
 from engine.runtime.full_state import FullState, from_checkpoint, gather, split, to_checkpoint
 from engine.runtime.out_of_memory import memory_failure
 from engine.runtime.recovery import StepAbandoned, Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
 from engine.train.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
-from engine.train.metrics import MetricsLog, Progress
+from engine.train.metrics import METRICS_FILE, MetricsLog, Progress, read_metrics
 from engine.train.run_dir import (
     ADAPTER_DIR,
     JOB_FILE,
@@ -69,6 +70,7 @@ class Coordinator:
         self.cluster: Cluster | None = None
         self.watcher: Watcher | None = None
         self.rejoiner: Rejoiner | None = None
+        self.balancer: bal.Balancer | None = None  # each step's split of the global batch
         self.snapshot: FullState | None = None  # the state a recovery restarts from
         self.failures = 0
         self._files: dict[str, str] = {}
@@ -108,6 +110,7 @@ class Coordinator:
         job = self._resolve_auto(cluster, run_dir)
         r = job.run
         self._files = cluster.ship_files()
+        self.balancer = self._start_balancer(cluster)  # probes before any model is loaded
         infos = self._setup_group()
         self.watcher = Watcher(cluster, job.dist.mode != "mlx", stop_event=self.stop_event)
         if job.dist.rejoin:
@@ -124,6 +127,7 @@ class Coordinator:
             start = ckpt.step
             self.emit(LogEvent("info", f"resumed from {ckpt.path.name} at step {start} "
                                        f"({ckpt.meta.get('world', '?')} -> {cluster.size} workers)"))  # fmt: skip
+            self._resume_balancer(ckpt.meta, start)
         else:
             self._take_snapshot(0)
         metrics = MetricsLog(run_dir, self.emit, resume_step=start if self.resume_from else None)
@@ -141,13 +145,15 @@ class Coordinator:
                 i = step
                 try:
                     t0, began = time.perf_counter(), time.time()
-                    outs = self.watcher.call(
-                        "Step",
-                        lambda _r, c, i=i: c.step(i, schedule(i), timeout_s=call_deadline(job)),
-                    )
+                    plan = self.balancer.plan(i)
+                    outs = self.watcher.call("Step", lambda r, c, i=i, sp=plan: c.step(
+                        i, schedule(i), timeout_s=call_deadline(job), shares=sp.shares,
+                        micro_batches=sp.micro_batches[r]))  # fmt: skip
                     dt = time.perf_counter() - t0
                     step = i + 1
-                    train_loss = self._step_metrics(metrics, step, schedule(i), outs, dt)
+                    train_loss = self._step_metrics(metrics, step, schedule(i), outs, dt, plan)
+                    if note := self.balancer.observe(i, outs):
+                        self._note(note)
                     self.emit(progress.event(step))
                     if r.val_every and (step % r.val_every == 0 or step == total):
                         val_loss = self._validate(metrics, step) or val_loss
@@ -308,15 +314,52 @@ class Coordinator:
         return {"plan": {**plan_details(self.tracker.plan), "local": not self.cluster.remote}}
 
     def _setup_group(self) -> list:
-        """SetupJob on every worker with the current ranks (and MLX's hostfile)."""
+        """SetupJob on every worker with the current ranks (and MLX's hostfile); a group
+        of other workers gets a split of its own."""
         assert self.cluster is not None and self.run_dir is not None
         cluster = self.cluster
         mlx = self.job.dist.mode == "mlx" and cluster.size > 1
         hostfile = self._mlx_hostfile(cluster) if mlx else ""
-        return cluster.setup(self._files, self.run_dir.name, hostfile)
+        infos = cluster.setup(self._files, self.run_dir.name, hostfile)
+        b = self.balancer
+        if b is not None and b.addresses != cluster.addresses:
+            self._note(b.regroup(cluster.addresses, self.snapshot.step if self.snapshot else 0))
+        return infos
+
+    def _start_balancer(self, cluster: Cluster) -> bal.Balancer:
+        """Probe every worker (free memory, and its speed when the split follows speed),
+        unless dist.mode auto just did, and make the first split."""
+        job, balancer = self.job, bal.Balancer(self.job)
+        if self.tracker is not None:  # dist.mode auto probed them already: the plan's split
+            macs = {m.name: m for m in self.tracker.plan.macs}
+            probes = [bal.Probe(macs[a].free_memory_bytes, macs[a].flops) if a in macs
+                      else "not in the plan" for a in cluster.addresses]  # fmt: skip
+        else:
+            bench = job.dist.balance == "speed" and not job.dist.speeds and cluster.size > 1
+            probes = bal.probe_workers(cluster.all, bench)
+        free = [p.free_bytes if isinstance(p, bal.Probe) else None for p in probes]
+        caps = bal.memory_caps(job, bal.model_info(job), cluster.addresses, free)
+        for note in balancer.begin(cluster.addresses, probes, caps):
+            self._note(note)
+        return balancer
+
+    def _resume_balancer(self, meta: dict, start: int) -> None:
+        """Go on with the checkpoint's split and speeds; steps the run before the resume
+        already took past the checkpoint are repeated with the splits it recorded."""
+        assert self.balancer is not None and self.run_dir is not None
+        if note := self.balancer.restore(meta.get("balance") or {}, start):
+            self._note(note)
+        path = self.run_dir / METRICS_FILE
+        rows = read_metrics(path) if path.is_file() else []
+        self.balancer.replay(bal.recorded_splits(rows, start, self.cluster.size))
+
+    def _note(self, message: str) -> None:
+        """A line for the log and the event stream."""
+        log.info("%s", message, extra=SHOWN)
+        self.emit(LogEvent("info", message))
 
     def _step_metrics(
-        self, metrics: MetricsLog, step: int, lr: float, outs: list, dt: float
+        self, metrics: MetricsLog, step: int, lr: float, outs: list, dt: float, plan: bal.Split
     ) -> float:
         tokens = sum(o.tokens for o in outs)
         loss = sum(o.loss_sum for o in outs) / max(tokens, 1)
@@ -341,7 +384,9 @@ class Coordinator:
         metrics.emit(MetricEvent(step=step, values=values))
         for rank, o in enumerate(outs):
             row = {"loss": o.loss_sum / max(o.tokens, 1), "tokens": float(o.tokens), "compute_s": o.compute_s,
-                   "comm_s": o.comm_s, "peak_memory_gb": o.peak_memory_bytes / 1e9}  # fmt: skip
+                   "comm_s": o.comm_s, "grad_s": o.grad_s, "work_tokens": float(o.work_tokens),
+                   "peak_memory_gb": o.peak_memory_bytes / 1e9,
+                   "share": float(plan.shares[rank]), "micro_batches": float(plan.micro_batches[rank])}  # fmt: skip
             metrics.emit(MetricEvent(step=step, values=row, kind="worker", worker=rank))
         return loss
 
@@ -400,6 +445,8 @@ class Coordinator:
         step = self.snapshot.step
         arrays, meta = to_checkpoint(self.snapshot)
         meta.update({"total_steps": total, "mode": self.job.dist.mode, "world": self.cluster.size})
+        if self.balancer is not None:  # the split goes on from here on resume
+            meta["balance"] = self.balancer.state()
         path = save_checkpoint(
             self.run_dir, step, arrays, meta, self.job.to_toml(), self.job.run.keep_checkpoints
         )

@@ -49,6 +49,8 @@ class StepResult:
     peak_memory_bytes: float
     skipped: bool
     loss_scale: float
+    work_tokens: int = 0  # tokens computed, padding included: the balancer's unit of work
+    grad_s: float = 0.0  # seconds computing the gradients, before any communication
 
 
 ENDED_KEPT = 64  # ended jobs whose reason a late call still gets told
@@ -287,12 +289,21 @@ class JobRunner:
         finally:
             self._lock.release()
 
-    def step(self, step: int, lr: float, job_id: str = "") -> StepResult:
+    def step(
+        self, step: int, lr: float, job_id: str = "", shares: list[int] | None = None,
+        micro_batches: int = 0,
+    ) -> StepResult:  # fmt: skip
+        """``shares``: sequences of the global batch by rank (None: an equal split);
+        ``micro_batches``: how many this worker cuts its share into (0: run.grad_accum)."""
         if step < 0 or not np.isfinite(lr) or lr < 0:
             raise InvalidRequest(
                 f"Step: expected step >= 0 and a finite learning rate >= 0, got {step}, {lr}"
             )
-        return self._locked("Step", lambda job: job.step(step, lr), job_id)
+        if micro_batches < 0 or (shares and min(shares) < 0):
+            raise InvalidRequest(f"Step: expected shares and micro_batches >= 0, got "
+                                 f"{list(shares or [])} and {micro_batches}")  # fmt: skip
+        split = (list(shares) if shares else None, micro_batches)
+        return self._locked("Step", lambda job: job.step(step, lr, *split), job_id)
 
     def evaluate(self, step: int, max_batches: int, job_id: str = "") -> tuple[float, int]:
         return self._locked("Evaluate", lambda job: job.evaluate(max_batches), job_id)

@@ -177,8 +177,8 @@ class ProcessJob:
     def describe(self) -> Any:
         return self.setup_result
 
-    def step(self, step: int, lr: float) -> Any:
-        return self._call("step", step, lr)
+    def step(self, step: int, lr: float, *split: Any) -> Any:
+        return self._call("step", step, lr, *split)
 
     def evaluate(self, max_batches: int) -> tuple[float, int]:
         return self._call("evaluate", max_batches)

@@ -127,29 +127,31 @@ class TrainingJob:
         msg = f"rank {self.rank}/{self.world}: {len(self.data.train)} train items, {n} trainable parameters"
         return SetupResult(train_items=len(self.data.train), trainable_params=int(n), message=msg)
 
-    def step(self, step: int, lr: float) -> StepResult:
+    def step(
+        self, step: int, lr: float, shares: list[int] | None = None, micro_batches: int = 0
+    ) -> StepResult:
         t0 = time.perf_counter()
         scale = self.loss_scale.scale if self.loss_scale is not None else 1.0
         # dropout keys are a pure function of (seed, rank, step): a resume needs no RNG state
         mx.random.seed((self.job.run.seed * 1_000_003 + step * 4_099 + self.rank) % 2**32)
-        parts = [
-            p
-            for p in self.sampler.micro_batches(
-                step, self.rank, self.world, self.job.run.grad_accum
-            )
-            if len(p)
-        ]
+        # this rank's share of the global batch (the coordinator's split; raises ValueError
+        # naming ``shares`` when it does not fit the batch), in its own number of micro-batches
+        accum = micro_batches or self.job.run.grad_accum
+        parts = self.sampler.micro_batches(step, self.rank, self.world, accum, shares)
+        work = 0
         if parts:
             batches = [
                 self.collate([self.data.train[i] for i in idx], self.pad_id) for idx in parts
             ]
+            work = sum(int(b.inputs.size) for b in batches)
             loss_sum, ntok, grads = self.grad_step(batches, scale)
-        else:  # more ranks than sequences this step: contribute nothing, still take part
+        else:  # no share this step (more ranks than sequences, or left out): still take part
             loss_sum, ntok = mx.array(0.0), mx.array(0.0)
             grads = tree_map(
                 lambda p: mx.zeros(p.shape, mx.float32), self.model.trainable_parameters()
             )
         mx.eval(loss_sum, ntok, grads)
+        grad_s = time.perf_counter() - t0  # what the balancer evens out: the data's own cost
         local_loss, local_tokens = float(loss_sum.item()), int(ntok.item())
         new_params, stats = self.optimizer.step(
             grads, local_loss, local_tokens, lr, grad_scale=scale
@@ -167,6 +169,7 @@ class TrainingJob:
             step=step, loss_sum=local_loss, tokens=local_tokens, grad_norm=float(stats.grad_norm),
             compute_s=(t2 - t0) - stats.comm_s, comm_s=stats.comm_s,
             peak_memory_bytes=float(mx.get_peak_memory()), skipped=bool(stats.skipped), loss_scale=scale,
+            work_tokens=work, grad_s=grad_s,
         )  # fmt: skip
 
     def evaluate(self, max_batches: int) -> tuple[float, int]:

@@ -85,3 +85,23 @@ def test_eval_batches_cover_everything_once_in_length_order():
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(LENGTHS)))
     assert list(LENGTHS[flat]) == sorted(LENGTHS)
+
+
+def test_uneven_shares_cut_the_same_global_batch():
+    s = BatchSampler(LENGTHS, batch_size=16, seed=1)
+    shares = [11, 0, 4, 1]
+    for step in range(0, 30, 7):
+        parts = [s.micro_batches(step, r, 4, 3, shares) for r in range(4)]
+        assert [i for rank in parts for mb in rank for i in mb] == s.global_batch(step)
+        assert [sum(len(mb) for mb in rank) for rank in parts] == shares
+        assert [len(rank) for rank in parts] == [3, 0, 3, 1]  # never an empty micro-batch
+
+
+@pytest.mark.parametrize(
+    "shares, needle",
+    [([3, 3], "sum to 6, the global batch has 5"), ([5], "expected 2 \\(one per rank\\), got 1"),
+     ([6, -1], "whole numbers >= 0")],
+)  # fmt: skip
+def test_shares_that_do_not_fit_the_batch_name_the_field(shares, needle):
+    with pytest.raises(ValueError, match=f"shares: .*{needle}"):
+        split_batch([1, 2, 3, 4, 5], 0, 2, 1, shares)

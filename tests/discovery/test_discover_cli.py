@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from engine.cli.discover import format_table, store_verdict
-from engine.discovery import PeerRecord
+from engine.discovery import PROTOCOL_VERSION, PeerRecord
 from engine.trust import PeerStore, new_peer
 from tests.discovery.conftest import ROOT
 
@@ -65,7 +65,7 @@ def test_table_shows_each_peer_with_pairing_and_problems(tmp_path):
         "yes",
     ]
     assert lines[2].endswith("MISMATCH")
-    assert "protocol 9 (need 1)" in lines[3]
+    assert f"protocol 9 (need {PROTOCOL_VERSION})" in lines[3]
     assert "idle (manual)" in lines[4]
     assert "invalid: TXT has no 'id' item" in lines[5]
     assert "no Orchard workers found" in format_table([], store_verdict(None))

@@ -42,8 +42,11 @@ def read_go() -> None:
             go.set()
 
 
+# an equal split: a re-split recompiles, and a longer step 4 can make the in-memory snapshot
+# after it due, whose GetState then waits on the frozen worker (a recovery, not the kill)
 job = tiny_job(out, steps=steps, **{"dist.workers": 2, "run.checkpoint_every": every,
-                                    "run.keep_checkpoints": 3, "run.name": "killed"})  # fmt: skip
+                                    "run.keep_checkpoints": 3, "run.name": "killed",
+                                    "dist.balance": "equal"})  # fmt: skip
 if release:
     threading.Thread(target=read_go, daemon=True).start()
 handle = start_run(job, sink, data_dir=cache)

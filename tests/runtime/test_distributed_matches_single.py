@@ -3,7 +3,9 @@
 Real worker processes on real sockets; the reference is engine.train's single-process loop
 (a different code path: Updater instead of DistributedAdamW). fp32: relative difference of
 every step's loss < 1e-4 and matching final adapters; bf16 wire compression: final loss
-within 1% of uncompressed. The gRPC modes share one pool of 3 worker processes reached as
+within 1% of uncompressed. The 3-worker runs split each batch deliberately unevenly (1/3/1
+sequences, the middle one in 2 micro-batches) and the 2-worker runs by measured speed: the
+token-sum loss makes any split exact. The gRPC modes share one pool of 3 worker processes reached as
 ``dist.hosts`` (the remote-worker path: the model files are shipped too), which keeps the
 set to a couple of minutes; "mlx" needs fresh processes (mx.distributed initialises once per
 process), so those runs start their own local workers.
@@ -19,6 +21,7 @@ import pytest
 from engine.rpc.auth import TOKEN_ENV, new_token
 from engine.runtime import start_run
 from engine.runtime.local_workers import start_local_worker, stop_local_workers
+from engine.train.metrics import read_metrics
 from tests.runtime.helpers import adapter_weights, reference_run, tiny_job, train_losses
 
 pytestmark = pytest.mark.slow
@@ -64,9 +67,14 @@ def pool(workdir):
     stop_local_workers(workers, grace_s=10)
 
 
+# 3 workers: a deliberately uneven split of the 5-sequence batch, 1/3/1, with accumulation
+# (micro-batches 1/2/1); 2 workers: the default, split by measured speed (re-splits included)
+UNEVEN = {"dist.balance": "fixed", "dist.speeds": [1, 3, 1], "run.grad_accum": 2}
+
+
 def run_distributed(workdir, pool, mode: str, workers: int, compression: str = "none"):
     over = {"dist.mode": mode, "dist.workers": workers, "dist.compression": compression,
-            "run.name": f"{mode}-{workers}-{compression}"}  # fmt: skip
+            "run.name": f"{mode}-{workers}-{compression}", **(UNEVEN if workers == 3 else {})}  # fmt: skip
     if mode != "mlx":
         over["dist.hosts"] = pool[:workers]
     job = tiny_job(workdir / "runs", STEPS, **over)
@@ -86,7 +94,12 @@ CASES = [
 @pytest.mark.parametrize(("mode", "workers"), CASES, ids=[f"{m}-{n}" for m, n in CASES])
 def test_same_losses_and_adapter_as_one_worker(reference, workdir, pool, mode, workers):
     ref_losses, ref_params = reference
-    losses, adapter, _ = run_distributed(workdir, pool, mode, workers)
+    losses, adapter, result = run_distributed(workdir, pool, mode, workers)
+    if workers == 3:
+        rows = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["kind"] == "worker"]
+        assert {(r["worker"], r["share"], r["micro_batches"]) for r in rows} == {
+            (0, 1, 1), (1, 3, 2), (2, 1, 1)
+        }  # fmt: skip
     assert losses.shape == ref_losses.shape == (STEPS,)
     rel = np.abs(losses - ref_losses) / np.abs(ref_losses)
     assert rel.max() < 1e-4, (

@@ -5,6 +5,7 @@ import hashlib
 import grpc
 import pytest
 
+from engine.machine import PROTOCOL_VERSION
 from engine.rpc.worker_client import WorkerCallError, WorkerClient
 
 
@@ -13,7 +14,11 @@ def test_describe_needs_the_token(local_worker):
     with WorkerClient(worker.address, token, timeout_s=10) as good:
         good.wait_ready(timeout_s=30)
         info = good.describe()
-        assert info["protocol_version"] == "1" and info["busy"] is False and info["mlx_version"]
+        assert (
+            info["protocol_version"] == PROTOCOL_VERSION
+            and not info["busy"]
+            and info["mlx_version"]
+        )
     for bad_token in ("wrong", ""):
         with WorkerClient(worker.address, bad_token or "x", timeout_s=10) as bad:
             if not bad_token:

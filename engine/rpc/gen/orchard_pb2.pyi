@@ -118,15 +118,19 @@ class SetupJobReply(_message.Message):
     def __init__(self, train_items: _Optional[int] = ..., trainable_params: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("step", "learning_rate")
+    __slots__ = ("step", "learning_rate", "shares", "micro_batches")
     STEP_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
     step: int
     learning_rate: float
-    def __init__(self, step: _Optional[int] = ..., learning_rate: _Optional[float] = ...) -> None: ...
+    shares: _containers.RepeatedScalarFieldContainer[int]
+    micro_batches: int
+    def __init__(self, step: _Optional[int] = ..., learning_rate: _Optional[float] = ..., shares: _Optional[_Iterable[int]] = ..., micro_batches: _Optional[int] = ...) -> None: ...
 
 class StepReply(_message.Message):
-    __slots__ = ("step", "loss_sum", "tokens", "grad_norm", "compute_s", "comm_s", "peak_memory_bytes", "skipped", "loss_scale")
+    __slots__ = ("step", "loss_sum", "tokens", "grad_norm", "compute_s", "comm_s", "peak_memory_bytes", "skipped", "loss_scale", "work_tokens", "grad_s")
     STEP_FIELD_NUMBER: _ClassVar[int]
     LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +140,8 @@ class StepReply(_message.Message):
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     LOSS_SCALE_FIELD_NUMBER: _ClassVar[int]
+    WORK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_S_FIELD_NUMBER: _ClassVar[int]
     step: int
     loss_sum: float
     tokens: int
@@ -145,7 +151,9 @@ class StepReply(_message.Message):
     peak_memory_bytes: float
     skipped: bool
     loss_scale: float
-    def __init__(self, step: _Optional[int] = ..., loss_sum: _Optional[float] = ..., tokens: _Optional[int] = ..., grad_norm: _Optional[float] = ..., compute_s: _Optional[float] = ..., comm_s: _Optional[float] = ..., peak_memory_bytes: _Optional[float] = ..., skipped: _Optional[bool] = ..., loss_scale: _Optional[float] = ...) -> None: ...
+    work_tokens: int
+    grad_s: float
+    def __init__(self, step: _Optional[int] = ..., loss_sum: _Optional[float] = ..., tokens: _Optional[int] = ..., grad_norm: _Optional[float] = ..., compute_s: _Optional[float] = ..., comm_s: _Optional[float] = ..., peak_memory_bytes: _Optional[float] = ..., skipped: _Optional[bool] = ..., loss_scale: _Optional[float] = ..., work_tokens: _Optional[int] = ..., grad_s: _Optional[float] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("step", "max_batches")
