@@ -1,10 +1,11 @@
 """JobRunner: the worker's plain-function API (the gRPC servicer only translates to it).
 
 It enforces the order of calls (SetupJob before Step, one call at a time) with messages that
-say what to call first, and owns what outlives a job: the file cache and the collective
-mailbox that peers push into. Each job gets an id at SetupJob; a call carrying another job's
-id is refused (JobLost, or OutOfOrder after that job's own Stop) and a Stop carrying one is
-ignored, so a stale call from a dead coordinator's run never touches a newer job.
+say what to call first, and owns what outlives a job: the file cache, the collective mailbox
+that peers push into, and the port held for MLX's ring (ring_port.py). Each job gets an id
+at SetupJob; a call carrying another job's id is refused (JobLost, or OutOfOrder after that
+job's own Stop) and a Stop carrying one is ignored, so a stale call from a dead
+coordinator's run never touches a newer job.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
 from engine.worker.files import FileStore, check_name
 from engine.worker.orphans import CallTicket, OrphanGuard
+from engine.worker.ring_port import RingPort
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class JobRunner:
         self._rows: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10_000)
         self._on_busy = on_busy
         self.confine_paths = confine_paths
+        self.ring_port = RingPort()  # reported in Describe; MLX's ring listens on it (mlx mode)
         self.guard = OrphanGuard(job_lease_s, self._end_orphan) if job_lease_s else None
         self.spares: Any = None
         self._starting: Any = None  # the job process a SetupJob is building in (job_process)
@@ -367,6 +370,7 @@ class JobRunner:
             self.guard.close()
         if self.spares is not None:
             self.spares.close()
+        self.ring_port.close()
         held = self._lock.acquire(timeout=CALL_WAIT_S)  # a call stuck in the job must not hold exit
         try:
             self._drop_job()
