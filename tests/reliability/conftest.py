@@ -32,4 +32,4 @@ def snapshot(folder: Path) -> dict[str, str]:
 def pytest_runtest_makereport(item, call):
     """A failed test's report carries its processes' logs (tests/worker/remote_procs.py)."""
     outcome = yield
-    report_logs(outcome.get_result())
+    report_logs(item, outcome.get_result())

@@ -10,4 +10,4 @@ from tests.worker.remote_procs import report_logs
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report_logs(outcome.get_result())
+    report_logs(item, outcome.get_result())

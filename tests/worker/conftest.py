@@ -3,14 +3,13 @@ import pytest
 from engine.rpc.auth import new_token
 from engine.runtime.local_workers import start_local_worker, stop_local_workers
 from tests.worker.agent_fixtures import coordinator_home, paired  # noqa: F401 - fixtures
-from tests.worker.remote_procs import remember_log, report_logs
+from tests.worker.remote_procs import report_logs
 
 
 @pytest.fixture
 def local_worker(tmp_path):
     """One real worker process on a real socket, and its token; always stopped afterwards."""
     token = new_token()
-    remember_log(tmp_path / "worker.log")
     worker = start_local_worker(token, tmp_path / "data", tmp_path / "worker.log", timeout_s=60)
     try:
         yield worker, token
@@ -21,4 +20,4 @@ def local_worker(tmp_path):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report_logs(outcome.get_result())
+    report_logs(item, outcome.get_result())

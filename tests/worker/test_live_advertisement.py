@@ -16,7 +16,7 @@ import pytest
 
 import engine.worker.remote as remote
 
-GAP_S = 0.15
+GAP_S = 0.1
 WAIT_S = 10.0  # only a broken advertisement waits this long
 
 
