@@ -38,8 +38,10 @@ def write_ring_hostfile(
 ) -> list[list[str]]:
     """Write MLX's ring hostfile for ``hosts`` ("ip" or "ip:port" per rank) or N local ranks.
 
-    Ranks without a port get ``base_port + rank`` (or a free port). The ring backend needs IP
-    addresses, not host names. Returns the JSON written.
+    Ranks without a port get ``base_port + rank`` (or a port free on this machine, which
+    suits only ranks on this machine: a worker holds and reports its own port,
+    engine/worker/ring_port.py). The ring backend needs IP addresses, not host names.
+    Returns the JSON written.
     """
     if isinstance(hosts, int):
         if hosts < 1:

@@ -96,7 +96,8 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
     @_guard
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.WorkerInfo:
         self._runner.renew(_metadata(context, JOB_HEADER))  # the coordinator's keep-alive
-        return pb.WorkerInfo(**self._info(), busy=self._runner.busy)
+        runner = self._runner
+        return pb.WorkerInfo(**self._info(), busy=runner.busy, ring_port=runner.ring_port.port)
 
     @_guard
     def PutFile(

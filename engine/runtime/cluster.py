@@ -323,6 +323,18 @@ class Cluster:
         self.all_ranked(ship)
         return hashes
 
+    def ring_addresses(self) -> list[str]:
+        """Each rank's "ip:port" for MLX's ring hostfile: the address this engine reaches the
+        worker at, and the port the worker holds on its own host (engine/worker/ring_port.py)."""
+        ports = self.all(lambda c: c.describe()["ring_port"])
+        for c, port in zip(self.clients, ports, strict=True):
+            if not port:
+                raise RuntimeError(
+                    f"worker {c.address} reported no port for MLX's ring (dist.mode 'mlx'): "
+                    "its log says why, or it runs an older Orchard: update it"
+                )
+        return [f"{a.rsplit(':', 1)[0]}:{p}" for a, p in zip(self.addresses, ports, strict=True)]
+
     def setup(
         self, files: dict[str, str], run_id: str, mlx_hostfile: str = ""
     ) -> list[dict[str, Any]]:

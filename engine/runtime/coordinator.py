@@ -472,7 +472,7 @@ class Coordinator:
 
         from engine.dist.mlx_env import write_ring_hostfile
 
-        hosts = [a.rsplit(":", 1)[0] for a in cluster.addresses]
+        hosts = cluster.ring_addresses()  # each worker's own port, held on its host
         return json.dumps(write_ring_hostfile(self.run_dir / "mlx_hostfile.json", hosts))
 
 

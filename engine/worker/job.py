@@ -1,10 +1,11 @@
 """JobRunner: the worker's plain-function API (the gRPC servicer only translates to it).
 
 It enforces the order of calls (SetupJob before Step, one call at a time) with messages that
-say what to call first, and owns what outlives a job: the file cache and the collective
-mailbox that peers push into. Each job gets an id at SetupJob; a call carrying another job's
-id is refused (JobLost, or OutOfOrder after that job's own Stop) and a Stop carrying one is
-ignored, so a stale call from a dead coordinator's run never touches a newer job.
+say what to call first, and owns what outlives a job: the file cache, the collective mailbox
+that peers push into, and the port held for MLX's ring (ring_port.py). Each job gets an id
+at SetupJob; a call carrying another job's id is refused (JobLost, or OutOfOrder after that
+job's own Stop) and a Stop carrying one is ignored, so a stale call from a dead
+coordinator's run never touches a newer job.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
 from engine.worker.files import FileStore, check_name
 from engine.worker.orphans import CallTicket, OrphanGuard
+from engine.worker.ring_port import RingPort
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class StepResult:
 
 
 ENDED_KEPT = 64  # ended jobs whose reason a late call still gets told
+CALL_WAIT_S = 5.0  # a call waits this long for the one before it (e.g. one still unwinding)
 # Stop on a job process: a call still running this long after the collective was failed is
 # stuck where nothing reaches it (MLX's own collective), so the process is killed.
 STOP_GRACE_S = 2.0
@@ -100,6 +103,7 @@ class JobRunner:
         self._rows: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10_000)
         self._on_busy = on_busy
         self.confine_paths = confine_paths
+        self.ring_port = RingPort()  # reported in Describe; MLX's ring listens on it (mlx mode)
         self.guard = OrphanGuard(job_lease_s, self._end_orphan) if job_lease_s else None
         self.spares: Any = None
         self._starting: Any = None  # the job process a SetupJob is building in (job_process)
@@ -118,7 +122,11 @@ class JobRunner:
     # ---- life cycle ----------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self._job is not None
+        """A job is set up and has not ended. A job ended from outside its call (the orphan
+        guard, a Stop that kills a stuck job) is marked ended before its process is killed,
+        so it reads idle from then on, while the call that waited on it still unwinds."""
+        job, job_id = self._job, self._job_id
+        return job is not None and job_id not in self._ended
 
     @property
     def job_id(self) -> str:
@@ -170,7 +178,10 @@ class JobRunner:
         job = self._job
         if job is None or self._job_id != job_id:
             return
-        self._remember_end(job_id, reason)  # first, so a call failing on the kill names it
+        # Marked ended before the kill: a call failing on it names the reason, and Describe
+        # (and the advertisement) say idle while that call still unwinds.
+        self._remember_end(job_id, reason)
+        self._tell_busy(False)
         log.warning("ending job %s (%s): %s", job_id, self._job_about, reason)
         if kill and hasattr(job, "kill"):
             job.kill()  # a call waiting on the job fails now and releases the lock
@@ -228,7 +239,7 @@ class JobRunner:
             from engine.worker.confine import check_confined
 
             check_confined(job_toml, files)
-        if not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(timeout=CALL_WAIT_S):  # a call of an ended job may unwind
             raise OutOfOrder("SetupJob: another call is running on this worker")
         job_id = secrets.token_hex(8)
         about = f"run {run_id or '?'}, rank {rank}, coordinator {coordinator or '?'}"
@@ -274,7 +285,7 @@ class JobRunner:
     def _locked(self, call: str, fn: Callable[[Any], Any], job_id: str = "") -> Any:
         from engine.worker.job_process import JobCrashed
 
-        if not self._lock.acquire(timeout=5.0):
+        if not self._lock.acquire(timeout=CALL_WAIT_S):
             raise OutOfOrder(f"{call}: another call is still running on this worker")
         try:
             job = self._need_job(call, job_id)
@@ -370,7 +381,8 @@ class JobRunner:
             self.guard.close()
         if self.spares is not None:
             self.spares.close()
-        held = self._lock.acquire(timeout=5.0)  # a call stuck in the job must not hold exit
+        self.ring_port.close()
+        held = self._lock.acquire(timeout=CALL_WAIT_S)  # a call stuck in the job must not hold exit
         try:
             self._drop_job()
         finally:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.worker.remote_procs import report_logs
+
 MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "stories260K"
 
 
@@ -24,3 +26,10 @@ def snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries its processes' logs (tests/worker/remote_procs.py)."""
+    outcome = yield
+    report_logs(item, outcome.get_result())

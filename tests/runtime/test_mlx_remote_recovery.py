@@ -4,16 +4,29 @@ job process, and the group re-forms in fresh job processes on the same curve."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from engine.cli.pair_cmd import pair_main
+from engine.rpc.paired_client import connect_paired
 from engine.runtime import start_run
+from engine.trust import open_trust_home
 from tests.runtime.helpers import reference_run, tiny_job, train_losses
 from tests.runtime.test_recovery import Recorder, kill
 from tests.worker.remote_procs import start_agent
 
 STEPS = 12
+
+
+def _ring_port(address: str) -> int:
+    client, _ = connect_paired(address, open_trust_home(), timeout_s=30)
+    try:
+        return client.describe()["ring_port"]
+    finally:
+        client.close()
 
 
 @pytest.mark.slow
@@ -40,6 +53,9 @@ def test_mlx_on_paired_agents_re_forms_after_a_lost_agent(tmp_path, monkeypatch)
         print(f"\nmlx on agents, one killed: detection {info['detected_at'] - t_kill:.2f}s, "
               f"kill->next completed step {rec.first_step_after(t_kill) - t_kill:.2f}s")  # fmt: skip
         np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+        # MLX's ring listened on the ports the survivors hold on their host and report
+        ring = json.loads((Path(result.run_dir) / "mlx_hostfile.json").read_text())
+        assert ring == [[f"127.0.0.1:{_ring_port(a)}"] for a in addresses[:2]], ring
     finally:
         for proc, _ in agents:
             proc.close()

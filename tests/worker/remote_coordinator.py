@@ -5,7 +5,11 @@ python -m tests.worker.remote_coordinator --service-type T --out DIR
     prints {"ready": true}; then reads commands from stdin, one JSON line of reply each:
       pair ADDRESS CODE FINGERPRINT   -> {"pair": ADDRESS, "rc": int}
       connect ADDRESS                 -> {"connect": ADDRESS, "error": "" or the refusal}
-      train MODE STEPS ADDR1,ADDR2    -> {"train": MODE, "status": ..., "losses": [...], "error": ...}
+      train MODE STEPS ADDR1,ADDR2 [HOLD]
+                                      -> {"train": MODE, "status": ..., "losses": [...], "error": ...}
+          with HOLD, the run prints {"held": HOLD} after that step and waits for `go` (its
+          workers stay busy meanwhile, however fast the steps are)
+      go                              -> lets a held run go on (no reply)
 The trust folder is $ORCHARD_HOME/trust, as for `orchard pair` and `orchard train`.
 """
 
@@ -38,15 +42,26 @@ def connect(address: str) -> str:
     return ""
 
 
-def train(mode: str, steps: int, hosts: list[str], out: Path) -> dict:
+HOLD_LIMIT_S = 120.0  # the test sends "go" within seconds; never wait forever
+
+
+def train(
+    mode: str, steps: int, hosts: list[str], out: Path, hold: int, go: threading.Event
+) -> dict:
+    from engine.events import MetricEvent
     from engine.runtime import start_run
     from engine.train.metrics import read_metrics
     from tests.runtime.helpers import tiny_job
 
+    def sink(event: object) -> None:
+        if isinstance(event, MetricEvent) and event.kind == "train" and event.step == hold:
+            say({"held": hold})
+            go.wait(HOLD_LIMIT_S)
+
     job = tiny_job(
         out, steps, **{"dist.mode": mode, "dist.workers": len(hosts), "run.name": mode}
     ).with_overrides([f"dist.hosts={json.dumps(hosts)}"])
-    result = start_run(job, data_dir=out / "cache").wait(timeout=300)
+    result = start_run(job, sink, data_dir=out / "cache").wait(timeout=300)
     if result is None:
         return {"train": mode, "status": "timeout", "losses": [], "error": ""}
     losses = []
@@ -74,14 +89,22 @@ def main() -> None:
     )
     browser.start()
     say({"ready": True})
+    go = threading.Event()
     for line in sys.stdin:
         words = line.split()
+        if words[:1] == ["go"]:
+            go.set()
+            continue
         if words[:1] == ["pair"]:
             say({"pair": words[1], "rc": pair_main(words[1], words[2], words[3])})
         elif words[:1] == ["connect"]:
             say({"connect": words[1], "error": connect(words[1])})
         elif words[:1] == ["train"]:
-            say(train(words[1], int(words[2]), words[3].split(","), args.out))
+            go.clear()
+            hold = int(words[4]) if len(words) > 4 else -1
+            run = (words[1], int(words[2]), words[3].split(","), args.out, hold, go)
+            # on a thread: a held run waits for "go", read by this loop
+            threading.Thread(target=lambda a: say(train(*a)), args=(run,), daemon=True).start()
     browser.close()
 
 

@@ -47,6 +47,18 @@ def silent_peer() -> tuple[socket.socket, str]:
     return s, f"127.0.0.1:{s.getsockname()[1]}"
 
 
+def wait_reached(sock: socket.socket, timeout: float) -> socket.socket:
+    """The connection rank 0 opens to the silent peer ``sock`` once its Step is in the agent
+    and in its first collective (the job connects to its peers lazily): proof, not a guess,
+    that the Step is in flight. Keep it open; AssertionError past ``timeout``."""
+    sock.settimeout(timeout)
+    try:
+        conn, _ = sock.accept()
+    except TimeoutError:
+        raise AssertionError(f"rank 0 never reached its silent peer within {timeout} s") from None
+    return conn
+
+
 def job_pids(log_path: Path) -> list[int]:
     """The agent's job processes, in the order its log announced them."""
     return [int(p) for p in _JOB_READY.findall(log_path.read_text(errors="replace"))]

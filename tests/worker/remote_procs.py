@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+LOG_TAIL_CHARS = 12_000  # of each process's log in a failed test's report
+MAX_LOGS = 16  # logs in one report
+_logs: list[tuple[str, Path]] = []  # (test id, log) of every LineProcess started
 _WORKER_LINE = re.compile(r"^Orchard worker (\S+) on port (\d+) ")
 _CODE_LINE = re.compile(r"^Pairing code: ([0-9A-Z]{4}-[0-9A-Z]{4})")
 
@@ -30,6 +33,7 @@ class LineProcess:
         env = {**os.environ, "ORCHARD_HOME": str(home), "PYTHONUNBUFFERED": "1"}
         env.pop("ORCHARD_WORKER_TOKEN", None)
         self.log_path = log or home / "stderr.log"
+        remember_log(self.log_path)
         home.mkdir(parents=True, exist_ok=True)
         self._err = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
@@ -82,6 +86,35 @@ class LineProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._err.close()
+
+
+def remember_log(path: Path) -> None:
+    """Show ``path`` (a process's log) in the report of the running test if it fails."""
+    _logs.append((os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0], path))
+
+
+def report_logs(item: Any, report: Any) -> None:
+    """Put the logs of a failed test's processes into its pytest report, so a failure seen
+    once shows what each process did: pytest's temporary folders rotate away. The logs are
+    those of its LineProcesses (agents, coordinators) and every ``*.log`` under its
+    tmp_path (local workers' logs in run folders). Called from the conftests'
+    pytest_runtest_makereport."""
+    mine = [path for test, path in _logs if test == report.nodeid]
+    if report.when == "teardown":
+        _logs[:] = [(test, path) for test, path in _logs if test != report.nodeid]
+    if not report.failed:
+        return
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if tmp is not None and Path(tmp).is_dir():
+        mine += [p for p in sorted(Path(tmp).rglob("*.log")) if p not in mine]
+    for path in mine[:MAX_LOGS]:
+        text = path.read_text(errors="replace") if path.exists() else "(no log file)"
+        cut = (
+            f"... ({len(text) - LOG_TAIL_CHARS} characters before)\n"
+            if len(text) > LOG_TAIL_CHARS
+            else ""
+        )
+        report.sections.append((f"{report.when}: log {path}", cut + text[-LOG_TAIL_CHARS:]))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from engine.rpc.paired_client import connect_paired
 from engine.rpc.worker_client import WorkerCallError
 from engine.trust import open_trust_home
 from tests.worker.agent_fixtures import paired_agent_at
-from tests.worker.remote_jobs import job_pids, set_up_job, silent_peer, wait_gone
+from tests.worker.remote_jobs import job_pids, set_up_job, silent_peer, wait_gone, wait_reached
 from tests.worker.remote_procs import LineProcess, json_line
 
 LEASE_S = 6.0  # short for the test; the agent's default is minutes
@@ -62,6 +62,7 @@ def _busy(address: str) -> bool:
 def test_a_killed_coordinators_job_ends_and_the_agent_takes_a_new_one(paired_agent, tmp_path):
     agent, address = paired_agent
     sock, silent = silent_peer()
+    opened = []  # rank 0's connection to its silent peer: closing it would fail the Step
     figures = {}
     try:
         # 1. Killed with a Step in flight: the cancelled call ends the job at once.
@@ -71,7 +72,7 @@ def test_a_killed_coordinators_job_ends_and_the_agent_takes_a_new_one(paired_age
             job_a = a.wait_for(json_line(job_id=None), 90)["job_id"]
             pid_a = job_pids(agent.log_path)[-1]
             a.send("step 0")
-            time.sleep(1.5)  # the Step reaches the agent and waits on the silent peer
+            opened.append(wait_reached(sock, 120))  # the Step is in the agent, waiting
             assert _busy(address)
             figures["mid-step"] = _kill_and_time(a, pid_a, 4 * LEASE_S)
         finally:
@@ -117,6 +118,7 @@ def test_a_killed_coordinators_job_ends_and_the_agent_takes_a_new_one(paired_age
         finally:
             client.close()
     finally:
-        sock.close()
+        for s in [*opened, sock]:
+            s.close()
     print(json.dumps({"coordinator kill -9 -> job process gone (s)": figures,
                       "lease_s": LEASE_S}))  # fmt: skip

@@ -10,7 +10,6 @@ waiting) in namespace B; the veth cable between them is unplugged on A's side.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -21,9 +20,10 @@ from tests.worker.test_orphaned_jobs import _coordinator
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(300)]
 LEASE_S = 120.0  # far above keepalive's ~15 s, so the lease cannot be what ends the job
-_LISTEN = (
+_LISTEN = (  # rank 1: prints its port, then "reached" once rank 0's collective connects
     "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(16); "
-    "print(s.getsockname()[1], flush=True); time.sleep(600)"
+    "print(s.getsockname()[1], flush=True); c = s.accept(); print('reached', flush=True); "
+    "time.sleep(600)"
 )
 
 
@@ -44,7 +44,7 @@ def test_a_cut_off_coordinators_step_ends_the_job_by_keepalive(netns_pair, tmp_p
         old_job = coord.wait_for(json_line(job_id=None), 120)["job_id"]
         pid = job_pids(proc.log_path)[-1]
         coord.send("step 0")
-        time.sleep(1.5)  # the Step reaches the agent and waits on its silent peer
+        silent.wait_for(lambda s: s == "reached", 120)  # the Step is in the agent, waiting
 
         netns_pair.link("a", up=False)
         cut_to_gone = wait_gone(pid, LEASE_S / 2)  # by keepalive, not by the lease

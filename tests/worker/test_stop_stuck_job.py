@@ -80,11 +80,13 @@ def test_stop_of_a_job_that_returns_ends_it_in_order(paired, tmp_path):
 
 
 def _ring(tmp_path, clients, agents, run_id: str, fn=set_up_job) -> None:
-    """Set up a dist.mode 'mlx' ring of the agents; both ranks initialise MLX together."""
+    """Set up a dist.mode 'mlx' ring of the agents; both ranks initialise MLX together, each
+    listening on the port its agent holds and reports (as the coordinator builds it)."""
     from engine.dist.mlx_env import write_ring_hostfile
 
     peers = [address_of(a) for a in agents]
-    hostfile = json.dumps(write_ring_hostfile(tmp_path / f"{run_id}.json", len(agents)))
+    ring = [f"127.0.0.1:{c.describe()['ring_port']}" for c in clients]
+    hostfile = json.dumps(write_ring_hostfile(tmp_path / f"{run_id}.json", ring))
     with ThreadPoolExecutor(len(agents)) as pool:
         jobs = [pool.submit(fn, c, tmp_path / "runs", run_id, peers, 3, r, "mlx", hostfile)
                 for r, c in enumerate(clients)]  # fmt: skip

@@ -21,7 +21,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "protocol_version", "hostname", "chip", "memory_bytes", "mlx_version", "orchard_version", "busy", "platform")
+    __slots__ = ("worker_id", "protocol_version", "hostname", "chip", "memory_bytes", "mlx_version", "orchard_version", "busy", "platform", "ring_port")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class WorkerInfo(_message.Message):
     ORCHARD_VERSION_FIELD_NUMBER: _ClassVar[int]
     BUSY_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    RING_PORT_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     protocol_version: str
     hostname: str
@@ -40,7 +41,8 @@ class WorkerInfo(_message.Message):
     orchard_version: str
     busy: bool
     platform: str
-    def __init__(self, worker_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., hostname: _Optional[str] = ..., chip: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., mlx_version: _Optional[str] = ..., orchard_version: _Optional[str] = ..., busy: _Optional[bool] = ..., platform: _Optional[str] = ...) -> None: ...
+    ring_port: int
+    def __init__(self, worker_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., hostname: _Optional[str] = ..., chip: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., mlx_version: _Optional[str] = ..., orchard_version: _Optional[str] = ..., busy: _Optional[bool] = ..., platform: _Optional[str] = ..., ring_port: _Optional[int] = ...) -> None: ...
 
 class FileChunk(_message.Message):
     __slots__ = ("sha256", "name", "offset", "data", "last")
