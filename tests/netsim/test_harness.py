@@ -26,7 +26,10 @@ def test_a_shaped_link_measures_within_tolerance_of_its_profile(name):
         got = measure_link(net, 0, 1, nbytes=int(profile.rate_bytes_s * 0.8))
     # goodput: Wi-Fi's jitter and loss cost TCP some of it, as on a real link
     assert 0.7 * profile.rate_mbit <= got.rate_mbit <= 1.05 * profile.rate_mbit, got
-    assert abs(got.rtt_ms - profile.rtt_ms) <= max(0.15, 0.25 * profile.rtt_ms), got
+    # rtt: never below the profile's; above it by at most the machine's own floor (a Python
+    # ping-pong through two veths and the NFQUEUE emulator: 0.1-0.2 ms here, up to 0.35 ms on
+    # a loaded 2-core CI runner), which only matters for sub-millisecond profiles
+    assert 0.75 * profile.rtt_ms <= got.rtt_ms <= profile.rtt_ms + max(0.35, 0.25 * profile.rtt_ms), got
 
 
 def test_nothing_is_left_after_a_failure_inside(tmp_path):

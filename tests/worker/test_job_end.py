@@ -28,7 +28,7 @@ class SlowToUnwind:
     def describe(self) -> SetupResult:
         return SetupResult(1, 1, "stand-in job")
 
-    def step(self, step: int, lr: float) -> None:
+    def step(self, step: int, lr: float, *split: object) -> None:  # split: shares, micro_batches
         self.in_step.set()
         assert self.killed.wait(WAIT_S)
         assert self.unwind.wait(WAIT_S)
