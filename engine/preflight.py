@@ -487,13 +487,23 @@ def _suggestions(
         keep = [m.host for m in machines if m not in [f.machine for f in over]]
         if keep:
             offer({"dist.hosts": keep})
-    if not job.model.quantize and not info.quantization:
-        offer({"model.quantize": True})
+    qlora = {"model.quantize": True}
+    if not job.model.quantize and not info.quantization and _fit_ok(info, job, qlora):
+        offer(qlora)
     adapted = len(set(job.lora.layers)) if job.lora.layers else info.num_layers
     for k in range(adapted - 1, 0, -1):  # the top k layers: the least activation memory
         if offer({"lora.layers": list(range(info.num_layers - k, info.num_layers))}):
             break
     return [_describe(job, info, o, sizer) for o in found]
+
+
+def _fit_ok(info: Any, job: JobSpec, overrides: dict[str, Any]) -> bool:
+    """No check_fit error with ``overrides`` (QLoRA is not offered where a target's input
+    width does not divide the group size: preflight would then refuse the fix)."""
+    from engine.model import check_fit
+
+    variant = Suggestion("", overrides, "", 0).apply(job)
+    return not [p for p in check_fit(info, variant) if p.level == "error"]
 
 
 def _describe(job: JobSpec, info: Any, overrides: dict[str, Any], sizer: _Sizer) -> Suggestion:

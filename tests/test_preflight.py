@@ -113,6 +113,21 @@ def test_qlora_and_fewer_workers_are_offered_when_the_base_weights_do_not_fit(tm
     assert quantize.title == "QLoRA: quantize the base model to 4 bits"
 
 
+def test_qlora_is_neither_offered_nor_accepted_where_a_target_cannot_quantize(tmp_path):
+    config = tiny_config(hidden_size=512, intermediate_size=1000, num_hidden_layers=4,
+                         num_attention_heads=8, num_key_value_heads=8)  # fmt: skip
+    folder = save_folder(build(config), config, tmp_path / "odd")  # down_proj's input: 1000
+    job = _demo(tmp_path, f'model.path="{folder}"', "run.batch_size=2", "data.max_seq_len=64")
+    need = preflight(job, local_memory=64 * GIB).fits[0].need_bytes
+    result = preflight(job, local_memory=int(need / 1.3))
+    kinds = [set(s.overrides) for s in result.suggestions]
+    assert {"dist.workers"} in kinds and not any("model.quantize" in k for k in kinds)
+    (settings,) = preflight(_demo(tmp_path, f'model.path="{folder}"', "model.quantize=true"),
+                            local_memory=64 * GIB).refusals  # fmt: skip
+    assert settings.kind == "settings"
+    assert "model.group_size: 64 does not divide the input width 1000 of mlp.down_proj" in settings.message  # fmt: skip
+
+
 def test_fewer_layers_are_offered_when_long_sequences_are_the_cost(tmp_path):
     words = " ".join(f"Pip counted apple number {i} in the orchard." for i in range(400))
     data = tmp_path / "long.jsonl"
