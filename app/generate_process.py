@@ -33,13 +33,14 @@ def generate_text(model: str, prompt: str, max_tokens: int, adapter: str = "") -
     from mlx_lm import generate
     from mlx_lm.sample_utils import make_sampler
 
-    from engine.data import encode_prompt
+    from engine.data import encode_prompt, stop_at_turn_end
     from engine.lora import load_adapter
     from engine.model.load import load_model
 
     loaded = load_model(model_spec_for(model, adapter))
     if adapter:
         load_adapter(loaded.model, adapter)
+    stop_at_turn_end(loaded.tokenizer)  # the answer ends where training ended it
     ids = encode_prompt([{"role": "user", "content": prompt}], loaded.tokenizer)
     return generate(
         loaded.model,

@@ -4,7 +4,13 @@ One function for the CLI and the app, ``preflight(job) -> PreflightResult``. Not
 loads weights or starts a worker. In order it checks:
 - the settings (JobSpec.validate), and LoRA targets and layers against the model;
 - the model: config.json, its type, the safetensors headers (engine.model.inspect) and the
-  tokenizer, which the dataset check needs anyway;
+  tokenizer, which the dataset check needs anyway. A Hugging Face id not in the cache is
+  described from the Hub instead (engine.model.hub.inspect_remote: config.json and the
+  safetensors headers by HTTP range requests, nothing written, HUB_TIMEOUT_S per request), so
+  a run that would not fit is refused before any download; a missing or gated id is refused
+  by name; a Hub that cannot be asked (offline, unreachable) leaves a note, memory unchecked;
+- the job against the model (engine.model.fit.check_fit): LoRA targets and layers, the QLoRA
+  group size; its warnings become notes;
 - the dataset, read, validated and tokenized as every worker will (engine.data.prepare_data),
   so its errors are named ``file:line: field: message`` before anything starts;
 - memory: engine.model.memory's estimate per worker, times the workers on each machine,
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_PROBLEMS_SHOWN = 5  # dataset errors named in the message; the rest are counted
 MAX_ACCUM = 4096  # run.grad_accum's upper bound (engine/config.py)
+HUB_TIMEOUT_S = 5.0  # per Hub request: a slow or dead network must not hold up Start
 
 
 @dataclass(frozen=True)
@@ -151,24 +158,26 @@ def preflight(
     host_memory: Mapping[str, int] | None = None,
     local_memory: int | None = None,
     describe: Callable[[str], int] | None = None,
+    hub_timeout_s: float = HUB_TIMEOUT_S,
 ) -> PreflightResult:
     """Everything that would make ``job`` fail or exhaust a machine, before any worker starts.
 
     ``local_memory``: this machine's memory in bytes (default: what the OS says).
     ``host_memory``: memory of ``dist.hosts`` entries the caller already knows (the app's
     cluster table); any other host is asked over Describe (``describe``, default
-    :func:`describe_memory`). Never raises for bad input: every fault is a Refusal."""
+    :func:`describe_memory`). ``hub_timeout_s`` bounds each request to the Hugging Face Hub
+    for a model not yet downloaded. Never raises for bad input: every fault is a Refusal."""
     result = PreflightResult()
     try:
         job.validate()
     except ConfigError as e:
         result.refusals.append(Refusal("settings", "\n".join(e.problems)))
         return result
-    info, tokenizer = _check_model(job, result)
+    info, tokenizer = _check_model(job, result, hub_timeout_s)
     longest = _check_dataset(job, tokenizer, result)
     if info is None:
         return result
-    _check_targets(job, info, result)
+    _check_fit(job, info, result)
     if result.refusals:
         return result  # memory is only worth checking for a run that would otherwise work
     machines = machines_for(job, host_memory, local_memory, describe, result.notes)
@@ -176,20 +185,17 @@ def preflight(
     return result
 
 
-def _check_model(job: JobSpec, result: PreflightResult) -> tuple[Any, Any]:
-    """ModelInfo and tokenizer, or refusals; (None, None) for a Hugging Face id not yet
-    downloaded (the run downloads it; the model is then checked by the workers)."""
+def _check_model(job: JobSpec, result: PreflightResult, hub_timeout_s: float) -> tuple[Any, Any]:
+    """ModelInfo and tokenizer, or refusals. A Hugging Face id not yet downloaded gives the
+    ModelInfo from the Hub and no tokenizer (the dataset is then read, not tokenized), or
+    (None, None) with a note when the Hub cannot be asked."""
     from engine.model import ModelError, inspect_model, load_tokenizer
     from engine.model.load import check_model_dir
 
     try:
         folder = local_model_dir(job.model.path)
         if folder is None:
-            result.notes.append(
-                f"model {job.model.path!r} is not downloaded yet: it is fetched when the run "
-                "starts, so its memory is not estimated here"
-            )
-            return None, None
+            return _check_remote(job.model.path, result, hub_timeout_s), None
         check_model_dir(folder)
         info = inspect_model(folder)
     except ModelError as e:
@@ -201,6 +207,37 @@ def _check_model(job: JobSpec, result: PreflightResult) -> tuple[Any, Any]:
         result.refusals.append(Refusal("model", str(e)))
         return info, None
     return info, tokenizer
+
+
+def _check_remote(repo_id: str, result: PreflightResult, timeout_s: float) -> Any:
+    """The ModelInfo of a Hub model not in the cache, from its config.json and safetensors
+    headers (nothing downloaded, nothing written). A missing, gated or unusable id is refused;
+    a Hub that cannot be asked is a note, and memory goes unchecked."""
+    from engine.model import ModelError
+    from engine.model.cache import human_bytes
+    from engine.model.hub import HubUnreachable, inspect_remote
+
+    try:
+        remote = inspect_remote(repo_id, timeout_s=timeout_s)
+    except HubUnreachable as e:
+        result.notes.append(
+            f"model {repo_id!r} is not downloaded yet and the Hub could not be asked, so the "
+            f"run's memory could not be checked: {e}"
+        )
+        return None
+    except ModelError as e:  # HubError: no such id, gated, not a model mlx-lm loads
+        result.refusals.append(Refusal("model", str(e)))
+        return None
+    if not remote.info.supported:
+        result.refusals.append(Refusal("model", f"{repo_id}/config.json: model_type: "
+            f"{remote.info.model_type!r} is not supported by mlx-lm; nothing was downloaded"))  # fmt: skip
+        return None
+    result.notes.append(
+        f"model {repo_id!r} is not downloaded yet: checked from its config.json and "
+        f"safetensors headers on the Hub; the run first downloads "
+        f"{human_bytes(remote.repo.total_bytes)}"
+    )
+    return remote.info
 
 
 def local_model_dir(path: str) -> Path | None:
@@ -262,19 +299,18 @@ def dataset_message(path: str, e: Any) -> str:
     return "\n".join(lines)
 
 
-def _check_targets(job: JobSpec, info: Any, result: PreflightResult) -> None:
-    """LoRA targets and layers the model does not have fail every worker at SetupJob."""
-    from engine.model import match_targets
+def _check_fit(job: JobSpec, info: Any, result: PreflightResult) -> None:
+    """What fails every worker at SetupJob (engine.model.fit.check_fit): LoRA targets and
+    layers the model does not have, a QLoRA group size that does not divide a target's
+    input, a model type mlx-lm lacks. Its warnings are notes."""
+    from engine.model import check_fit
 
-    for target, hits in match_targets(info.module_names, job.lora.target_modules).items():
-        if not hits:
-            result.refusals.append(Refusal("settings",
-                f"lora.target_modules: {target!r} is not a linear module of this model; "
-                f"choose from: {', '.join(info.module_names)}"))  # fmt: skip
-    bad = [i for i in job.lora.layers if i >= info.num_layers]
-    if bad:
-        result.refusals.append(Refusal("settings",
-            f"lora.layers: {bad} out of range; this model has layers 0..{info.num_layers - 1}"))  # fmt: skip
+    for problem in check_fit(info, job):
+        if problem.level != "error":
+            result.notes.append(str(problem))
+        else:
+            kind = "model" if problem.field == "model.path" else "settings"
+            result.refusals.append(Refusal(kind, str(problem)))
 
 
 # ---- machines ---------------------------------------------------------------------------------
@@ -451,13 +487,23 @@ def _suggestions(
         keep = [m.host for m in machines if m not in [f.machine for f in over]]
         if keep:
             offer({"dist.hosts": keep})
-    if not job.model.quantize and not info.quantization:
-        offer({"model.quantize": True})
+    qlora = {"model.quantize": True}
+    if not job.model.quantize and not info.quantization and _fit_ok(info, job, qlora):
+        offer(qlora)
     adapted = len(set(job.lora.layers)) if job.lora.layers else info.num_layers
     for k in range(adapted - 1, 0, -1):  # the top k layers: the least activation memory
         if offer({"lora.layers": list(range(info.num_layers - k, info.num_layers))}):
             break
     return [_describe(job, info, o, sizer) for o in found]
+
+
+def _fit_ok(info: Any, job: JobSpec, overrides: dict[str, Any]) -> bool:
+    """No check_fit error with ``overrides`` (QLoRA is not offered where a target's input
+    width does not divide the group size: preflight would then refuse the fix)."""
+    from engine.model import check_fit
+
+    variant = Suggestion("", overrides, "", 0).apply(job)
+    return not [p for p in check_fit(info, variant) if p.level == "error"]
 
 
 def _describe(job: JobSpec, info: Any, overrides: dict[str, Any], sizer: _Sizer) -> Suggestion:

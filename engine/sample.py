@@ -28,8 +28,9 @@ def generate_text(model: object, tokenizer: object, prompt: str, max_tokens: int
     """Greedy completion of one user prompt rendered with the training template."""
     from mlx_lm import generate
 
-    from engine.data import encode_prompt
+    from engine.data import encode_prompt, stop_at_turn_end
 
+    stop_at_turn_end(tokenizer)  # the answer ends where training ended it
     ids = encode_prompt([{"role": "user", "content": prompt}], tokenizer)
     return generate(model, tokenizer, ids, max_tokens=max_tokens, verbose=False).strip()
 

@@ -7,13 +7,17 @@ Real model folders, real datasets and the real estimate; only a machine's memory
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from engine.config import JobSpec
-from engine.preflight import Suggestion, preflight
+from engine.model.hub import TIMEOUT_S
+from engine.preflight import Suggestion, gib, preflight
 from engine.runtime.demo import demo_job
 from tests.model.conftest import STORIES, build, save_folder, tiny_config
 
@@ -109,6 +113,21 @@ def test_qlora_and_fewer_workers_are_offered_when_the_base_weights_do_not_fit(tm
     assert quantize.title == "QLoRA: quantize the base model to 4 bits"
 
 
+def test_qlora_is_neither_offered_nor_accepted_where_a_target_cannot_quantize(tmp_path):
+    config = tiny_config(hidden_size=512, intermediate_size=1000, num_hidden_layers=4,
+                         num_attention_heads=8, num_key_value_heads=8)  # fmt: skip
+    folder = save_folder(build(config), config, tmp_path / "odd")  # down_proj's input: 1000
+    job = _demo(tmp_path, f'model.path="{folder}"', "run.batch_size=2", "data.max_seq_len=64")
+    need = preflight(job, local_memory=64 * GIB).fits[0].need_bytes
+    result = preflight(job, local_memory=int(need / 1.3))
+    kinds = [set(s.overrides) for s in result.suggestions]
+    assert {"dist.workers"} in kinds and not any("model.quantize" in k for k in kinds)
+    (settings,) = preflight(_demo(tmp_path, f'model.path="{folder}"', "model.quantize=true"),
+                            local_memory=64 * GIB).refusals  # fmt: skip
+    assert settings.kind == "settings"
+    assert "model.group_size: 64 does not divide the input width 1000 of mlp.down_proj" in settings.message  # fmt: skip
+
+
 def test_fewer_layers_are_offered_when_long_sequences_are_the_cost(tmp_path):
     words = " ".join(f"Pip counted apple number {i} in the orchard." for i in range(400))
     data = tmp_path / "long.jsonl"
@@ -175,3 +194,90 @@ def test_settings_the_model_lacks_are_refused(tmp_path):
     job.lora.rank = 0  # what a JobSpec refuses is refused first, by its field
     (settings,) = preflight(job, local_memory=24 * GIB).refusals
     assert "lora.rank: expected a value in [1, 1024], got 0" in settings.message
+
+
+# ---- a Hugging Face id not downloaded yet: sized from the Hub, before any download ----------
+@pytest.fixture
+def hub(tmp_path, monkeypatch, wide_model):
+    """The real HTTP server that plays the Hub (tests/model/hub_server.py), serving the wide
+    model and stories260K, with HF_ENDPOINT pointed at it and an empty cache."""
+    from tests.model.hub_server import FakeHub
+
+    server = FakeHub().start()
+    server.add_folder("orchard-test/wide", wide_model)
+    server.add_folder("orchard-test/stories", STORIES)
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    yield server
+    server.stop()
+
+
+def _cache_is_empty(tmp_path: Path) -> bool:
+    cache = tmp_path / "hf-cache"
+    return not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
+
+
+def test_a_hub_id_that_would_not_fit_is_refused_before_any_download(tmp_path, hub, wide_model):
+    sets = ("run.batch_size=2", "data.max_seq_len=64", "data.packing=true")
+    local = preflight(_demo(tmp_path, f'model.path="{wide_model}"', *sets), local_memory=64 * GIB)
+    job = _demo(tmp_path, 'model.path="orchard-test/wide"', *sets)
+    sized = preflight(job, local_memory=64 * GIB)
+    assert sized.ok, sized.message()
+    # the Hub's config.json and headers give the estimate the downloaded folder gives
+    assert sized.estimate.total_bytes == local.estimate.total_bytes
+    assert any("not downloaded yet: checked from its config.json" in n for n in sized.notes)
+    need = sized.fits[0].need_bytes
+    result = preflight(job, local_memory=int(need / 1.3))
+    assert [r.kind for r in result.refusals] == ["memory"]
+    assert result.refusals[0].message.startswith(f"this machine ({gib(int(need / 1.3))})")
+    (qlora,) = [s for s in result.suggestions if set(s.overrides) == {"model.quantize"}]
+    assert preflight(qlora.apply(job), local_memory=int(need / 1.3)).ok
+    assert hub.gets("orchard-test/wide", "model.safetensors") == ["bytes=0-100000"] * 3
+    assert _cache_is_empty(tmp_path)  # nothing downloaded, nothing written
+
+
+@pytest.mark.parametrize(
+    "repo_id, fault, message",
+    [
+        ("orchard-test/no-such-model", None, "'orchard-test/no-such-model': no such model"),
+        ("orchard-test/gated", "gated", "'orchard-test/gated' is gated: accept its license"),
+        ("orchard-test/odd", "unsupported", "config.json: model_type: 'not_a_model' is not supp"),
+        ("orchard-test/bin-only", "bin", r"no model\*.safetensors weights"),
+    ],
+)
+def test_a_missing_gated_or_unusable_hub_id_is_refused_by_name(tmp_path, hub, repo_id, fault, message):  # fmt: skip
+    if fault:
+        repo = hub.add_folder(repo_id, STORIES, gated=fault == "gated")
+        if fault == "unsupported":
+            repo.files["config.json"] = json.dumps({**json.loads(repo.files["config.json"]), "model_type": "not_a_model"}).encode()  # fmt: skip
+            repo.commit = "d" * 40
+        if fault == "bin":
+            repo.files["pytorch_model.bin"] = repo.files.pop("model.safetensors")
+            repo.commit = "b" * 40
+    result = preflight(_demo(tmp_path, f'model.path="{repo_id}"'), local_memory=24 * GIB)
+    (model,) = result.refusals
+    assert model.kind == "model"
+    assert re.search(message, model.message), model.message
+    assert result.fits == [] and _cache_is_empty(tmp_path)
+
+
+def test_an_unreachable_or_offline_hub_is_a_note_not_a_refusal(tmp_path, hub, monkeypatch):
+    job = _demo(tmp_path, 'model.path="orchard-test/wide"')
+    with socket.socket() as silent:  # accepts connections, never answers: a hung network
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        start = time.monotonic()
+        result = preflight(job, local_memory=24 * GIB, hub_timeout_s=0.5)
+        waited = time.monotonic() - start
+    assert result.ok and result.fits == [], result.message()
+    (note,) = result.notes
+    assert "the run's memory could not be checked" in note and "cannot be reached" in note
+    assert waited < TIMEOUT_S  # the preflight's short timeout, not the Hub client's 20 s
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = preflight(job, local_memory=24 * GIB)
+    assert result.ok and "offline mode (HF_HUB_OFFLINE)" in result.notes[0]
+    assert hub.requests == [] and _cache_is_empty(tmp_path)

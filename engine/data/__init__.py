@@ -12,7 +12,14 @@ from engine.data.problems import DatasetError, Problem, ProblemLog
 from engine.data.records import Record
 from engine.data.sampler import BatchSampler, eval_batches, split_batch
 from engine.data.stats import DataStats, Histogram
-from engine.data.templates import Segment, render_record
+from engine.data.templates import (
+    Segment,
+    TurnEnd,
+    render_record,
+    stop_at_turn_end,
+    stop_token_ids,
+    turn_end,
+)
 from engine.data.tokenize import TokenizedSet, encode_prompt, tokenize_record, tokenize_records
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "Record",
     "Segment",
     "TokenizedSet",
+    "TurnEnd",
     "collate",
     "encode_prompt",
     "eval_batches",
@@ -42,6 +50,9 @@ __all__ = [
     "render_record",
     "split_batch",
     "split_records",
+    "stop_at_turn_end",
+    "stop_token_ids",
     "tokenize_record",
     "tokenize_records",
+    "turn_end",
 ]

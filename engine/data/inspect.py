@@ -11,7 +11,7 @@ from engine.data.dataset import read_dataset
 from engine.data.problems import ProblemLog
 from engine.data.records import Record
 from engine.data.stats import DataStats, compute_stats
-from engine.data.templates import has_chat_template
+from engine.data.templates import has_chat_template, turn_end
 from engine.data.tokenize import TokenizedSet, tokenize_record, tokenize_records
 
 
@@ -115,11 +115,15 @@ def inspect_dataset(
         truncated += counts.truncated
         no_target += counts.no_target
     report.stats = compute_stats(result.splits, sets, truncated, no_target)
-    report.template = (
-        "chat template"
-        if has_chat_template(tokenizer)
-        else "fallback (### Instruction / ### Response)"
-    )
+    if not has_chat_template(tokenizer):
+        report.template = "fallback (### Instruction / ### Response)"
+    else:
+        end = turn_end(tokenizer)
+        report.template = (
+            f"chat template (each answer is trained through {end.text})"
+            if end
+            else "chat template (answers end with no special token)"
+        )
     if result.records:
         report.example = preview_record(result.records[0], tokenizer, mask_prompt, max_seq_len)
     return report

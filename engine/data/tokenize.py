@@ -22,6 +22,7 @@ from engine.data.templates import (
     fallback_segments,
     has_chat_template,
     render_record,
+    turn_end,
 )
 
 log = logging.getLogger(__name__)
@@ -169,15 +170,22 @@ def tokenize_record(
     return np.array(ids, dtype=np.int32), weights, stable
 
 
-def encode_prompt(messages: list[dict[str, Any]], tokenizer: Any) -> list[int]:
-    """Token ids to generate an answer after ``messages`` exactly as training rendered them."""
+def encode_prompt(
+    messages: list[dict[str, Any]], tokenizer: Any, tools: list | None = None
+) -> list[int]:
+    """Token ids to generate an answer after ``messages`` exactly as training rendered them:
+    with a chat template, the tokens before each trained answer are these for the
+    conversation before it (generation must also stop on ``stop_token_ids``)."""
     if has_chat_template(tokenizer):
+        kwargs: dict[str, Any] = {"tools": tools} if tools else {}
         return _encode(
             tokenizer,
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+            tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **kwargs
+            ),
         )
     segs = fallback_segments(
-        Record("", 0, messages=messages), tokenizer, add_generation_prompt=True
+        Record("", 0, messages=messages, tools=tools), tokenizer, add_generation_prompt=True
     )
     return encode_segments(segs, tokenizer, joint=False)[0]
 
@@ -187,6 +195,7 @@ class TokenizeCounts:
     truncated: int = 0
     no_target: int = 0
     template_unstable: int = 0
+    no_turn_end: bool = False  # the chat template closes answers without a special token
 
 
 def tokenize_records(
@@ -217,6 +226,15 @@ def tokenize_records(
             )
             continue
         out.append(tokens, weights, (rec.file, rec.line))
+    chats = [r for r in records if not r.is_text]
+    if chats and has_chat_template(tokenizer) and turn_end(tokenizer) is None:
+        counts.no_turn_end = True
+        problems.warning(
+            chats[0].file,
+            None,
+            "the chat template closes an answer with no special token after it: the model "
+            "cannot learn where an answer ends (generation stops only at max_tokens or EOS)",
+        )
     if counts.template_unstable:
         problems.warning(
             records[0].file,

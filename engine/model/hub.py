@@ -33,6 +33,11 @@ class HubError(ModelError):
     """The Hub could not give this model; the message says which id and why."""
 
 
+class HubUnreachable(HubError):
+    """The Hub could not be asked (offline mode, no network, a timeout, a server fault): this
+    says nothing about the id itself."""
+
+
 class DownloadCancelled(HubError):
     """The user cancelled; finished files stay in the cache and the partial one resumes."""
 
@@ -134,12 +139,15 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
     except e.RemoteEntryNotFoundError as err:
         raise HubError(f"{repo_id!r}: a file is missing on the Hub ({_first_line(err)})") from None
     except e.OfflineModeIsEnabled:
-        raise HubError(offline_message(repo_id)) from None
+        raise HubUnreachable(offline_message(repo_id)) from None
     except e.HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else "?"
-        raise HubError(f"{repo_id!r}: the Hub answered HTTP {status}: {_first_line(err)}") from None
+        status = err.response.status_code if err.response is not None else 0
+        busy = status == 429 or status >= 500  # the Hub's trouble, not the id's
+        raise (HubUnreachable if busy else HubError)(
+            f"{repo_id!r}: the Hub answered HTTP {status or '?'}: {_first_line(err)}"
+        ) from None
     except (httpx2.TransportError, OSError) as err:
-        raise HubError(
+        raise HubUnreachable(
             f"{repo_id!r}: the Hugging Face Hub ({endpoint()}) cannot be reached "
             f"({type(err).__name__}: {_first_line(err)}). {cached_models_note()}"
         ) from None
@@ -159,16 +167,18 @@ def cached_models_note() -> str:
     return "Cached and ready: " + ", ".join(sorted(set(ready))) + "."
 
 
-def repo_files(repo_id: str, revision: str | None = None) -> RemoteRepo:
+def repo_files(
+    repo_id: str, revision: str | None = None, timeout_s: float = TIMEOUT_S
+) -> RemoteRepo:
     """The repo's commit and the files a download would fetch (one Hub API call)."""
     from huggingface_hub import HfApi
 
     check_repo_id(repo_id)
     if hub_offline():
-        raise HubError(offline_message(repo_id))
+        raise HubUnreachable(offline_message(repo_id))
     with hub_errors(repo_id, revision):
         api = HfApi(endpoint=endpoint())
-        info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=TIMEOUT_S)
+        info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout_s)
     files = []
     for s in info.siblings or []:
         if not wanted(s.rfilename):
@@ -192,14 +202,14 @@ def repo_files(repo_id: str, revision: str | None = None) -> RemoteRepo:
     return RemoteRepo(repo_id, revision or "main", str(info.sha), tuple(files), gated)
 
 
-def fetch_small(repo: RemoteRepo, name: str) -> bytes:
+def fetch_small(repo: RemoteRepo, name: str, timeout_s: float = TIMEOUT_S) -> bytes:
     """One small file's bytes (config.json), straight from the Hub, not into the cache."""
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     url = hf_hub_url(repo.repo_id, name, revision=repo.commit, endpoint=endpoint())
     with hub_errors(repo.repo_id, repo.revision):
-        r = get_session().get(url, headers=build_hf_headers(), timeout=TIMEOUT_S)
+        r = get_session().get(url, headers=build_hf_headers(), timeout=timeout_s)
         hf_raise_for_status(r)
         return r.content
 
@@ -227,7 +237,7 @@ def check_remote_config(repo: RemoteRepo, raw: bytes) -> dict[str, Any]:
     return config
 
 
-def remote_headers(repo: RemoteRepo) -> dict[str, TensorHeader]:
+def remote_headers(repo: RemoteRepo, timeout_s: float = TIMEOUT_S) -> dict[str, TensorHeader]:
     """Tensor name -> header for every weight file, read with HTTP range requests."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import SafetensorsParsingError
@@ -240,7 +250,7 @@ def remote_headers(repo: RemoteRepo) -> dict[str, TensorHeader]:
         with hub_errors(repo.repo_id, repo.revision):
             try:
                 meta = api.parse_safetensors_file_metadata(
-                    repo.repo_id, f.name, revision=repo.commit, timeout=TIMEOUT_S
+                    repo.repo_id, f.name, revision=repo.commit, timeout=timeout_s
                 )
             except SafetensorsParsingError as e:
                 raise HubError(
@@ -252,11 +262,14 @@ def remote_headers(repo: RemoteRepo) -> dict[str, TensorHeader]:
     return out
 
 
-def inspect_remote(repo_id: str, revision: str | None = None) -> RemoteModel:
+def inspect_remote(
+    repo_id: str, revision: str | None = None, timeout_s: float = TIMEOUT_S
+) -> RemoteModel:
     """Size, architecture and LoRA targets of a Hub model before its weights are downloaded.
 
     A model already complete in the cache is described from disk, with no network (it is
-    what a run would use: loading prefers the cache too)."""
+    what a run would use: loading prefers the cache too). ``timeout_s`` bounds each request.
+    HubUnreachable when the Hub cannot be asked; HubError for the id itself."""
     from engine.model.inspect import inspect_model
 
     cached = cached_snapshot(repo_id, revision)
@@ -266,9 +279,9 @@ def inspect_remote(repo_id: str, revision: str | None = None) -> RemoteModel:
         return RemoteModel(
             RemoteRepo(repo_id, revision or "main", cached.name, files, ""), info, cached
         )
-    repo = repo_files(repo_id, revision)
-    config = parse_config(repo, fetch_small(repo, "config.json"))
-    tensors = remote_headers(repo)
+    repo = repo_files(repo_id, revision, timeout_s)
+    config = parse_config(repo, fetch_small(repo, "config.json", timeout_s))
+    tensors = remote_headers(repo, timeout_s)
     if not tensors:
         raise HubError(f"{repo_id!r}: no model*.safetensors files (mlx-lm loads only safetensors)")
     weights = tuple(f.name for f in repo.files if f.name.endswith(".safetensors"))

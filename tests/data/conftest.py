@@ -18,14 +18,27 @@ CHAT_TEMPLATE = (
     "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-# The same without EOS: Orchard must add one after each assistant turn.
+# The same without EOS: turns close with plain text, and nothing is added to them.
 TEMPLATE_NO_EOS = CHAT_TEMPLATE.replace("{{ eos_token }}", "")
+# ChatML as Qwen2.5 base models have it: turns close with <|im_end|>, EOS is another token.
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
-def with_template(tmp: Path, template: str):
-    for f in MODEL.iterdir():
-        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
-            shutil.copy(f, tmp / f.name)
+def with_template(tmp: Path, template: str, specials: tuple[str, ...] = ()):
+    """The stories260K tokenizer with ``template``, plus ``specials`` as special tokens."""
+    if specials:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(str(MODEL))
+        hf.add_special_tokens({"additional_special_tokens": list(specials)})
+        hf.save_pretrained(str(tmp))
+    else:
+        for f in MODEL.iterdir():
+            if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+                shutil.copy(f, tmp / f.name)
     cfg = json.loads((tmp / "tokenizer_config.json").read_text())
     cfg["chat_template"] = template
     (tmp / "tokenizer_config.json").write_text(json.dumps(cfg))
@@ -45,6 +58,13 @@ def chat_tok(tmp_path_factory):
 @pytest.fixture(scope="session")
 def chat_tok_no_eos(tmp_path_factory):
     return with_template(tmp_path_factory.mktemp("chat_tok_no_eos"), TEMPLATE_NO_EOS)
+
+
+@pytest.fixture(scope="session")
+def chatml_tok(tmp_path_factory):
+    return with_template(
+        tmp_path_factory.mktemp("chatml_tok"), CHATML, ("<|im_start|>", "<|im_end|>")
+    )
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -118,3 +118,14 @@ def test_demo_dataset_content():
         assert set(r) == {"instruction", "input", "output"}
         assert all(w in r["output"] for w in ("Pip", "robot", "orchard", "apple"))
     assert len({r["instruction"] for r in rows}) > 20
+
+
+def test_inspect_names_the_token_each_answer_is_trained_through(tmp_path, chatml_tok):
+    p = write_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "Hi"},
+                                                         {"role": "assistant", "content": "Hello"}]}])  # fmt: skip
+    report = inspect_dataset(str(p), tokenizer=chatml_tok)
+    assert (
+        "template: chat template (each answer is trained through <|im_end|>)"
+        in report.format_text()
+    )
+    assert [t for t, trained in report.example if trained] == ["Hello<|im_end|>"]

@@ -9,10 +9,14 @@ from engine.data import (
     Record,
     encode_prompt,
     preview_record,
+    read_dataset,
+    stop_at_turn_end,
+    stop_token_ids,
     tokenize_record,
     tokenize_records,
+    turn_end,
 )
-from tests.data.conftest import CHAT_TEMPLATE, with_template
+from tests.data.conftest import CHAT_TEMPLATE, CHATML, with_template, write_jsonl
 
 CONV = [
     {"role": "system", "content": "Be kind."},
@@ -29,6 +33,26 @@ def _enc(tok, text):
 
 def _trained(tokens, weights):
     return [int(t) for t, w in zip(tokens, weights, strict=False) if w]
+
+
+def _runs(tok, tokens, weights):
+    """The decoded text of each run of trained tokens."""
+    cuts = np.flatnonzero(np.diff(np.concatenate([[0], weights.astype(int), [0]])))
+    return [tok.decode(tokens[a:b].tolist()) for a, b in zip(cuts[::2], cuts[1::2], strict=True)]
+
+
+def _answer_starts(tok, messages, tokens, weights):
+    """Each answer's generation prompt (encode_prompt) is exactly the tokens before it, and
+    the answer's first token is the first trained one after it."""
+    starts = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = encode_prompt(messages[:i], tok)
+        assert tokens[: len(prompt)].tolist() == prompt, f"turn {i}"
+        assert weights[len(prompt)] == 1 and weights[len(prompt) - 1] == 0, f"turn {i}"
+        starts.append(len(prompt))
+    return starts
 
 
 def test_fallback_masks_are_exact(tok):
@@ -83,26 +107,73 @@ def test_chat_template_masks(chat_tok):
     assert weights[len(prompt)] == 1
 
 
-def test_chat_template_without_eos_gets_one_per_answer(chat_tok_no_eos):
-    tokens, weights, _ = tokenize_record(Record("f", 1, messages=CONV), chat_tok_no_eos)
-    eos_at = np.flatnonzero(tokens == chat_tok_no_eos.eos_token_id)
-    assert len(eos_at) == 2 and weights[eos_at].all()
-    assert (
-        chat_tok_no_eos.decode(_trained(tokens, weights))
-        == "Pip is a robot.</s>Pip lives in an apple orchard.</s>"
+def test_chatml_turns_train_their_own_end_token_and_no_eos(chatml_tok):
+    # Qwen2.5 base: turns close with <|im_end|>, EOS (here </s>) is never rendered
+    tok = chatml_tok
+    tokens, weights, stable = tokenize_record(Record("f", 1, messages=CONV), tok)
+    assert stable
+    assert tokens.tolist() == tok.apply_chat_template(CONV)  # the template's own tokens
+    assert tok.eos_token_id not in tokens.tolist()
+    assert _runs(tok, tokens, weights) == [
+        "Pip is a robot.<|im_end|>",
+        "Pip lives in an apple orchard.<|im_end|>",
+    ]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert weights[tokens == im_end].tolist() == [0, 0, 1, 0, 1]  # system, user: prompt
+    assert len(_answer_starts(tok, CONV, tokens, weights)) == 2
+    assert turn_end(tok).text == "<|im_end|>" and stop_token_ids(tok) == {tok.eos_token_id, im_end}
+    _, weights, _ = tokenize_record(Record("f", 1, messages=CONV), tok, mask_prompt=False)
+    assert weights[0] == 0 and weights[1:].all()
+
+
+def test_generation_stops_where_training_ends_answers(tmp_path):
+    tok = with_template(tmp_path, CHATML, ("<|im_start|>", "<|im_end|>"))
+    assert tok.eos_token_ids == {tok.eos_token_id}
+    stop_at_turn_end(tok)  # what mlx_lm.generate stops on
+    assert tok.eos_token_ids == {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+
+
+def test_template_closing_answers_with_plain_text_gets_nothing_added(chat_tok_no_eos):
+    tok = chat_tok_no_eos
+    tokens, weights, _ = tokenize_record(Record("f", 1, messages=CONV), tok)
+    assert tokens.tolist() == tok.apply_chat_template(CONV)
+    assert tok.eos_token_id not in tokens.tolist() and turn_end(tok) is None
+    assert _runs(tok, tokens, weights) == ["Pip is a robot.", "Pip lives in an apple orchard."]
+    _answer_starts(tok, CONV, tokens, weights)
+    log = ProblemLog()
+    _, counts = tokenize_records([Record("f", 1, messages=CONV)] * 3, tok, 512, True, log)
+    assert counts.no_turn_end and log.warnings == 1
+    assert "closes an answer with no special token" in str(log.kept[0])
+
+
+def test_text_between_the_answer_and_the_turn_end_is_trained(tmp_path):
+    # a template that decorates only the final answer still renders every turn as written
+    tpl = CHAT_TEMPLATE.replace(
+        "{{ m['content'] }}",
+        "{{ m['content'] }}{% if loop.last and m['role'] == 'assistant' %}!{% endif %}",
     )
+    tok = with_template(tmp_path, tpl)
+    tokens, weights, stable = tokenize_record(Record("f", 1, messages=CONV), tok)
+    assert stable and tokens.tolist() == tok.apply_chat_template(CONV)
+    assert _runs(tok, tokens, weights) == [
+        "Pip is a robot.</s>",
+        "Pip lives in an apple orchard.!</s>",
+    ]
 
 
 def test_template_that_is_not_prefix_stable_trains_the_last_turn(tmp_path):
+    # the system line disappears once the conversation is long: the first answer's
+    # generation prompt is not how the full conversation starts
     tpl = CHAT_TEMPLATE.replace(
-        "{{ m['content'] }}",
-        "{{ m['content'] }}{% if loop.last and m['role'] == 'assistant' %}.{% endif %}",
-    )
+        "{% for m in messages %}",
+        "{% for m in messages %}{% if m['role'] != 'system' or messages|length < 4 %}",
+    ).replace("{% endfor %}", "{% endif %}{% endfor %}")
     tok = with_template(tmp_path, tpl)
     log = ProblemLog()
     data, counts = tokenize_records([Record("f", 1, messages=CONV)], tok, 512, True, log)
     assert counts.template_unstable == 1 and log.warnings == 1
-    assert tok.decode(_trained(*data[0])) == "Pip lives in an apple orchard..</s>"
+    assert data.tokens[0].tolist() == tok.apply_chat_template(CONV)
+    assert _runs(tok, *data[0]) == ["Pip lives in an apple orchard.</s>"]
 
 
 def test_template_that_refuses_a_record_is_a_problem(tmp_path):
@@ -137,12 +208,13 @@ def test_truncation_and_records_left_without_targets(tok):
     assert "f:2: no trained token within max_seq_len=64" in str(log.kept[0])
 
 
-def test_encode_prompt_matches_training(tok, chat_tok):
-    for t in (tok, chat_tok):
+def test_encode_prompt_matches_training(tok, chat_tok, chatml_tok):
+    for t in (tok, chat_tok, chatml_tok):
         tokens, weights, _ = tokenize_record(Record("f", 1, messages=CONV), t)
         prompt = encode_prompt(CONV[:-1], t)
         assert tokens[: len(prompt)].tolist() == prompt
         assert weights[len(prompt)] == 1 and not weights[len(prompt) - 3 : len(prompt)].any()
+        assert len(_answer_starts(t, CONV, tokens, weights)) == 2
 
 
 def test_preview_shows_what_the_model_sees(tok, chat_tok):
@@ -160,3 +232,44 @@ def test_preview_shows_what_the_model_sees(tok, chat_tok):
     assert "".join(t for t, _ in segs) == chat_tok.decode(
         tokenize_record(Record("f", 1, messages=CONV), chat_tok)[0].tolist()
     )
+
+
+def test_every_format_that_becomes_chat_renders_as_the_template(tmp_path, chatml_tok):
+    tok = chatml_tok
+    rows = {
+        "alpaca": {
+            "instruction": "What next?",
+            "input": "Pip has a basket.",
+            "output": "He fills it.",
+            "system": "You tell stories.",
+            "history": [["Who is Pip?", "A robot."]],
+        },
+        "sharegpt": {
+            "conversations": [
+                {"from": "human", "value": "Who is Pip?"},
+                {"from": "gpt", "value": "A robot."},
+                {"from": "human", "value": "What next?"},
+                {"from": "gpt", "value": "He fills it."},
+            ],
+            "system": "You tell stories.",
+        },
+        "chat": {"messages": CONV},
+        "completion": {"prompt": "Pip is", "completion": " a robot."},
+    }
+    for fmt, row in rows.items():
+        result = read_dataset(write_jsonl(tmp_path / f"{fmt}.jsonl", [row]))
+        assert result.format == fmt and result.problems.total == 0, fmt
+        log = ProblemLog()
+        data, _ = tokenize_records(result.records, tok, 512, True, log)
+        assert log.total == 0, fmt
+        messages = result.records[0].messages
+        tokens, weights = data[0]
+        assert tokens.tolist() == tok.apply_chat_template(messages), fmt
+        answers = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
+        assert _runs(tok, tokens, weights) == [
+            tok.decode(tok.encode(a, add_special_tokens=False)) for a in answers
+        ], fmt
+        _answer_starts(tok, messages, tokens, weights)
+    text = read_dataset(write_jsonl(tmp_path / "text.jsonl", [{"text": "Pip is a robot."}]))
+    tokens, weights, _ = tokenize_record(text.records[0], tok)  # no template: EOS is its stop
+    assert tokens[0] == tok.bos_token_id and tokens[-1] == tok.eos_token_id and weights[-1] == 1

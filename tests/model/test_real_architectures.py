@@ -11,8 +11,10 @@ with reduced depth.
   (up to 218M parameters for Mistral), with the vocabulary cut to 2,048 rows: LoRA never
   touches the embedding, and filling 590M random embedding weights would cost half a minute
   a model on CPU. The four largest layers are marked slow.
-- The chat template from each model's real tokenizer_config.json drives Orchard's masking:
-  trained tokens are exactly the answers, and the generation prompt is the training prefix.
+- The chat template from each model's real tokenizer_config.json drives Orchard's masking,
+  on a three-turn conversation (and a tool call where the template has tools): the training
+  sequence is the template's own render, nothing added; the trained tokens are each answer
+  through its end-of-turn token; the generation prompt is the training prefix of each answer.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.utils import load_adapters
 
 from engine.config import JobSpec, LoraSpec
-from engine.data import Record, encode_prompt, tokenize_record
+from engine.data import Record, TurnEnd, encode_prompt, stop_token_ids, tokenize_record, turn_end
 from engine.data.templates import TemplateError
 from engine.export import export_peft, read_adapter
 from engine.lora import apply_lora, layer_linear_names, save_adapter
@@ -191,7 +193,9 @@ def test_lora_qlora_dora_adapters_load_in_mlx_lm_with_identical_logits(name, tmp
 
 
 def template_tokenizer(name: str, tmp: Path):
-    """The stories260K tokenizer given the real model's chat template and special tokens."""
+    """The stories260K tokenizer given the real model's chat template and special tokens
+    (and Qwen3's <think> and </think> as plain added tokens, as its real tokenizer has them:
+    mlx-lm then renders with thinking on, as it does for the real model)."""
     from mlx_lm.tokenizer_utils import load as load_tokenizer
     from transformers import AutoTokenizer
 
@@ -200,6 +204,7 @@ def template_tokenizer(name: str, tmp: Path):
     specials = set(re.findall(r"<\|[a-z_]+\|>|<(?:start|end)_of_turn>", real["chat_template"]))
     specials |= {t for t in (real["bos_token"], real["eos_token"]) if t}
     tok.add_special_tokens({"additional_special_tokens": sorted(specials)})
+    tok.add_tokens([t for t in ("<think>", "</think>") if t in real["chat_template"]])
     tok.bos_token = real["bos_token"] or tok.bos_token
     tok.eos_token = real["eos_token"]
     tok.chat_template = real["chat_template"]
@@ -209,35 +214,83 @@ def template_tokenizer(name: str, tmp: Path):
 
 SYSTEM_REFUSED = {"gemma-2-2b-it": "System role not supported",
                   "Mistral-7B-Instruct-v0.1": "Conversation roles must alternate"}  # fmt: skip
+# The token each template closes an assistant turn with (read from the templates above):
+# the last trained token of every answer, and where generation stops.
+END_OF_TURN = {"Llama-3.2-1B-Instruct": "<|eot_id|>", "Mistral-7B-Instruct-v0.1": "</s>",
+               "Phi-3-mini-4k-instruct": "<|end|>", "Qwen2.5-0.5B": "<|im_end|>",
+               "Qwen3-0.6B": "<|im_end|>", "gemma-2-2b-it": "<end_of_turn>",
+               "gemma-3-1b-it": "<end_of_turn>"}  # fmt: skip
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Who is Pip?"},
     {"role": "assistant", "content": "Pip is a robot."},
     {"role": "user", "content": "Where does he live?"},
     {"role": "assistant", "content": "In an apple orchard."},
+    {"role": "user", "content": "What does he do?"},
+    {"role": "assistant", "content": "He picks apples."},
 ]
+TOOLS = [{"type": "function", "function": {"name": "pick", "description": "Pick an apple",
+          "parameters": {"type": "object", "properties": {"tree": {"type": "string"}}}}}]  # fmt: skip
+TOOL_CONVERSATION = [
+    {"role": "user", "content": "Pick an apple from tree 3."},
+    {"role": "assistant", "content": "",
+     "tool_calls": [{"type": "function", "function": {"name": "pick", "arguments": {"tree": "3"}}}]},
+    {"role": "tool", "content": "picked"},
+    {"role": "assistant", "content": "Done: one apple."},
+]  # fmt: skip
+TOOL_TEMPLATES = {"Llama-3.2-1B-Instruct", "Qwen2.5-0.5B", "Qwen3-0.6B"}
+
+
+def template_masks(tok, messages: list[dict], tools: list | None, end: int) -> np.ndarray:
+    """The weights the template itself implies, from mlx-lm's tokenization alone: each answer
+    is trained from the end of its generation prompt through the first end-of-turn token."""
+    tokens = tok.apply_chat_template(messages, tools=tools)
+    weights = np.zeros(len(tokens), dtype=np.uint8)
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            prompt = tok.apply_chat_template(messages[:i], tools=tools, add_generation_prompt=True)
+            assert tokens[: len(prompt)] == prompt, f"turn {i}: the prompt is not a prefix"
+            weights[len(prompt) : tokens.index(end, len(prompt)) + 1] = 1
+    return weights
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_real_chat_templates_mask_the_answers_and_match_generation(name, tmp_path):
+def test_real_chat_templates_train_exactly_what_the_template_renders(name, tmp_path):
     tok = template_tokenizer(name, tmp_path)
+    end = tok.convert_tokens_to_ids(END_OF_TURN[name])
+    assert turn_end(tok) == TurnEnd(END_OF_TURN[name], end)
+    assert end in stop_token_ids(tok)  # generation stops where the answers' training stops
     messages = CONVERSATION
     if name in SYSTEM_REFUSED:  # the template itself refuses a system turn: said, not crashed
         with pytest.raises(TemplateError, match=SYSTEM_REFUSED[name]):
             tokenize_record(Record("chat.jsonl", 3, messages=messages), tok)
         messages = messages[1:]
-    tokens, weights, stable = tokenize_record(Record("chat.jsonl", 3, messages=messages), tok)
-    trained = tok.decode([int(t) for t, w in zip(tokens, weights, strict=True) if w])
-    prompt = tok.decode([int(t) for t, w in zip(tokens, weights, strict=True) if not w])
-    assert "In an apple orchard." in trained
-    assert "Who is Pip?" in prompt and "Where does he live?" in prompt
-    assert "Who is Pip?" not in trained and "Where does he live?" not in trained
-    assert ("Pip is a robot." in trained) == stable  # an unstable template trains the last turn
-    eos = tok.eos_token_id
-    assert eos in tokens[weights == 1].tolist(), "the model must learn to stop"
-    # generation renders exactly the tokens training saw before the answer (one turn: in
-    # a longer conversation Orchard adds EOS after a turn the template closes without it)
-    one_turn = messages[:-2]
-    tokens, weights, _ = tokenize_record(Record("chat.jsonl", 4, messages=one_turn), tok)
-    first = int(np.flatnonzero(weights)[0])
-    assert encode_prompt(one_turn[:-1], tok) == tokens[:first].tolist()
+    cases = [(messages, None)] + ([(TOOL_CONVERSATION, TOOLS)] if name in TOOL_TEMPLATES else [])
+    for msgs, tools in cases:
+        record = Record("chat.jsonl", 3, messages=msgs, tools=tools)
+        tokens, weights, stable = tokenize_record(record, tok)
+        assert stable, f"{name}: every turn of a multi-turn conversation is trained"
+        # the training sequence is the template's own render, with nothing added (no EOS
+        # where the template has none), and only each answer and its end-of-turn are trained
+        assert tokens.tolist() == tok.apply_chat_template(msgs, tools=tools)
+        expected = template_masks(tok, msgs, tools, end)
+        assert weights[1:].tolist() == expected[1:].tolist()
+        answers = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+        assert tokens[weights == 1].tolist().count(end) == len(answers)
+        for i in answers:  # generation renders exactly the tokens training saw before an answer
+            prompt = encode_prompt(msgs[:i], tok, tools)
+            assert tokens[: len(prompt)].tolist() == prompt and weights[len(prompt)] == 1
+        trained = tok.decode(tokens[weights == 1].tolist())
+        prompt_text = tok.decode(tokens[weights == 0].tolist())
+        for m in msgs:
+            text = m["content"]
+            if text and m["role"] == "assistant":
+                assert text in trained and text not in prompt_text, f"{name}: {text}"
+            elif text and m["role"] in ("user", "system"):
+                assert text not in trained, f"{name}: {text}"
+        if tools:
+            assert '"pick"' in trained and "picked" not in trained
+        _, unmasked, _ = tokenize_record(record, tok, mask_prompt=False)
+        assert unmasked[0] == 0 and unmasked[1:].all()
+    if name == "Qwen2.5-0.5B":  # its EOS is <|endoftext|>: never rendered, never trained
+        assert tok.eos_token_id not in tokens.tolist() and tok.eos_token_id != end
