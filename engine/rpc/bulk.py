@@ -11,7 +11,8 @@ shards (GBs) travel instead over a socket the worker opens beside its gRPC serve
    bound to that file, that offset and that size, valid for ``TICKET_TTL_S``;
 2. the coordinator connects (TLS pinned to the worker's certificate for a paired network
    worker, plain TCP for a local one, as their gRPC is), sends ``MAGIC`` + ticket, then the
-   file from that offset: ``sendfile`` from the page cache, no copy in Python;
+   file from that offset once the worker said ``GO`` (it checked the ticket and the name and
+   opened the partial file): ``sendfile`` from the page cache, no copy in Python;
 3. the worker reads into a few reused buffers, writes them to the partial file, hashes them
    on another thread (engine/worker/incoming.py) and answers one line once the sha256 matched
    and the file is published: ``OK <size>``, or ``ERR <grpc status name> <message>``.
@@ -40,7 +41,7 @@ from pathlib import Path
 from engine.trust.identity import CERT_FILE, CERT_NAME, KEY_FILE, Identity, fingerprint_of_der
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.files import FileStore
-from engine.worker.incoming import Superseded
+from engine.worker.incoming import Incoming, Superseded
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,17 @@ class BulkServer:
                 log.warning("bulk: %s showed no valid ticket", peer[0])
                 _reply(conn, "ERR UNAUTHENTICATED unknown or expired ticket: ask OpenFile again")
                 return
+            try:
+                incoming = self.store.begin(ticket.sha256, ticket.name, ticket.offset, ticket.size)
+            except InvalidRequest as e:
+                _reply(conn, f"ERR INVALID_ARGUMENT {e}")
+                return
+            except OutOfOrder as e:
+                _reply(conn, f"ERR FAILED_PRECONDITION {e}")
+                return
+            _reply(conn, "GO")  # only now the bytes come: a refusal never races them
             conn.settimeout(IDLE_TIMEOUT_S)
-            _reply(conn, _receive(self.store, conn, ticket))
+            _reply(conn, _receive(incoming, conn, ticket.size))
         except (OSError, ssl.SSLError, EOFError) as e:
             log.info("bulk: stream from %s ended: %s", peer[0], e)
         finally:
@@ -195,14 +205,8 @@ def _key(ticket: bytes) -> bytes:
     return hashlib.sha256(ticket).digest()
 
 
-def _receive(store: FileStore, conn: socket.socket, t: _Ticket) -> str:
-    """Read the file's bytes from ``conn`` into the store; the reply line for the sender."""
-    try:
-        incoming = store.begin(t.sha256, t.name, offset=t.offset, size=t.size)
-    except InvalidRequest as e:
-        return f"ERR INVALID_ARGUMENT {e}"
-    except OutOfOrder as e:
-        return f"ERR FAILED_PRECONDITION {e}"
+def _receive(incoming: Incoming, conn: socket.socket, size: int) -> str:
+    """Read the rest of the file from ``conn`` into ``incoming``; the reply for the sender."""
     # shut the socket itself (not the TLS layer another thread is reading): the read ends
     incoming.on_cancel(lambda: socket.socket.shutdown(conn, socket.SHUT_RDWR))
     free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
@@ -210,20 +214,22 @@ def _receive(store: FileStore, conn: socket.socket, t: _Ticket) -> str:
         free.put(bytearray(BUFFER_BYTES))
     keep = True
     try:
-        left = t.size - t.offset
-        while left:
+        while left := size - incoming.size:
             buf = free.get()  # back once the hasher is done with it
             view = memoryview(buf)[: min(BUFFER_BYTES, left)]
-            got = 0
-            while got < len(view):
-                n = conn.recv_into(view[got:])
+            got, broke = 0, None
+            while got < len(view) and broke is None:
+                try:
+                    n = conn.recv_into(view[got:])
+                except (OSError, ssl.SSLError) as e:
+                    broke = e
+                    break
                 if not n:
-                    raise EOFError(
-                        f"{t.name}: stream ended at byte {incoming.size + got} of {t.size}"
-                    )
+                    broke = EOFError(f"{incoming.name}: stream ended before byte {size}")
                 got += n
-            incoming.write(view, release=lambda b=buf: free.put(b))
-            left -= got
+            incoming.write(view[:got], release=lambda b=buf: free.put(b))
+            if broke is not None:  # every byte that came is kept for the resume
+                raise broke
         _, size = incoming.finish()
         return f"OK {size}"
     except InvalidRequest as e:  # refused content: its bytes go
@@ -234,7 +240,7 @@ def _receive(store: FileStore, conn: socket.socket, t: _Ticket) -> str:
     except (OSError, ssl.SSLError, EOFError):
         raise  # the stream broke: the bytes so far stay for a resume
     except Exception as e:  # noqa: BLE001 - the sender gets a reason, the log the trace
-        log.exception("bulk: receiving %s failed", t.name)
+        log.exception("bulk: receiving %s failed", incoming.name)
         return f"ERR INTERNAL {type(e).__name__}: {e}"
     finally:
         incoming.close(keep=keep)
@@ -282,8 +288,10 @@ def send_file(
             sock = _pinned(raw, pin, host, port)
         try:
             sock.sendall(MAGIC + ticket)
-            _send_range(sock, path, offset, size, tls=pin is not None, on_progress=on_progress)
             line = _read_reply(sock)
+            if line == "GO":
+                _send_range(sock, path, offset, size, tls=pin is not None, on_progress=on_progress)
+                line = _read_reply(sock)
         except (OSError, ssl.SSLError, EOFError) as e:
             line = _late_reply(sock)  # the worker may have said why before it closed
             if line is None:

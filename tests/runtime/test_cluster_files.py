@@ -64,9 +64,9 @@ def test_ship_progress_reports_each_file_and_the_end():
     events = []
     p = ShipProgress(events.append, "w:1", 1, [10, 20], held=5, every_s=0.0)
     p.emit(4, "a")
-    p.file_done(10)
+    p.file_done(10, "a")
     p.emit(20, "b")
-    p.file_done(20)
+    p.file_done(20, "b")
     p.emit(0, "", done=True)
     assert [(e.sent_bytes, e.files_sent, e.file) for e in events] == [(4, 0, "a"), (30, 1, "b"), (30, 2, "")]  # fmt: skip
     assert events[-1].done and events[-1].held_bytes == 5 and events[-1].total_bytes == 30
