@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 30.0
 SETUP_TIMEOUT_S = 1800.0  # loading and preparing a large model can take minutes
 SECONDS_PER_MIB = 2.0  # file/state transfer deadline: generous even for a slow Wi-Fi link
-BULK_MIN_BYTES = 4 * 1024 * 1024  # smaller files go in a PutFile or two: no second connection
+BULK_MIN_BYTES = 512 * 1024  # smaller files go in one PutFile message: no second connection
 BULK_ATTEMPTS = 3  # a bulk stream that breaks resumes this often before put_file fails
 
 
