@@ -185,6 +185,19 @@ def measured(rx_pid: int, send: Callable[[], None]) -> tuple[float, float, float
     return dt, cpu_s(rx_pid) - rx0, cpu_s(None) - tx0
 
 
+def settle(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until a new worker is idle: it imports the training stack in the background at
+    start, which would slow whichever transfer came first."""
+    deadline = time.monotonic() + timeout_s
+    last = cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_s(pid)
+        if now - last < 0.05:
+            return
+        last = now
+
+
 def fresh(path: Path) -> str:
     """A new first block: a file new to the worker's cache, as a new model's is."""
     with open(path, "r+b") as f:
@@ -222,6 +235,7 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
         procs.append(worker)
         clients.append(client)
         client.wait_ready(timeout_s=60.0)
+        settle(worker.pid)
         recv = subprocess.Popen([*link.prefix, sys.executable, "-c", RECEIVER,
                                  str(work / f"{name}-tcp.bin"), link.host], stdout=subprocess.PIPE)  # fmt: skip
         procs.append(recv)

@@ -189,6 +189,10 @@ class BulkServer:
             except OutOfOrder as e:
                 _reply(conn, f"ERR FAILED_PRECONDITION {e}")
                 return
+            except OSError as e:  # the worker's disk, not the stream: say so
+                log.exception("bulk: cannot receive %s", ticket.name)
+                _reply(conn, f"ERR INTERNAL {ticket.name}: {e}")
+                return
             _reply(conn, "GO")  # only now the bytes come: a refusal never races them
             conn.settimeout(IDLE_TIMEOUT_S)
             _reply(conn, _receive(incoming, conn, ticket.size))

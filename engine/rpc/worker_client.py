@@ -212,6 +212,8 @@ class WorkerClient:
     ) -> int:  # fmt: skip
         """PutFile: the file from ``offset`` in CHUNK_BYTES chunks over the gRPC stream."""
 
+        stopped: list[BaseException] = []  # raised by on_progress: ends the stream, kept
+
         def chunks() -> Iterator[pb.FileChunk]:
             with open(path, "rb") as f:
                 f.seek(offset)
@@ -221,8 +223,12 @@ class WorkerClient:
                     last = at + len(data) >= size
                     yield pb.FileChunk(sha256=sha256, name=fname, offset=at, data=data, last=last)
                     at += len(data)
-                    if on_progress is not None:
-                        on_progress(at)
+                    try:
+                        if on_progress is not None:
+                            on_progress(at)
+                    except BaseException as e:  # noqa: BLE001 - re-raised once the call ends
+                        stopped.append(e)
+                        return  # the worker keeps what came, for a resume
                     if last or not data:
                         return
 
@@ -230,9 +236,13 @@ class WorkerClient:
         try:
             reply = self._stub.PutFile(chunks(), timeout=timeout, metadata=self._metadata())
         except grpc.RpcError as e:
+            if stopped:
+                raise stopped[0] from None
             raise WorkerCallError(
                 self.address, f"PutFile({fname})", e.code(), e.details() or ""
             ) from None
+        if stopped:  # the last chunk went before the callback raised
+            raise stopped[0]
         return reply.size
 
     def setup_job(

@@ -168,11 +168,16 @@ class ProtocolMismatch(RuntimeError):
     """A worker speaks another Orchard protocol; nothing was shipped to it."""
 
 
+class ShipStopped(RuntimeError):
+    """The run was stopped while files were on their way; workers keep what they received,
+    and the next run resumes each file from there."""
+
+
 class Cluster:
     def __init__(self, job: JobSpec, run_dir: Path, data_dir: Path | None = None,
                  sink: EventSink | None = None, cancel: threading.Event | None = None):  # fmt: skip
         """``sink`` gets the model download's and each worker's shipping progress;
-        ``cancel`` (the run's stop event) ends a model download early."""
+        ``cancel`` (the run's stop event) ends a model download or the shipping early."""
         self.job = job
         self.sink, self.cancel = sink, cancel
         self.model_dir: Path | None = None  # the coordinator's snapshot of a Hugging Face id
@@ -310,12 +315,14 @@ class Cluster:
 
     def ship_files(self) -> dict[str, str]:
         """Send each file a worker does not hold yet (by sha256); returns role -> sha256.
-        A Hugging Face id is downloaded once, here, and shipped like a local folder."""
+        A Hugging Face id is downloaded once, here, and shipped like a local folder. Each
+        worker gets ``SHIP_STREAMS`` files at once; a Stop ends the shipping (ShipStopped)."""
         if self.model_dir is None:
             self.model_dir = resolve_model(self.job, self.sink, self.cancel)
         files = files_to_ship(self.job, self.remote, self.model_dir)
         hashes = {role: content_hash(p) for role, p in files.items()}
         sink = self.sink or (lambda _e: None)
+        stopped = self.cancel.is_set if self.cancel is not None else (lambda: False)
 
         def ship(rank: int, c: WorkerClient) -> None:
             todo = [(r, p) for r, p in files.items() if not c.has_file(hashes[r])]
@@ -326,8 +333,21 @@ class Cluster:
 
             def send(role: str, path: Path) -> None:
                 name = role.split("/", 1)[1] if role.startswith("model/") else path.name
-                c.put_file(path, hashes[role], name=name,
-                           on_progress=lambda n: progress.emit(n, name))  # fmt: skip
+
+                def sent(n: int) -> None:
+                    if stopped():
+                        raise ShipStopped(f"stopped while shipping {name} to {c.address}")
+                    progress.emit(n, name)
+
+                try:
+                    c.put_file(path, hashes[role], name=name, on_progress=sent)
+                except Exception as e:
+                    if not stopped():
+                        raise
+                    raise ShipStopped(
+                        f"stopped while shipping {name} to {c.address}: it keeps the bytes it "
+                        "received, and the next run resumes the file from there"
+                    ) from e
                 progress.file_done(path.stat().st_size, name)
 
             # the largest first, a few at once: each file's sha256 runs on its own core there

@@ -117,7 +117,7 @@ class FileStore:
                     f"{name}: chunk at offset {offset}, expected {min(held, limit)} or less "
                     "(the bytes of this file already held)"
                 )
-            self.partials.mkdir(exist_ok=True)
+            self.partials.mkdir(parents=True, exist_ok=True)  # even if someone emptied files/
             incoming = Incoming(
                 sha256, name, self.partials / f"{sha256}.part", offset, limit,
                 on_close=self._closed, publish=self._publish,
@@ -136,7 +136,7 @@ class FileStore:
 
     def _publish(self, incoming: Incoming) -> Path:
         folder = self.files / incoming.sha256
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         dest = folder / incoming.name
         os.replace(incoming.partial, dest)
         log.info(
