@@ -20,10 +20,12 @@ Links:
   ratio includes what TLS costs
 - ``loopback-tls``, ``veth-1gbit-tls``: the same on the other links (not run by default)
 
-Each case prints ``link=<l> mb=<n> ship_mb_s=<x> grpc_mb_s=<g> tcp_mb_s=<y> ratio=<x/y>``,
-the ratio of each round (how noisy it was) and the CPU seconds per GiB each method cost the
-receiving process (``rx_cpu``) and the sending one (``tx_cpu``: this process, kernel time
-included); the last line is the worst ratio, ``ship_vs_tcp=<x>`` (target >= 0.7).
+Each case prints ``link=<l> mb=<n> ship_mb_s=<x> grpc_mb_s=<g> tcp_mb_s=<y> ratio=<x/y>``
+(best of the rounds each), then the ratio of each round and their median (how noisy it
+was) and the CPU seconds per GiB each method cost the receiving process and the sending one
+(this process, kernel time included), ``rx/tx``: these hardly move with the machine's load,
+and show what bounds a CPU-bound link (one sha256 per file, on one core, is the floor). The
+last line is the worst ratio, ``ship_vs_tcp=<x>`` (target >= 0.7).
 
 Run: python bench/ship.py [--mb 256] [--rounds 3] [--links loopback veth veth-1gbit veth-tls]
 """
@@ -31,13 +33,16 @@ Run: python bench/ship.py [--mb 256] [--rounds 3] [--links loopback veth veth-1g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import os
 import re
 import resource
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,7 +151,10 @@ def start_paired_worker(link: Link, work: Path) -> tuple[subprocess.Popen, Worke
     cmd = [*link.prefix, sys.executable, "-m", "engine.worker", "--host", link.host,
            "--port", "0", "--no-advertise", "--no-warm-spare", "--log-level", "WARNING",
            "--data-dir", str(work / "worker")]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)  # fmt: skip
+    (work / "agent-home").mkdir(parents=True, exist_ok=True)
+    log = open(work / "agent-home" / "stderr.log", "w")  # noqa: SIM115 - the agent holds it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log,
+                            env=env, text=True)  # fmt: skip
     assert proc.stdout is not None
     port = code = None
     deadline = time.monotonic() + 120
@@ -158,10 +166,13 @@ def start_paired_worker(link: Link, work: Path) -> tuple[subprocess.Popen, Worke
         code = code or ((m := _CODE_LINE.match(line)) and m.group(1))
     if port is None or code is None:
         proc.kill()
-        raise RuntimeError("network worker did not show its port and pairing code")
+        tail = (work / "agent-home" / "stderr.log").read_text()[-2000:]
+        raise RuntimeError(f"network worker did not show its port and pairing code: {tail}")
     os.environ["ORCHARD_HOME"] = str(work / "coord-home")
     address = f"{link.host}:{port}"
-    if pair_main(address, code) != 0:
+    with contextlib.redirect_stdout(io.StringIO()):  # "paired with ...": not a result line
+        paired = pair_main(address, code)
+    if paired != 0:
         proc.kill()
         raise RuntimeError(f"could not pair with {address}")
     client, _ = connect_paired(address, open_trust_home(), timeout_s=120.0)
@@ -279,7 +290,8 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
         grpc_part = f" grpc_mb_s={best['grpc']:.0f}" if grpc else ""
         print(f"link={name} mb={mb} ship_mb_s={best['ship']:.0f}{grpc_part} "
               f"tcp_mb_s={best['tcp']:.0f} ratio={ratio:.2f}", flush=True)  # fmt: skip
-        print(f"#   rounds ship/tcp: {per_round}; cpu s/GiB rx/tx: {cpu}", flush=True)
+        print(f"#   rounds ship/tcp: {per_round} (median {statistics.median(paired):.2f}); "
+              f"cpu s/GiB rx/tx: {cpu}", flush=True)  # fmt: skip
         return ratio
     finally:
         for c in clients:
