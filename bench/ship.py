@@ -280,9 +280,8 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
         gib = size / 1024**3
         best = {m: size / MIB / min(r[0] for r in rs) for m, rs in runs.items()}
         ratio = best["ship"] / best["tcp"]
-        per_round = " ".join(
-            f"{t / s:.2f}" for (s, *_), (t, *_) in zip(runs["ship"], runs["tcp"], strict=True)
-        )
+        paired = [t / s for (s, *_), (t, *_) in zip(runs["ship"], runs["tcp"], strict=True)]
+        per_round = " ".join(f"{r:.2f}" for r in paired)
         cpu = " ".join(
             f"{m}={min(r[1] for r in rs) / gib:.2f}/{min(r[2] for r in rs) / gib:.2f}"
             for m, rs in runs.items()
