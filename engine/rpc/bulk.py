@@ -59,6 +59,7 @@ BUFFERS = 16  # per connection: 4 MiB in flight, so the hasher's hiccups never s
 SEND_BUFFER_BYTES = 1024 * 1024  # the TLS sender reads, encrypts and sends this much at once
 SEGMENT_BYTES = 16 * 1024 * 1024  # the sender reports progress after each
 MAX_REPLY_BYTES = 4096
+CONNECT_TIMEOUT_S = 10.0  # a firewalled bulk port falls back to gRPC after this
 
 
 class BulkRefused(Exception):
@@ -231,7 +232,10 @@ def _receive(incoming: Incoming, conn: socket.socket, size: int) -> str:
                 if not n:
                     broke = EOFError(f"{incoming.name}: stream ended before byte {size}")
                 got += n
-            incoming.write(view[:got], release=lambda b=buf: free.put(b))
+            try:
+                incoming.write(view[:got], release=lambda b=buf: free.put(b))
+            except OSError as e:  # the worker's disk (full?), not the stream: say so
+                return f"ERR RESOURCE_EXHAUSTED {incoming.name}: cannot write it here: {e}"
             if broke is not None:  # every byte that came is kept for the resume
                 raise broke
         _, size = incoming.finish()
@@ -283,7 +287,8 @@ def send_file(
     ``pin``: the worker's certificate fingerprint (TLS, refused unless it matches); None for
     plain TCP. Raises BulkUnavailable (use gRPC), BulkBroken (resume) or BulkRefused."""
     try:
-        raw = socket.create_connection((host, port), timeout=timeout_s)
+        raw = socket.create_connection((host, port), timeout=min(timeout_s, CONNECT_TIMEOUT_S))
+        raw.settimeout(timeout_s)
     except OSError as e:
         raise BulkUnavailable(f"bulk socket {host}:{port}: {e}") from None
     sock: socket.socket = raw

@@ -181,3 +181,27 @@ def test_a_stuck_stream_is_taken_over_by_a_newer_one(server, blob):
             rest += chunk
         assert b"OK" not in rest
     assert store.path_of(digest).read_bytes() == data
+
+
+def test_a_full_disk_is_named_and_the_bytes_written_are_kept(server, blob, monkeypatch):
+    import errno
+    import types
+
+    from engine.worker import incoming
+
+    srv, store = server
+    path, data, digest = blob
+    written = []
+
+    def write(fd, view):
+        if sum(written) >= 1_000_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(os.write(fd, view))
+        return written[-1]
+
+    monkeypatch.setattr(incoming, "os", types.SimpleNamespace(**{**vars(os), "write": write}))
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
+    with pytest.raises(BulkRefused) as e:
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None, timeout_s=30)
+    assert e.value.code == "RESOURCE_EXHAUSTED" and "No space left" in e.value.details
+    assert store.held(digest) == sum(written) and not store.has(digest)
