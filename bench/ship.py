@@ -1,33 +1,53 @@
-"""Model shipping throughput: Orchard's file stream against raw TCP on the same link.
+"""Model shipping throughput: Orchard's file transfer against raw TCP on the same link.
 
-The coordinator ships model files to a worker with ``WorkerClient.put_file`` (gRPC, 1 MiB
-chunks; the worker hashes and writes them into its cache). The baseline is raw TCP on the
-same link: ``socket.sendfile`` to a plain receiver that writes the bytes to disk on the same
-filesystem. Both receivers are separate processes; each case keeps the best of ``--rounds``
-interleaved rounds, so a noisy neighbour hits both alike. Links:
+The coordinator ships model files to a worker with ``WorkerClient.put_file``: a large file
+goes over the worker's bulk socket (engine/rpc/bulk.py: sendfile on this side; the worker
+writes, hashes on its own thread and verifies), a small one over the gRPC PutFile stream.
+Each round also sends the file over PutFile alone (``grpc``: what every file took before the
+bulk socket, and still the fallback). The baseline is raw TCP on the same link:
+``socket.sendfile`` to a plain receiver that writes the bytes to a new file on the same
+filesystem. Receivers are separate processes. Each transfer's file is deleted right after it
+(the worker's cache is emptied), so none pays for another's dirty pages; rounds are
+interleaved in a rotating order (a noisy neighbour hits every method alike) and each method
+keeps its best.
 
-- ``loopback``: 127.0.0.1
+Links:
+- ``loopback``: 127.0.0.1, a local worker (plain TCP, the run token)
 - ``veth``: a veth pair into a network namespace (needs root; skipped otherwise)
 - ``veth-1gbit``: the same, shaped to 1 Gbit/s with tbf (a wired LAN between Macs)
+- ``veth-tls``: a paired network worker (`orchard worker`) across the veth: gRPC and the
+  bulk socket both over TLS pinned to its certificate; the baseline stays plain TCP, so the
+  ratio includes what TLS costs
+- ``loopback-tls``, ``veth-1gbit-tls``: the same on the other links (not run by default)
 
-Each case prints ``link=<l> mb=<n> ship_mb_s=<x> tcp_mb_s=<y> ratio=<x/y>``; the last line
-is the worst ratio, ``ship_vs_tcp=<x>`` (target >= 0.7).
+Each case prints ``link=<l> mb=<n> ship_mb_s=<x> grpc_mb_s=<g> tcp_mb_s=<y> ratio=<x/y>``
+(best of the rounds each), then the ratio of each round and their median (how noisy it
+was) and the CPU seconds per GiB each method cost the receiving process and the sending one
+(this process, kernel time included), ``rx/tx``: these hardly move with the machine's load,
+and show what bounds a CPU-bound link (one sha256 per file, on one core, is the floor). The
+last line is the worst ratio, ``ship_vs_tcp=<x>`` (target >= 0.7).
 
-Run: python bench/ship.py [--mb 256] [--rounds 3] [--links loopback veth veth-1gbit]
+Run: python bench/ship.py [--mb 256] [--rounds 3] [--links loopback veth veth-1gbit veth-tls]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import os
+import re
+import resource
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,20 +58,23 @@ from engine.rpc.worker_client import WorkerClient  # noqa: E402
 from engine.worker.agent import PARENT_PID_ENV, PORT_LINE  # noqa: E402
 
 MIB = 1024 * 1024
+TICKS = os.sysconf("SC_CLK_TCK")
 RECEIVER = """
-import socket, sys, time
+import socket, sys
 path, host = sys.argv[1], sys.argv[2]
 srv = socket.create_server((host, 0))
 print(srv.getsockname()[1], flush=True)
 while True:
     conn, _ = srv.accept()
-    with conn, open(path, "wb") as out:
+    with conn, open(path, "wb") as out:  # a new file: the bench deletes it after each transfer
         n = 0
         while chunk := conn.recv(1 << 20):
             out.write(chunk)
             n += len(chunk)
         conn.sendall(str(n).encode())
 """
+_WORKER_LINE = re.compile(r"^Orchard worker \S+ on port (\d+) ")
+_CODE_LINE = re.compile(r"^Pairing code: ([0-9A-Z]{4}-[0-9A-Z]{4})")
 
 
 class Link:
@@ -66,7 +89,8 @@ class Link:
 
 
 def make_link(name: str) -> Link | None:
-    if name == "loopback":
+    base = name.removesuffix("-tls")
+    if base == "loopback":
         return Link(name, [], "127.0.0.1", [])
     if os.geteuid() != 0 or shutil.which("ip") is None:
         print(f"# {name}: skipped (needs root and iproute2)")
@@ -88,7 +112,7 @@ def make_link(name: str) -> Link | None:
             ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
         ):
             subprocess.run(cmd, check=True, capture_output=True)
-        if name == "veth-1gbit":  # shape both directions like a gigabit LAN
+        if base == "veth-1gbit":  # shape both directions like a gigabit LAN
             tbf = ["tbf", "rate", "1gbit", "burst", "256kb", "latency", "50ms"]
             subprocess.run(["tc", "qdisc", "add", "dev", a, "root", *tbf], check=True, capture_output=True)  # fmt: skip
             subprocess.run([*link.prefix, "tc", "qdisc", "add", "dev", b, "root", *tbf],
@@ -100,7 +124,8 @@ def make_link(name: str) -> Link | None:
     return link
 
 
-def start_worker(link: Link, data_dir: Path, token: str) -> tuple[subprocess.Popen, int]:
+def start_local_worker(link: Link, data_dir: Path, token: str) -> tuple[subprocess.Popen, WorkerClient]:  # fmt: skip
+    """A worker as a local engine starts it: plain TCP, the run token."""
     env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), "PYTHONPATH": str(ROOT)}
     cmd = [*link.prefix, sys.executable, "-m", "engine.worker", "--local", "--host", link.host,
            "--data-dir", str(data_dir), "--log-level", "WARNING"]  # fmt: skip
@@ -112,69 +137,164 @@ def start_worker(link: Link, data_dir: Path, token: str) -> tuple[subprocess.Pop
     if not line.startswith(PORT_LINE):
         proc.kill()
         raise RuntimeError(f"worker did not start: {line!r}")
-    return proc, int(line[len(PORT_LINE) :])
+    return proc, WorkerClient(f"{link.host}:{line[len(PORT_LINE) :]}", token, timeout_s=120.0)
 
 
-def start_receiver(link: Link, out: Path) -> tuple[subprocess.Popen, int]:
-    cmd = [*link.prefix, sys.executable, "-c", RECEIVER, str(out), link.host]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+def start_paired_worker(link: Link, work: Path) -> tuple[subprocess.Popen, WorkerClient]:
+    """A network worker (`orchard worker`, TLS), paired with a coordinator home made here."""
+    from engine.cli.pair_cmd import pair_main
+    from engine.rpc.paired_client import connect_paired
+    from engine.trust import open_trust_home
+
+    env = {**os.environ, "ORCHARD_HOME": str(work / "agent-home"), "PYTHONPATH": str(ROOT)}
+    env.pop("ORCHARD_WORKER_TOKEN", None)
+    cmd = [*link.prefix, sys.executable, "-m", "engine.worker", "--host", link.host,
+           "--port", "0", "--no-advertise", "--no-warm-spare", "--log-level", "WARNING",
+           "--data-dir", str(work / "worker")]  # fmt: skip
+    (work / "agent-home").mkdir(parents=True, exist_ok=True)
+    log = open(work / "agent-home" / "stderr.log", "w")  # noqa: SIM115 - the agent holds it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log,
+                            env=env, text=True)  # fmt: skip
     assert proc.stdout is not None
-    return proc, int(proc.stdout.readline())
+    port = code = None
+    deadline = time.monotonic() + 120
+    while (port is None or code is None) and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        port = port or ((m := _WORKER_LINE.match(line)) and m.group(1))
+        code = code or ((m := _CODE_LINE.match(line)) and m.group(1))
+    if port is None or code is None:
+        proc.kill()
+        tail = (work / "agent-home" / "stderr.log").read_text()[-2000:]
+        raise RuntimeError(f"network worker did not show its port and pairing code: {tail}")
+    os.environ["ORCHARD_HOME"] = str(work / "coord-home")
+    address = f"{link.host}:{port}"
+    with contextlib.redirect_stdout(io.StringIO()):  # "paired with ...": not a result line
+        paired = pair_main(address, code)
+    if paired != 0:
+        proc.kill()
+        raise RuntimeError(f"could not pair with {address}")
+    client, _ = connect_paired(address, open_trust_home(), timeout_s=120.0)
+    return proc, client
 
 
-def ship_once(client: WorkerClient, path: Path, size: int) -> float:
-    """One PutFile of fresh content (its hash is new to the worker, as a new model's is)."""
-    with open(path, "r+b") as f:  # a new first block: a new file to the worker's cache
-        f.write(secrets.token_bytes(4096))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    t0 = time.perf_counter()
-    stored = client.put_file(path, digest, name="model.safetensors")
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of a process, or of this one (all threads) when None."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def measured(rx_pid: int, send: Callable[[], None]) -> tuple[float, float, float]:
+    """(seconds, receiver CPU s, sender CPU s) of one transfer."""
+    rx0, tx0, t0 = cpu_s(rx_pid), cpu_s(None), time.perf_counter()
+    send()
     dt = time.perf_counter() - t0
-    assert stored == size, (stored, size)
-    return dt
+    return dt, cpu_s(rx_pid) - rx0, cpu_s(None) - tx0
 
 
-def tcp_once(host: str, port: int, path: Path, size: int) -> float:
-    t0 = time.perf_counter()
+def settle(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until a new worker is idle: it imports the training stack in the background at
+    start, which would slow whichever transfer came first."""
+    deadline = time.monotonic() + timeout_s
+    last = cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_s(pid)
+        if now - last < 0.05:
+            return
+        last = now
+
+
+def fresh(path: Path) -> str:
+    """A new first block: a file new to the worker's cache, as a new model's is."""
+    with open(path, "r+b") as f:
+        f.write(secrets.token_bytes(4096))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tcp_send(host: str, port: int, path: Path, size: int) -> None:
     with socket.create_connection((host, port)) as s, open(path, "rb") as f:
         s.sendfile(f)
         s.shutdown(socket.SHUT_WR)
         got = int(s.recv(64))
-    dt = time.perf_counter() - t0
     assert got == size, (got, size)
-    return dt
 
 
-def bench_link(name: str, mb: int, rounds: int, work: Path) -> float | None:
+def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float | None:
     link = make_link(name)
     if link is None:
         return None
-    token = new_token()
     procs: list[subprocess.Popen] = []
+    clients: list[WorkerClient] = []
     try:
         data = work / f"{name}.bin"
         size = mb * MIB
         with open(data, "wb") as f:
             for _ in range(mb):
                 f.write(os.urandom(MIB))
-        worker, wport = start_worker(link, work / f"{name}-worker", token)
-        recv, rport = start_receiver(link, work / f"{name}-tcp.bin")
-        procs += [worker, recv]
-        client = WorkerClient(f"{link.host}:{wport}", token, timeout_s=120.0)
+        os.sync()  # its dirty pages would throttle whichever transfer comes first
+        if name.endswith("-tls"):
+            worker, client = start_paired_worker(link, work / name)
+            cache = work / name / "worker" / "files"
+        else:
+            worker, client = start_local_worker(link, work / f"{name}-worker", new_token())
+            cache = work / f"{name}-worker" / "files"
+        procs.append(worker)
+        clients.append(client)
         client.wait_ready(timeout_s=60.0)
-        ship = tcp = float("inf")
-        for _ in range(rounds):  # interleaved, best of each
-            ship = min(ship, ship_once(client, data, size))
-            tcp = min(tcp, tcp_once(link.host, rport, data, size))
-            shutil.rmtree(work / f"{name}-worker" / "files", ignore_errors=True)
-            (work / f"{name}-worker" / "files").mkdir(parents=True, exist_ok=True)
-        client.close()
-        ship_mb_s, tcp_mb_s = size / MIB / ship, size / MIB / tcp
-        ratio = ship_mb_s / tcp_mb_s
-        print(f"link={name} mb={mb} ship_mb_s={ship_mb_s:.0f} tcp_mb_s={tcp_mb_s:.0f} "
-              f"ratio={ratio:.2f}", flush=True)  # fmt: skip
+        settle(worker.pid)
+        recv = subprocess.Popen([*link.prefix, sys.executable, "-c", RECEIVER,
+                                 str(work / f"{name}-tcp.bin"), link.host], stdout=subprocess.PIPE)  # fmt: skip
+        procs.append(recv)
+        assert recv.stdout is not None
+        rport = int(recv.stdout.readline())
+
+        def ship(use_bulk: bool) -> Callable[[], None]:
+            def send() -> None:
+                client.use_bulk = use_bulk
+                assert client.put_file(data, digest, name="model.safetensors") == size
+
+            return send
+
+        methods = {
+            "ship": (worker.pid, ship(True)),
+            "tcp": (recv.pid, lambda: tcp_send(link.host, rport, data, size)),
+        }
+        if grpc:
+            methods["grpc"] = (worker.pid, ship(False))
+        runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
+        order = list(methods)
+        for r in range(rounds):  # interleaved, each round in another order, best of each
+            for method in order[r % len(order) :] + order[: r % len(order)]:
+                pid, send = methods[method]
+                digest = fresh(data)
+                runs[method].append(measured(pid, send))
+                # what arrived goes at once, so no transfer pays for another's dirty pages
+                shutil.rmtree(cache, ignore_errors=True)
+                cache.mkdir(parents=True, exist_ok=True)
+                (work / f"{name}-tcp.bin").unlink(missing_ok=True)
+        gib = size / 1024**3
+        best = {m: size / MIB / min(r[0] for r in rs) for m, rs in runs.items()}
+        ratio = best["ship"] / best["tcp"]
+        paired = [t / s for (s, *_), (t, *_) in zip(runs["ship"], runs["tcp"], strict=True)]
+        per_round = " ".join(f"{r:.2f}" for r in paired)
+        cpu = " ".join(
+            f"{m}={min(r[1] for r in rs) / gib:.2f}/{min(r[2] for r in rs) / gib:.2f}"
+            for m, rs in runs.items()
+        )
+        grpc_part = f" grpc_mb_s={best['grpc']:.0f}" if grpc else ""
+        print(f"link={name} mb={mb} ship_mb_s={best['ship']:.0f}{grpc_part} "
+              f"tcp_mb_s={best['tcp']:.0f} ratio={ratio:.2f}", flush=True)  # fmt: skip
+        print(f"#   rounds ship/tcp: {per_round} (median {statistics.median(paired):.2f}); "
+              f"cpu s/GiB rx/tx: {cpu}", flush=True)  # fmt: skip
         return ratio
     finally:
+        for c in clients:
+            c.close()
         for p in procs:
             p.kill()
             p.wait()
@@ -185,10 +305,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mb", type=int, default=256, help="file size in MiB")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--links", nargs="+", default=["loopback", "veth", "veth-1gbit"])
+    p.add_argument("--links", nargs="+", default=["loopback", "veth", "veth-1gbit", "veth-tls"])
+    p.add_argument("--no-grpc", action="store_true", help="skip the PutFile-only transfers")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="orchard-ship-") as tmp:
-        ratios = [r for name in args.links if (r := bench_link(name, args.mb, args.rounds, Path(tmp))) is not None]  # fmt: skip
+        ratios = [r for name in args.links
+                  if (r := bench_link(name, args.mb, args.rounds, Path(tmp), not args.no_grpc)) is not None]  # fmt: skip
     if not ratios:
         print("ship_vs_tcp=nan")
         return 1

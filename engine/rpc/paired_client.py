@@ -80,4 +80,5 @@ def connect_paired(
         host, port, peer, home.machine_id, options=CHANNEL_OPTIONS, timeout_s=min(timeout_s, 10.0)
     )
     log.info("connected to paired worker %s at %s over pinned TLS", peer.peer_id, address)
-    return WorkerClient(address, "", timeout_s=timeout_s, channel=channel), peer
+    client = WorkerClient(address, "", timeout_s=timeout_s, channel=channel, pin=peer.fingerprint)
+    return client, peer

@@ -15,16 +15,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from engine.rpc.auth import TokenInterceptor
+from engine.rpc.bulk import BulkServer, server_tls
 from engine.rpc.channel import channel_options, server_options
 from engine.rpc.collective_service import CollectiveServicer, add_collective_to_server
 from engine.rpc.gen import orchard_pb2_grpc
+from engine.trust.identity import Identity
 from engine.trust.responder import PairingResponder
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # files, state and collectives travel in chunks far below this
 CHUNK_BYTES = 1024 * 1024  # the size the clients stream files and state in
-# The worker's limits: files and state arrive in 1 MiB chunks, collectives in 4 MiB pieces.
+# The worker's limits: files and state arrive in 1 MiB chunks, collectives in 4 MiB pieces;
+# large files go over the bulk socket (engine/rpc/bulk.py), which reads no more than the size
+# OpenFile announced.
 SERVER_OPTIONS: list[tuple[str, Any]] = server_options(MAX_MESSAGE_BYTES)
 CHANNEL_OPTIONS: list[tuple[str, Any]] = channel_options(MAX_MESSAGE_BYTES)
 SERVICE_NAMES = ("orchard.v1.Worker", "orchard.v1.Collective")
@@ -37,10 +41,13 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    bulk: BulkServer | None = None
 
     def stop(self, grace_s: float = 2.0) -> None:
         """Refuse new calls, let running ones finish for ``grace_s``, then cancel the rest."""
         self.health.enter_graceful_shutdown()
+        if self.bulk is not None:
+            self.bulk.close()
         self.server.stop(grace_s).wait(grace_s + 1.0)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -58,12 +65,17 @@ def serve(
     credentials: grpc.ServerCredentials | None = None,
     auth: grpc.ServerInterceptor | None = None,
     pairing: PairingResponder | None = None,
+    identity: Identity | None = None,
 ) -> RunningServer:
     """Start serving on ``host:port`` (port 0 picks a free one) and return the bound port.
 
     Local workers: plain TCP on loopback, ``token`` checked on every call. Remote workers:
     ``credentials`` (TLS with the worker's identity), ``auth`` (the paired-call interceptor,
-    which replaces the token) and the Pairing service over ``pairing``."""
+    which replaces the token) and the Pairing service over ``pairing``.
+
+    The Worker service's bulk socket (engine/rpc/bulk.py) listens on the same host: plain
+    TCP beside a plain server, TLS with ``identity`` (the one in ``credentials``) beside a
+    TLS one, and none beside a TLS server given no identity."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="orchard-rpc"),
         interceptors=[auth if auth is not None else TokenInterceptor(token)],
@@ -73,8 +85,12 @@ def serve(
         from engine.rpc.pairing_service import add_pairing_to_server
 
         add_pairing_to_server(server, pairing)
+    bulk = None
     if worker is not None:
         orchard_pb2_grpc.add_WorkerServicer_to_server(worker, server)
+        attach = getattr(worker, "attach_bulk", None)
+        if attach is not None and (credentials is None or identity is not None):
+            bulk = attach(host, server_tls(identity) if identity is not None else None)
     if collective is not None:
         add_collective_to_server(collective, server)  # zero-copy frames (engine/dist's servicer)
     health_servicer = health.HealthServicer()
@@ -90,4 +106,4 @@ def serve(
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC server listening on %s:%d", host, bound)
-    return RunningServer(server=server, port=bound, health=health_servicer)
+    return RunningServer(server=server, port=bound, health=health_servicer, bulk=bulk)

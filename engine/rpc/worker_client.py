@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine.machine import PROTOCOL_VERSION
 from engine.rpc.auth import token_metadata
+from engine.rpc.bulk import BulkBroken, BulkRefused, BulkUnavailable, send_file
 from engine.rpc.gen import orchard_pb2 as pb
 from engine.rpc.gen import orchard_pb2_grpc
 from engine.rpc.server import CHANNEL_OPTIONS, CHUNK_BYTES
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 30.0
 SETUP_TIMEOUT_S = 1800.0  # loading and preparing a large model can take minutes
 SECONDS_PER_MIB = 2.0  # file/state transfer deadline: generous even for a slow Wi-Fi link
+BULK_MIN_BYTES = 512 * 1024  # smaller files go in one PutFile message: no second connection
+BULK_ATTEMPTS = 3  # a bulk stream that breaks resumes this often before put_file fails
 
 
 class WorkerCallError(RuntimeError):
@@ -62,12 +65,19 @@ class WorkerClient:
         token: str,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         channel: grpc.Channel | None = None,
+        pin: str = "",
+        bulk: bool = True,
     ):
         """``channel``: an already authenticated channel (remote workers: pinned TLS with
-        signed calls, engine/rpc/paired_client.py); else plain TCP with ``token``."""
+        signed calls, engine/rpc/paired_client.py) and ``pin``, the fingerprint it pins (the
+        bulk socket is pinned to it too); else plain TCP with ``token``. ``bulk=False``
+        sends every file over the PutFile stream."""
         self.address = address
         self.timeout_s = timeout_s
         self._md = token_metadata(token) if channel is None else None
+        self._pin = pin or None
+        self.use_bulk = bulk  # False: every file over PutFile (also after a bulk socket failed)
+        self._host = address.rpartition(":")[0].strip("[]") or address
         self.job_id = ""  # set by setup_job; sent with every later call
         self._channel = channel or grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = orchard_pb2_grpc.WorkerStub(self._channel)
@@ -128,34 +138,111 @@ class WorkerClient:
         name: str | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Stream a file in chunks; the worker verifies the hash. Returns the size it stored.
-        ``on_progress(bytes handed to gRPC so far)`` is called after each chunk."""
+        """Send a file; the worker verifies the hash. Returns the size it stored.
+        ``on_progress(bytes of the file sent so far)`` is called as it goes.
+
+        A large file goes over the worker's bulk socket (engine/rpc/bulk.py), resuming where
+        a broken stream stopped; a small one, or one to a worker without a bulk socket (or
+        whose bulk socket cannot be reached), goes over the PutFile stream."""
         path = Path(path)
         size = path.stat().st_size
         fname = name or path.name
+        offset = 0
+        if size >= BULK_MIN_BYTES:
+            for attempt in range(1, BULK_ATTEMPTS + 1):
+                opened = self._open_file(sha256, fname, size)
+                if opened is None:
+                    break  # a worker from before OpenFile
+                if opened.present:
+                    if on_progress is not None:
+                        on_progress(size)
+                    return size
+                offset = opened.offset
+                if not self._bulk_fits(opened):
+                    break
+                try:
+                    return send_file(
+                        self._host, opened.bulk_port, opened.ticket, path, offset, size,
+                        pin=self._pin if opened.bulk_tls else None, timeout_s=self.timeout_s,
+                        on_progress=on_progress,
+                    )  # fmt: skip
+                except BulkRefused as e:
+                    code = getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN)
+                    raise WorkerCallError(
+                        self.address, f"PutFile({fname})", code, e.details
+                    ) from None
+                except BulkUnavailable as e:
+                    log.warning("worker %s: %s; files go over gRPC instead", self.address, e)
+                    self.use_bulk = False
+                    break
+                except BulkBroken as e:
+                    if attempt == BULK_ATTEMPTS:
+                        raise WorkerCallError(
+                            self.address, f"PutFile({fname})", grpc.StatusCode.UNAVAILABLE,
+                            f"{e} ({attempt} tries; the worker keeps the bytes it has for the next)",
+                        ) from None  # fmt: skip
+                    log.warning("worker %s: %s; resuming", self.address, e)
+        return self._put_stream(path, sha256, fname, offset, size, on_progress)
+
+    def _open_file(self, sha256: str, name: str, size: int) -> pb.OpenFileReply | None:
+        try:
+            return self._stub.OpenFile(
+                pb.OpenFileRequest(sha256=sha256, name=name, size=size),
+                timeout=self.timeout_s, metadata=self._metadata(),
+            )  # fmt: skip
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return None
+            raise WorkerCallError(
+                self.address, f"OpenFile({name})", e.code(), e.details() or ""
+            ) from None
+
+    def _bulk_fits(self, opened: pb.OpenFileReply) -> bool:
+        """Use the bulk socket only as safe as this client's channel: plain beside a plain
+        token channel, TLS pinned to the paired certificate beside a pinned channel."""
+        if not (self.use_bulk and opened.bulk_port and opened.ticket):
+            return False
+        if self._pin is not None:
+            return opened.bulk_tls
+        return self._md is not None and not opened.bulk_tls
+
+    def _put_stream(
+        self, path: Path, sha256: str, fname: str, offset: int, size: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> int:  # fmt: skip
+        """PutFile: the file from ``offset`` in CHUNK_BYTES chunks over the gRPC stream."""
+
+        stopped: list[BaseException] = []  # raised by on_progress: ends the stream, kept
 
         def chunks() -> Iterator[pb.FileChunk]:
             with open(path, "rb") as f:
-                offset = 0
+                f.seek(offset)
+                at = offset
                 while True:
                     data = f.read(CHUNK_BYTES)
-                    last = offset + len(data) >= size
-                    yield pb.FileChunk(
-                        sha256=sha256, name=fname, offset=offset, data=data, last=last
-                    )
-                    offset += len(data)
-                    if on_progress is not None:
-                        on_progress(offset)
+                    last = at + len(data) >= size
+                    yield pb.FileChunk(sha256=sha256, name=fname, offset=at, data=data, last=last)
+                    at += len(data)
+                    try:
+                        if on_progress is not None:
+                            on_progress(at)
+                    except BaseException as e:  # noqa: BLE001 - re-raised once the call ends
+                        stopped.append(e)
+                        return  # the worker keeps what came, for a resume
                     if last or not data:
                         return
 
-        timeout = self.timeout_s + SECONDS_PER_MIB * size / 2**20
+        timeout = self.timeout_s + SECONDS_PER_MIB * (size - offset) / 2**20
         try:
             reply = self._stub.PutFile(chunks(), timeout=timeout, metadata=self._metadata())
         except grpc.RpcError as e:
+            if stopped:
+                raise stopped[0] from None
             raise WorkerCallError(
                 self.address, f"PutFile({fname})", e.code(), e.details() or ""
             ) from None
+        if stopped:  # the last chunk went before the callback raised
+            raise stopped[0]
         return reply.size
 
     def setup_job(

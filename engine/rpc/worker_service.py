@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,11 +23,12 @@ from typing import Any
 import grpc
 
 from engine.config import ConfigError
+from engine.rpc.bulk import BulkServer
 from engine.rpc.gen import orchard_pb2 as pb
 from engine.rpc.gen import orchard_pb2_grpc
 from engine.rpc.state_stream import decode_state, encode_state
 from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
-from engine.worker.files import FileStore, Piece
+from engine.worker.files import MAX_FILE_BYTES, FileStore, Piece, check_name, check_sha256
 from engine.worker.job import JobRunner
 from engine.worker.probe import check_protocol, probe
 
@@ -82,6 +84,13 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         self._runner = runner
         self._store = store
         self._info = info
+        self._bulk: BulkServer | None = None
+
+    def attach_bulk(self, host: str, tls: ssl.SSLContext | None) -> BulkServer:
+        """Offer the bulk socket (engine/rpc/bulk.py) on ``host``; engine/rpc/server.py calls
+        this, since it knows the host and the TLS identity the gRPC server uses."""
+        self._bulk = BulkServer(self._store, host, tls)
+        return self._bulk
 
     @contextmanager
     def _coordinator_call(self, name: str, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -104,8 +113,28 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         self, request_iterator: Iterator[pb.FileChunk], context: grpc.ServicerContext
     ) -> pb.PutFileReply:
         pieces = (Piece(c.sha256, c.name, c.offset, c.data, c.last) for c in request_iterator)
-        digest, size = self._store.receive(pieces)
+        digest, size = self._store.receive(pieces, on_cancel=context.cancel)
         return pb.PutFileReply(sha256=digest, size=size)
+
+    @_guard
+    def OpenFile(
+        self, request: pb.OpenFileRequest, context: grpc.ServicerContext
+    ) -> pb.OpenFileReply:
+        sha256, name = check_sha256(request.sha256), check_name(request.name)
+        if not 0 <= request.size <= MAX_FILE_BYTES:
+            raise InvalidRequest(
+                f"{name}: size {request.size}: expected 0 to {MAX_FILE_BYTES} bytes"
+            )
+        if self._store.has(sha256):
+            return pb.OpenFileReply(present=True)
+        held = self._store.held(sha256)
+        offset = held if held <= request.size else 0  # more than the file: not this file's
+        if self._bulk is None:
+            return pb.OpenFileReply(offset=offset)
+        port, ticket = self._bulk.expect(sha256, name, request.size, offset)
+        return pb.OpenFileReply(
+            offset=offset, bulk_port=port, ticket=ticket, bulk_tls=self._bulk.tls
+        )
 
     @_guard
     def HasFile(self, request: pb.HasFileRequest, context: grpc.ServicerContext) -> pb.HasFileReply:

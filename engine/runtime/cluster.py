@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 STOP_TIMEOUT_S = 15.0  # a stuck job's process is killed 2 s after Stop; room for a slow link
 KEEPALIVE_S = 60.0  # well inside a network worker's job lease (DEFAULT_JOB_LEASE_S, 300 s)
+SHIP_STREAMS = 2  # files sent to one worker at once (a model's shards)
 
 
 def files_to_ship(job: JobSpec, remote: bool, model_dir: Path | None = None) -> dict[str, Path]:
@@ -113,7 +114,8 @@ def content_hash(path: Path) -> str:
 
 
 class ShipProgress:
-    """Per-worker ShipEvents while files stream, at most every ``every_s`` seconds."""
+    """Per-worker ShipEvents while files stream (several at once), at most every ``every_s``
+    seconds."""
 
     def __init__(self, sink: EventSink, address: str, rank: int, sizes: list[int],
                  held: int, every_s: float = 0.2):  # fmt: skip
@@ -121,20 +123,28 @@ class ShipProgress:
         self.total, self.files_total, self.held = sum(sizes), len(sizes), held
         self.sent_before, self.files_sent = 0, 0
         self.every_s, self.t0, self._last = every_s, time.monotonic(), 0.0
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}  # file -> bytes of it sent so far
 
     def emit(self, in_file: int, name: str, done: bool = False) -> None:
         now = time.monotonic()
-        if not done and now - self._last < self.every_s:
-            return
-        self._last = now
-        sent = self.sent_before + in_file
-        self.sink(ShipEvent(self.address, self.rank, sent, self.total, self.files_sent,
-                            self.files_total, self.held, name,
-                            sent / max(now - self.t0, 1e-9), done))  # fmt: skip
+        with self._lock:
+            if name:
+                self._in_flight[name] = in_file
+            if not done and now - self._last < self.every_s:
+                return
+            self._last = now
+            sent = self.sent_before + sum(self._in_flight.values())
+            event = ShipEvent(self.address, self.rank, sent, self.total, self.files_sent,
+                              self.files_total, self.held, name,
+                              sent / max(now - self.t0, 1e-9), done)  # fmt: skip
+        self.sink(event)
 
-    def file_done(self, size: int) -> None:
-        self.sent_before += size
-        self.files_sent += 1
+    def file_done(self, size: int, name: str = "") -> None:
+        with self._lock:
+            self._in_flight.pop(name, None)
+            self.sent_before += size
+            self.files_sent += 1
 
 
 @dataclass
@@ -158,11 +168,16 @@ class ProtocolMismatch(RuntimeError):
     """A worker speaks another Orchard protocol; nothing was shipped to it."""
 
 
+class ShipStopped(RuntimeError):
+    """The run was stopped while files were on their way; workers keep what they received,
+    and the next run resumes each file from there."""
+
+
 class Cluster:
     def __init__(self, job: JobSpec, run_dir: Path, data_dir: Path | None = None,
                  sink: EventSink | None = None, cancel: threading.Event | None = None):  # fmt: skip
         """``sink`` gets the model download's and each worker's shipping progress;
-        ``cancel`` (the run's stop event) ends a model download early."""
+        ``cancel`` (the run's stop event) ends a model download or the shipping early."""
         self.job = job
         self.sink, self.cancel = sink, cancel
         self.model_dir: Path | None = None  # the coordinator's snapshot of a Hugging Face id
@@ -300,12 +315,14 @@ class Cluster:
 
     def ship_files(self) -> dict[str, str]:
         """Send each file a worker does not hold yet (by sha256); returns role -> sha256.
-        A Hugging Face id is downloaded once, here, and shipped like a local folder."""
+        A Hugging Face id is downloaded once, here, and shipped like a local folder. Each
+        worker gets ``SHIP_STREAMS`` files at once; a Stop ends the shipping (ShipStopped)."""
         if self.model_dir is None:
             self.model_dir = resolve_model(self.job, self.sink, self.cancel)
         files = files_to_ship(self.job, self.remote, self.model_dir)
         hashes = {role: content_hash(p) for role, p in files.items()}
         sink = self.sink or (lambda _e: None)
+        stopped = self.cancel.is_set if self.cancel is not None else (lambda: False)
 
         def ship(rank: int, c: WorkerClient) -> None:
             todo = [(r, p) for r, p in files.items() if not c.has_file(hashes[r])]
@@ -313,11 +330,36 @@ class Cluster:
             progress = ShipProgress(
                 sink, c.address, rank, [p.stat().st_size for _, p in todo], held
             )
-            for role, path in todo:
+
+            def send(role: str, path: Path) -> None:
                 name = role.split("/", 1)[1] if role.startswith("model/") else path.name
-                c.put_file(path, hashes[role], name=name,
-                           on_progress=lambda n, name=name: progress.emit(n, name))  # fmt: skip
-                progress.file_done(path.stat().st_size)
+
+                def sent(n: int) -> None:
+                    if stopped():
+                        raise ShipStopped(f"stopped while shipping {name} to {c.address}")
+                    progress.emit(n, name)
+
+                try:
+                    c.put_file(path, hashes[role], name=name, on_progress=sent)
+                except Exception as e:
+                    if not stopped():
+                        raise
+                    raise ShipStopped(
+                        f"stopped while shipping {name} to {c.address}: it keeps the bytes it "
+                        "received, and the next run resumes the file from there"
+                    ) from e
+                progress.file_done(path.stat().st_size, name)
+
+            # the largest first, a few at once: each file's sha256 runs on its own core there
+            todo.sort(key=lambda rp: -rp[1].stat().st_size)
+            with ThreadPoolExecutor(SHIP_STREAMS, thread_name_prefix=f"ship-{rank}") as pool:
+                sending = [pool.submit(send, r, p) for r, p in todo]
+                try:
+                    for f in sending:
+                        f.result()
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)  # the rest would be in vain
+                    raise
             progress.emit(0, "", done=True)
 
         self.all_ranked(ship)

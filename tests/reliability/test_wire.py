@@ -8,6 +8,7 @@ before SetupJob and '../' in PutFile (tests/worker/test_worker_service.py)."""
 from __future__ import annotations
 
 import hashlib
+import socket
 
 import grpc
 import pytest
@@ -187,6 +188,34 @@ def test_put_file_refuses_paths_bad_hashes_and_broken_streams(worker):
     assert not (tmp / "x").exists() and not (tmp / "data" / "x").exists()
     assert caller.call(put, _chunk("ok.jsonl", sha, data), True).code == OK
     assert (store / sha / "ok.jsonl").read_bytes() == data
+    _still_serving(w, caller)
+
+
+def test_open_file_and_the_bulk_socket_refuse_paths_sizes_and_bad_tickets(worker):
+    w, caller, tmp = worker
+    stored = sorted((tmp / "data" / "files").rglob("*"))
+    sha = hashlib.sha256(b"bulk").hexdigest()
+    open_file = "/orchard.v1.Worker/OpenFile"
+    cases = {
+        "plain file name": pb.OpenFileRequest(sha256=sha, name="../x", size=4),
+        "64 lowercase hex": pb.OpenFileRequest(sha256="x" * 64, name="f", size=4),
+        "expected 0 to": pb.OpenFileRequest(sha256=sha, name="f", size=-1),
+    }
+    for needle, req in cases.items():
+        out = caller.call(open_file, req.SerializeToString())
+        assert out.code == BAD and needle in out.details, (needle, out)
+    out = caller.call(
+        open_file, pb.OpenFileRequest(sha256=sha, name="f", size=4).SerializeToString()
+    )
+    reply = pb.OpenFileReply.FromString(out.reply)
+    assert out.code == OK and reply.bulk_port and len(reply.ticket) == 32 and not reply.bulk_tls
+    host = w.address.rpartition(":")[0]
+    for hello in (b"OBK1" + bytes(32), b"OBK1" + reply.ticket[::-1], b"nonsense" * 8):
+        with socket.create_connection((host, reply.bulk_port), timeout=10) as s:
+            s.sendall(hello)
+            line = s.recv(4096).decode()
+        assert line.startswith("ERR ") and "GO" not in line, line
+    assert sorted((tmp / "data" / "files").rglob("*")) == stored
     _still_serving(w, caller)
 
 

@@ -64,9 +64,9 @@ def test_ship_progress_reports_each_file_and_the_end():
     events = []
     p = ShipProgress(events.append, "w:1", 1, [10, 20], held=5, every_s=0.0)
     p.emit(4, "a")
-    p.file_done(10)
+    p.file_done(10, "a")
     p.emit(20, "b")
-    p.file_done(20)
+    p.file_done(20, "b")
     p.emit(0, "", done=True)
     assert [(e.sent_bytes, e.files_sent, e.file) for e in events] == [(4, 0, "a"), (30, 1, "b"), (30, 2, "")]  # fmt: skip
     assert events[-1].done and events[-1].held_bytes == 5 and events[-1].total_bytes == 30
@@ -141,3 +141,55 @@ def test_one_download_shipped_to_workers_that_have_no_internet(tmp_path, monkeyp
     finally:
         stop_local_workers(workers, grace_s=10)
         hub.stop()
+
+
+def test_a_stop_while_shipping_ends_it_and_the_next_run_resumes(tmp_path, monkeypatch):
+    """A Stop mid-file ends the shipping at the next progress report; the worker keeps the
+    bytes it got, and the next run's bulk stream starts where they end."""
+    import os
+    import threading
+
+    from engine.events import ShipEvent
+    from engine.rpc import bulk, worker_client
+    from engine.rpc.auth import TOKEN_ENV, new_token
+    from engine.rpc.gen import orchard_pb2 as pb
+    from engine.runtime.cluster import Cluster, ShipStopped
+    from engine.runtime.local_workers import start_local_worker, stop_local_workers
+
+    mib = 1024 * 1024
+    token = new_token()
+    monkeypatch.setenv(TOKEN_ENV, token)
+    monkeypatch.setattr(bulk, "SEGMENT_BYTES", mib)  # a progress report (and a Stop check) a MiB
+    offsets: list[tuple[str, int]] = []
+    real = worker_client.send_file
+    monkeypatch.setattr(worker_client, "send_file", lambda h, p, t, path, off, *a, **k: (
+        offsets.append((Path(path).name, off)) or real(h, p, t, path, off, *a, **k)))  # fmt: skip
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(os.urandom(24 * mib))  # never parsed: shipping only moves bytes
+    digest = sha256_file(data)
+    worker = start_local_worker(token, tmp_path / "w", tmp_path / "w.log", 2)
+    stop, stopped_once = threading.Event(), []
+
+    def sink(e) -> None:  # the user presses Stop once the first bytes are on their way
+        if isinstance(e, ShipEvent) and e.sent_bytes and not stopped_once:
+            stopped_once.append(e)
+            stop.set()
+
+    job = JobSpec().with_overrides([f'data.path="{data}"', f'dist.hosts=["{worker.address}"]'])
+    cluster = Cluster(job, tmp_path / "run", sink=sink, cancel=stop)
+    try:
+        cluster.start()
+        with pytest.raises(ShipStopped, match="next run resumes"):
+            cluster.ship_files()
+        c = cluster.clients[0]
+        req = pb.OpenFileRequest(sha256=digest, name="train.jsonl", size=24 * mib)
+        held = c._stub.OpenFile(req, metadata=c._metadata(), timeout=10).offset
+        assert 0 < held < 24 * mib and not c.has_file(digest)
+        stop.clear()
+        assert cluster.ship_files()["dataset"] == digest
+        assert c.has_file(digest)
+        resumed = [off for name, off in offsets if name == "train.jsonl"][1:]
+        assert resumed and resumed[-1] > 0, offsets
+    finally:
+        cluster.stop("test over")
+        stop_local_workers([worker], grace_s=5)

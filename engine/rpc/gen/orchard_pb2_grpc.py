@@ -92,6 +92,11 @@ class WorkerStub:
                 request_serializer=orchard__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=orchard__pb2.ProbeReply.FromString,
                 _registered_method=True)
+        self.OpenFile = channel.unary_unary(
+                '/orchard.v1.Worker/OpenFile',
+                request_serializer=orchard__pb2.OpenFileRequest.SerializeToString,
+                response_deserializer=orchard__pb2.OpenFileReply.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -167,6 +172,14 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenFile(self, request, context):
+        """Before a large file: where a broken stream stopped, and a ticket for the bulk socket
+        beside gRPC (engine/rpc/bulk.py). Without one (port 0), PutFile from that offset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +237,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Probe,
                     request_deserializer=orchard__pb2.ProbeRequest.FromString,
                     response_serializer=orchard__pb2.ProbeReply.SerializeToString,
+            ),
+            'OpenFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenFile,
+                    request_deserializer=orchard__pb2.OpenFileRequest.FromString,
+                    response_serializer=orchard__pb2.OpenFileReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -526,6 +544,33 @@ class Worker:
             '/orchard.v1.Worker/Probe',
             orchard__pb2.ProbeRequest.SerializeToString,
             orchard__pb2.ProbeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchard.v1.Worker/OpenFile',
+            orchard__pb2.OpenFileRequest.SerializeToString,
+            orchard__pb2.OpenFileReply.FromString,
             options,
             channel_credentials,
             insecure,

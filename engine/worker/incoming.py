@@ -1,0 +1,177 @@
+"""One file arriving at the worker's cache: appended to a partial file, hashed on its own
+thread, published under its sha256 only once every byte is there and the hash matches.
+
+The partial file stays when a stream breaks, so the next attempt resumes where this one
+stopped (the hasher first re-reads the bytes already held). It is deleted when the content
+is refused (a wrong hash, a chunk out of place, too many bytes): nothing refused is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.worker.errors import InvalidRequest
+
+HASH_QUEUE = 16  # buffers waiting for the hasher: bounds the memory a fast sender can fill
+_READ_BLOCK = 4 * 1024 * 1024
+
+
+class Superseded(Exception):
+    """A newer transfer of the same file took over; this one stops and keeps what it wrote."""
+
+
+class Hasher:
+    """sha256 on its own thread. hashlib releases the GIL on large buffers, so hashing one
+    buffer overlaps receiving and writing the next one: a second core does the hashing."""
+
+    def __init__(self, prefix: Path | None = None, prefix_bytes: int = 0):
+        self._h = hashlib.sha256()
+        self._q: queue.Queue = queue.Queue(maxsize=HASH_QUEUE)
+        self._error: BaseException | None = None
+        self._prefix, self._prefix_bytes = prefix, prefix_bytes
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            if self._prefix is not None and self._prefix_bytes:
+                self._hash_prefix()
+        except BaseException as e:  # noqa: BLE001 - reported by digest()
+            self._error = e
+        while (item := self._q.get()) is not None:  # drain even after an error: never block
+            data, release = item
+            if self._error is None:
+                try:
+                    self._h.update(data)
+                except BaseException as e:  # noqa: BLE001 - reported by digest()
+                    self._error = e
+            if release is not None:
+                release()
+
+    def _hash_prefix(self) -> None:
+        """The bytes a broken stream left behind: read back from disk before the new ones."""
+        left = self._prefix_bytes
+        buf = bytearray(min(_READ_BLOCK, left))
+        view = memoryview(buf)
+        with open(self._prefix, "rb", buffering=0) as f:  # type: ignore[arg-type]
+            while left:
+                n = f.readinto(view[: min(len(buf), left)])
+                if not n:
+                    raise OSError(
+                        f"{self._prefix}: shorter than the {self._prefix_bytes} bytes held"
+                    )
+                self._h.update(view[:n])
+                left -= n
+
+    def update(self, data: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
+        """Hash ``data`` (which must not change until ``release`` is called) after the rest."""
+        self._q.put((data, release))
+
+    def digest(self) -> str:
+        """Wait for every queued buffer; the hex digest (or the error the thread met)."""
+        self.stop()
+        if self._error is not None:
+            raise self._error
+        return self._h.hexdigest()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+
+class Incoming:
+    """A file being received into ``partial``; made by :meth:`FileStore.begin`."""
+
+    def __init__(
+        self, sha256: str, name: str, partial: Path, offset: int, limit: int,
+        on_close: Callable[[Incoming], None], publish: Callable[[Incoming], Path],
+    ):  # fmt: skip
+        self.sha256, self.name, self.partial = sha256, name, partial
+        self.offset = offset  # bytes held before this transfer began
+        self.received = 0  # bytes this transfer wrote
+        self._limit = limit  # the most bytes the whole file may have
+        self._on_close, self._publish = on_close, publish
+        self._cancel_hooks: list[Callable[[], None]] = []
+        self.cancelled = self._closed = False
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, offset)  # a resume from fewer bytes than held drops the rest
+            os.lseek(fd, offset, os.SEEK_SET)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd: int | None = fd
+        self._hasher = Hasher(partial, offset)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file held so far."""
+        return self.offset + self.received
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (e.g. shut the socket) when a newer transfer of this file takes over."""
+        self._cancel_hooks.append(hook)
+        if self.cancelled:
+            hook()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for hook in self._cancel_hooks:
+            try:
+                hook()
+            except OSError:
+                pass  # the socket is already gone: that is the point
+
+    def write(self, data: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
+        """Append ``data`` and queue it for hashing; ``release()`` once it is hashed."""
+        if self.cancelled or self._fd is None:
+            raise Superseded(f"{self.name}: a newer transfer of this file took over")
+        if self.size + len(data) > self._limit:
+            raise InvalidRequest(
+                f"{self.name}: more than the {self._limit} bytes announced for this file"
+            )
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.write(self._fd, view[done:])
+        self.received += len(view)
+        self._hasher.update(data, release)
+
+    def finish(self) -> tuple[str, int]:
+        """Check the hash, publish the file under it, return (sha256, size). A mismatch
+        deletes the partial file and raises InvalidRequest naming both hashes."""
+        try:
+            self._close_fd()
+            actual = self._hasher.digest()
+            if actual != self.sha256:
+                raise InvalidRequest(
+                    f"{self.name}: sha256 mismatch (sent {self.sha256}, received {actual})"
+                )
+            self._publish(self)
+        except BaseException:
+            self.close(keep=False)
+            raise
+        self.close(keep=False)  # published: the partial has been renamed away
+        return self.sha256, self.size
+
+    def close(self, keep: bool) -> None:
+        """End this transfer; ``keep`` the partial file for a resume, or delete it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_fd()
+        self._hasher.stop()
+        if not keep:
+            self.partial.unlink(missing_ok=True)
+        self._on_close(self)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
