@@ -297,6 +297,9 @@ class MainWindow(QMainWindow):
         self.runner.ended.connect(self._on_run_ended)
         self.bridge.attached.connect(self._on_attached)
         self.runner.started.connect(lambda _job: self.runs_page.set_busy(True))
+        plan = self.cluster_page.plan  # a probe during a run would take the run's cores
+        self.runner.started.connect(lambda _job: plan.set_training(True))
+        self.runner.ended.connect(lambda _error: plan.set_training(False))
         self.runs_page.open_adapter.connect(self._open_from_runs)
         self.runs_page.resume_requested.connect(self.resume_run)
         self.cluster_page.add_requested.connect(self.add_worker)
@@ -485,6 +488,7 @@ class MainWindow(QMainWindow):
         if run.active:
             self.start_button.setEnabled(False)
             self.runs_page.set_busy(True)
+            self.cluster_page.plan.set_training(True)
             self.run_label.setText("Training (attached)")
             self.go_to(self.monitor_page)
         else:
