@@ -229,7 +229,7 @@ class MainWindow(QMainWindow):
             action.triggered.connect(slot)
             file_menu.addAction(action)
         file_menu.addSeparator()
-        quit_action = QAction("Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        quit_action = QAction("Quit", self, shortcut="Ctrl+Q")  # Cmd+Q on macOS
         quit_action.setMenuRole(QAction.MenuRole.QuitRole)  # the app menu's Quit on macOS
         quit_action.triggered.connect(self.close)  # a run going on: the close question
         file_menu.addAction(quit_action)
