@@ -39,6 +39,7 @@ from app.settings import AppSettings
 from app.tasks import describe_error, run_task
 from app.widgets.banner import Banner
 from app.widgets.page import Page
+from app.widgets.text import home_path
 from app.widgets.transfer_panel import TransferPanel
 from app.widgets.welcome import WelcomeCard
 from engine.config import ConfigError, JobSpec
@@ -203,10 +204,12 @@ class MainWindow(QMainWindow):
     # wiring -----------------------------------------------------------------------------------
     def _menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        for text, key, slot in (
-            ("Open dataset…", QKeySequence.StandardKey.Open, self.dataset_page.ask_file),
-            ("Open dataset folder…", None, self.dataset_page.ask_folder),
-        ):
+        for text, key, slot in (  # from any page: the dataset opens where its problems show
+            ("Open dataset…", QKeySequence.StandardKey.Open,
+             lambda: self._on_dataset_page(self.dataset_page.ask_file)),
+            ("Open dataset folder…", None,
+             lambda: self._on_dataset_page(self.dataset_page.ask_folder)),
+        ):  # fmt: skip
             action = QAction(text, self)
             if key is not None:
                 action.setShortcut(key)
@@ -225,6 +228,11 @@ class MainWindow(QMainWindow):
                 action.setShortcut(key)
             action.triggered.connect(slot)
             file_menu.addAction(action)
+        file_menu.addSeparator()
+        quit_action = QAction("Quit", self, shortcut="Ctrl+Q")  # Cmd+Q on macOS
+        quit_action.setMenuRole(QAction.MenuRole.QuitRole)  # the app menu's Quit on macOS
+        quit_action.triggered.connect(self.close)  # a run going on: the close question
+        file_menu.addAction(quit_action)
         run_menu = self.menuBar().addMenu("&Run")
         start = QAction("Start training", self, shortcut="Ctrl+R", triggered=self.start_run)
         stop = QAction("Stop", self, shortcut="Ctrl+.", triggered=self.runner.stop)
@@ -246,6 +254,10 @@ class MainWindow(QMainWindow):
         clear = self.recent_menu.addAction("Clear the list")
         clear.triggered.connect(lambda: self.settings.clear_recent("datasets"))
 
+    def _on_dataset_page(self, ask: Callable[[], None]) -> None:
+        self.go_to(self.dataset_page)
+        ask()
+
     def open_dataset(self, path: str) -> None:
         self.go_to(self.dataset_page)
         self.dataset_page.open_path(path)
@@ -263,7 +275,7 @@ class MainWindow(QMainWindow):
         if self.welcome is not None:
             spec = self.job.spec
             folder = str(Path(spec.run.out_dir).expanduser().absolute())
-            self.welcome.describe(spec.run.steps, spec.dist.workers, folder)
+            self.welcome.describe(spec.run.steps, spec.dist.workers, home_path(folder))
 
     def _welcome_start(self) -> None:
         self._welcome_done()
@@ -297,6 +309,9 @@ class MainWindow(QMainWindow):
         self.runner.ended.connect(self._on_run_ended)
         self.bridge.attached.connect(self._on_attached)
         self.runner.started.connect(lambda _job: self.runs_page.set_busy(True))
+        plan = self.cluster_page.plan  # a probe during a run would take the run's cores
+        self.runner.started.connect(lambda _job: plan.set_training(True))
+        self.runner.ended.connect(lambda _error: plan.set_training(False))
         self.runs_page.open_adapter.connect(self._open_from_runs)
         self.runs_page.resume_requested.connect(self.resume_run)
         self.cluster_page.add_requested.connect(self.add_worker)
@@ -471,9 +486,9 @@ class MainWindow(QMainWindow):
             self.runs_page.active_run = "" if e.state in ENDED else e.run_dir
         if e.state == "failed" and e.message:
             self.show_message(f"The run failed: {e.message}", "error", self.monitor_page)
-        adapter = e.detail.get("adapter_dir") if e.state in ("finished", "stopped") else None
+        adapter = self.monitor_page.adapter_of(e)
         if adapter and self.runner.job is not None:
-            self.open_adapter(str(adapter), self.runner.job.model.path)
+            self.open_adapter(adapter, self.runner.job.model.path)
 
     def _on_attached(self, e: RunAttached) -> None:
         """A run this window did not start (one that trained while the app was closed): its
@@ -485,6 +500,7 @@ class MainWindow(QMainWindow):
         if run.active:
             self.start_button.setEnabled(False)
             self.runs_page.set_busy(True)
+            self.cluster_page.plan.set_training(True)
             self.run_label.setText("Training (attached)")
             self.go_to(self.monitor_page)
         else:

@@ -6,6 +6,10 @@ process. From then on a change to the workers, the model, LoRA, the batch or the
 settings re-plans after a short pause (debounced), on a pool thread: probing only Macs not
 measured yet, so re-planning costs milliseconds. One task runs at a time; changes made
 while it runs plan again once it ends, and only the newest plan is shown.
+
+While a run trains nothing is probed (``set_training``): a probe would take the cores the
+run is training on, and measure a busy machine. Re-planning from probes already made goes
+on; a probe still needed waits for the run's end.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from app.tasks import describe_error, run_task
 log = logging.getLogger(__name__)
 
 DEBOUNCE_MS = 300
+WAITS_FOR_RUN = "Measured when the run ends: a probe now would take the cores it trains on"
 # settings that change a plan: (section, name); a section alone means all of it
 PLAN_INPUTS = {
     ("model", None), ("lora", None), ("dist", None),
@@ -65,6 +70,8 @@ class PlanPreview(QObject):
         self._running = False
         self._again = False
         self._measure = 0  # bumped by remeasure: probes of an older round are not kept
+        self.training = False  # a run trains: probe nothing until it ends
+        self._waiting = False  # a plan needs a probe and waits for the run's end
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self._timer.timeout.connect(self._start)
         job.changed.connect(self._on_change)
@@ -92,6 +99,13 @@ class PlanPreview(QObject):
         self.active = True
         self.schedule()
 
+    def set_training(self, training: bool) -> None:
+        """A run started (True) or ended (False); a probe held back meanwhile runs now."""
+        self.training = training
+        if not training and self._waiting:
+            self._waiting = False
+            self._start()
+
     def schedule(self) -> None:
         if self.active:
             self._timer.start()
@@ -114,6 +128,10 @@ class PlanPreview(QObject):
         todo = [
             t.name for t in targets if t.address not in self.probes and t.address not in self.errors
         ]
+        if todo and self.training:
+            self._running, self._waiting = False, True
+            self.busy.emit(WAITS_FOR_RUN)
+            return
         self.busy.emit(f"Measuring {', '.join(todo)}…" if todo else "Planning…")
         measure = self._measure
         run_task(plan_task, job, targets, dict(self.probes), dict(self.errors), owner=self,

@@ -34,9 +34,10 @@ class AppSettings:
         self.store.remove(f"recent/{kind}")
 
     def last_folder(self, kind: str) -> str:
-        """The folder a file dialog for ``kind`` opened in last time ('' lets Qt choose)."""
+        """The folder a file dialog for ``kind`` opened in last time, else the home folder
+        (not the folder the app happened to start in: "/" when opened from the Finder)."""
         folder = self.store.value(f"dialogs/{kind}", "")
-        return str(folder) if folder and Path(str(folder)).is_dir() else ""
+        return str(folder) if folder and Path(str(folder)).is_dir() else str(Path.home())
 
     def remember_folder(self, kind: str, folder: str) -> None:
         self.store.setValue(f"dialogs/{kind}", folder)

@@ -6,6 +6,7 @@ only ever waits for a queued signal. Results and errors come back on the GUI thr
 
 from __future__ import annotations
 
+import atexit
 import logging
 import traceback
 from collections.abc import Callable
@@ -17,6 +18,15 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 log = logging.getLogger(__name__)
 
 _live: set[Task] = set()  # keep signal objects alive until their task reports
+_exiting = False  # the interpreter is exiting: a result has nobody left to go to
+
+
+@atexit.register
+def _at_exit() -> None:
+    """Runs before PySide's own exit cleanup deletes the Task objects: a task still running
+    then (a process that exits mid-probe, as a test process does) reports nothing."""
+    global _exiting
+    _exiting = True
 
 
 class Task(QObject):
@@ -37,10 +47,19 @@ class _Runnable(QRunnable):
             result = self.fn(*self.args, **self.kwargs)
         except Exception as e:  # noqa: BLE001 - every failure becomes a readable message
             log.debug("background task failed:\n%s", traceback.format_exc())
-            self.task.failed.emit(describe_error(e))
+            self._report("failed", describe_error(e))
         else:
-            self.task.done.emit(result)
-        self.task.finished.emit()
+            self._report("done", result)
+        self._report("finished")
+
+    def _report(self, name: str, *args: Any) -> None:
+        if _exiting:
+            return
+        try:
+            getattr(self.task, name).emit(*args)
+        except RuntimeError:  # "Signal source has been deleted": the process is exiting
+            if shiboken6.isValid(self.task):
+                raise
 
 
 def describe_error(e: BaseException) -> str:

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from app.widgets.charts import ChartClock, LiveChart
 from app.widgets.page import Page
 from app.widgets.run_figures import RunFigures
-from app.widgets.text import ElidedLabel
+from app.widgets.text import ElidedLabel, home_path
 from engine.events import LogEvent, MetricEvent, ProgressEvent, StateEvent
 from engine.service.info import RunInfo
 
@@ -147,6 +147,7 @@ class MonitorPage(Page):
 
     # event slots (GUI thread) ---------------------------------------------------------------
     def reset(self, total_steps: int) -> None:
+        self.clear_message()  # the last run's failure or note is not about this one
         for chart in self.charts:
             chart.clear_all()
         self.progress.setRange(0, max(total_steps, 1))
@@ -169,9 +170,18 @@ class MonitorPage(Page):
         its history (from step 1) arrives next through the usual slots, then live events."""
         where = run.run_dir or run.resume_from
         self.run_dir = where
-        self.append_log(LogEvent("info", f"Attached to the run in {where}: its history, then live"))
+        self.append_log(
+            LogEvent("info", f"Attached to the run in {home_path(where)}: its history, then live")
+        )
         if not run.active:
             self.state_label.setText(STATE_TEXT.get(run.state, run.state))
+
+    def adapter_of(self, e: StateEvent) -> str:
+        """The adapter an ended run wrote, if it trained: a run stopped before its first step
+        (or resumed and stopped at once) writes the untrained one, nothing to try in Results."""
+        adapter = str(e.detail.get("adapter_dir") or "")
+        trained = e.state == "finished" or self.progress.value() > 0  # from its checkpoint on
+        return adapter if e.state in ("finished", "stopped") and trained else ""
 
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -257,7 +267,7 @@ class MonitorPage(Page):
             took = "took" if e.state == "finished" else "ran for"
             elapsed = self._elapsed
             self.eta.setText(f"{took} {format_duration(elapsed)}" if elapsed is not None else "")
-            self.results_button.setVisible(bool(e.detail.get("adapter_dir")))
+            self.results_button.setVisible(bool(self.adapter_of(e)))
         if e.message and e.message == self._last_message:  # a recovery says it once
             return
         self.append_log(

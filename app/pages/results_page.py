@@ -21,7 +21,7 @@ from app.generation import GenerationProcess
 from app.prompts import sample_prompt
 from app.tasks import run_task
 from app.widgets.page import Page, group, hint
-from app.widgets.text import ElidedLabel
+from app.widgets.text import ElidedLabel, home_path
 from app.widgets.wheel import guard_wheel
 from engine.cli.export_cmd import export_run
 
@@ -121,7 +121,7 @@ class ResultsPage(Page):
         not share the folder the app was started from."""
         adapter_dir = str(Path(adapter_dir).absolute())
         self.adapter_dir, self.model = adapter_dir, model
-        self.adapter_label.set_full_text(adapter_dir)
+        self.adapter_label.set_full_text(home_path(adapter_dir))
         if files is not None:
             missing = [f for f in ADAPTER_FILES if f not in files]
             self.files_label.setText(

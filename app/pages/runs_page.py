@@ -26,7 +26,7 @@ from app.tasks import run_task
 from app.widgets.charts import LiveChart
 from app.widgets.page import Page, hint
 from app.widgets.tables import list_table
-from app.widgets.text import ElidedLabel, breakable_html
+from app.widgets.text import ElidedLabel, breakable_html, home_path
 from engine.config import DEMO_DATASET, DEMO_MODEL, ConfigError, JobSpec
 from engine.train.metrics import METRICS_FILE, read_metrics
 from engine.train.run_dir import LOG_FILE
@@ -220,7 +220,9 @@ class RunsPage(Page):
 
     def refresh(self) -> None:
         out_dir = self.job.spec.run.out_dir
-        self.folder_label.set_full_text(f"Folder: {Path(out_dir).expanduser().resolve()}")
+        self.folder_label.set_full_text(
+            f"Folder: {home_path(str(Path(out_dir).expanduser().resolve()))}"
+        )
         run_task(
             scan_runs,
             out_dir,

@@ -32,6 +32,7 @@ from app.widgets.controls import BoolControl, ChoiceControl, NumberControl
 from app.widgets.page import Page, group, hint
 from app.widgets.plan_panel import PlanPanel
 from app.widgets.preflight_panel import PreflightPanel
+from app.widgets.text import home_path
 from engine.config import AUTO_MODE, JobSpec
 from engine.optim.schedule import make_schedule
 from engine.preflight import PreflightResult, Suggestion
@@ -200,7 +201,7 @@ class TrainingPage(Page):
 
     def _on_change(self, section: str, name: str) -> None:
         if (section, name) == ("run", "out_dir"):
-            self.runs_folder.setText(self.job.spec.run.out_dir)
+            self._show_runs_folder()
         if section in ("optim", "run", "dist"):
             self.refresh()
 
@@ -257,7 +258,11 @@ class TrainingPage(Page):
             default = os.path.expanduser(JobSpec().run.out_dir)
             remembered = self.settings.runs_folder() if self.settings else default
             self.job.set("run", "out_dir", remembered)
-        self.runs_folder.setText(self.job.spec.run.out_dir)
+        self._show_runs_folder()
+
+    def _show_runs_folder(self) -> None:
+        """The folder as its owner reads it (~/Orchard/runs); typed back, ~ is expanded."""
+        self.runs_folder.setText(home_path(self.job.spec.run.out_dir))
 
     def _browse_runs_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(
@@ -275,18 +280,20 @@ class TrainingPage(Page):
                 f"{text.strip()!r} would depend on the folder the app was started from.",
                 "warning",
             )
-            self.runs_folder.setText(self.job.spec.run.out_dir)
+            self._show_runs_folder()
             return False
         path = os.path.normpath(path)
         if self.settings is not None:
             self.settings.set_runs_folder(path)
         self.job.set("run", "out_dir", path)
-        self.runs_folder.setText(path)
+        self._show_runs_folder()
         return True
 
     # Start's refusals (engine/preflight.py) ---------------------------------------------------
     def show_refusal(self, result: PreflightResult, can_apply: bool = True) -> None:
         self.preflight.show_result(result, can_apply)
+        if self.scroll_area is not None:  # the panel is at the top: a page scrolled down
+            self.scroll_area.verticalScrollBar().setValue(0)  # would hide why Start refused
 
     def clear_refusal(self) -> None:
         self.preflight.hide()

@@ -17,6 +17,11 @@ EFFICIENCY_HELP = (
 )
 
 
+def seconds(x: float) -> str:
+    """3 significant digits, never an exponent: '0.435', '7.27', '300', '5,563'."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def codec_words(codec: str) -> str:
     return "exact fp32 gradients" if codec in ("", "none") else f"{codec} gradients"
 
@@ -26,7 +31,7 @@ def plan_line(plan: dict[str, Any]) -> str:
     text = (f"Plan (auto): {plan.get('mode', '?')}, {codec_words(str(plan.get('compression', '')))}, "
             f"grad_accum {plan.get('grad_accum', '?')}")  # fmt: skip
     if "predicted_step_s" in plan:
-        text += f" · predicted {plan['predicted_step_s']:.3g} s a step"
+        text += f" · predicted {seconds(plan['predicted_step_s'])} s a step"
     if "predicted_tokens_per_s" in plan:
         text += f", {plan['predicted_tokens_per_s']:,.0f} tokens/s"
     if plan.get("local"):  # each process was probed with the whole machine to itself
@@ -89,10 +94,10 @@ class RunFigures(QLabel):
         t = self.train
         if not t:
             return ""
-        parts = [f"Step {self.step}: {t['step_time_s']:.3g} s measured"]
+        parts = [f"Step {self.step}: {seconds(t['step_time_s'])} s measured"]
         if "predicted_step_s" in t:
             off = t["step_time_s"] / t["predicted_step_s"] - 1 if t["predicted_step_s"] else 0.0
-            parts[0] += f", {t['predicted_step_s']:.3g} s predicted ({off:+.0%})"
+            parts[0] += f", {seconds(t['predicted_step_s'])} s predicted ({off:+.0%})"
         elif self.plan is None:
             parts.append(NO_PREDICTION)
         if "scaling_efficiency" in t:

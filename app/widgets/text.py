@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QResizeEvent
@@ -36,6 +37,15 @@ def breakable(text: str) -> str:
 def breakable_html(text: str) -> str:
     """Plain ``text`` escaped for a rich-text label, with the same break points."""
     return html.escape(breakable(text)).replace("\n", "<br>")
+
+
+def home_path(path: str) -> str:
+    """``path`` as its owner reads it: ``~/Orchard/runs`` for a folder in the home folder
+    (what a shell prompt says), else as it is. For display only; the app keeps full paths."""
+    home = str(Path.home()).rstrip("/")
+    if home and (path == home or path.startswith(home + "/")):
+        return "~" + path[len(home) :]
+    return path
 
 
 def wrapping_label(text: str = "", parent: QWidget | None = None) -> QLabel:
