@@ -11,9 +11,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSizePolicy
 
 NO_PREDICTION = "no prediction (the planner predicts dist.mode auto runs of 2 or more workers)"
-EFFICIENCY_HELP = (
-    "Scaling efficiency: measured tokens/s over the sum of each worker's tokens/s alone "
-    "(100%: every worker fully used, synchronisation free)."
+EFFICIENCY_HELP = (  # engine/plan/efficiency.py defines both figures; this only shows them
+    "Tokens/s counts trained tokens (what the loss counts: no padding, no masked prompt), "
+    "as mlx-lm reports it. Scaling efficiency: tokens/s over the sum of each machine's "
+    "tokens/s alone, in one process, at the speed it showed in the step (100%: every "
+    "machine fully used, synchronisation free; local processes share one machine)."
 )
 
 
@@ -28,11 +30,13 @@ def plan_line(plan: dict[str, Any]) -> str:
     if "predicted_step_s" in plan:
         text += f" · predicted {plan['predicted_step_s']:.3g} s a step"
     if "predicted_tokens_per_s" in plan:
-        text += f", {plan['predicted_tokens_per_s']:,.0f} tokens/s"
-    if plan.get("local"):  # each process was probed with the whole machine to itself
+        text += f", {plan['predicted_tokens_per_s']:,.0f} trained tokens/s"
+    if plan.get("local"):  # the planner compares processes of one machine with it alone
+        if "speedup" in plan:
+            text += f", {plan['speedup']:.2f}× this machine alone in one process"
         text += " · local processes share this machine's cores: no Mac was added"
     elif "speedup" in plan:
-        text += f", {plan['speedup']:.2f}× the fastest worker alone"
+        text += f", {plan['speedup']:.2f}× the fastest Mac alone"
     slows = plan.get("slows") or []
     if slows:
         text += f" · {', '.join(map(str, slows))} would slow it"
