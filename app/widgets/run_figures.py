@@ -78,7 +78,8 @@ class RunFigures(QLabel):
                 self.shares, self.tokens = {}, {}
             self.step = step
             self.train = {k: float(values[k]) for k in
-                          ("step_time_s", "predicted_step_s", "scaling_efficiency") if k in values}  # fmt: skip
+                          ("step_time_s", "predicted_step_s", "scaling_efficiency",
+                           "tokens_per_s", "work_tokens_per_s") if k in values}  # fmt: skip
             return True
         if kind == "worker" and worker is not None:
             w = int(worker)
@@ -99,6 +100,9 @@ class RunFigures(QLabel):
             parts[0] += f", {t['predicted_step_s']:.3g} s predicted ({off:+.0%})"
         elif self.plan is None:
             parts.append(NO_PREDICTION)
+        if "tokens_per_s" in t and "work_tokens_per_s" in t:  # what tokens/s counts, and not
+            parts.append(f"{t['tokens_per_s']:,.0f} trained tokens/s "
+                         f"({t['work_tokens_per_s']:,.0f} computed, padding included)")  # fmt: skip
         if "scaling_efficiency" in t:
             parts.append(f"scaling efficiency {t['scaling_efficiency']:.0%}")
         if self.shares:

@@ -35,7 +35,8 @@ def monitor(qtbot):
 
 def step(page, n: int, measured: float, predicted: float | None = None, eff: float | None = None,
          shares: tuple[float, ...] | None = (5.0, 3.0)) -> None:  # fmt: skip
-    values = {"train_loss": 2.0, "step_time_s": measured, "tokens_per_s": 1000.0}
+    values = {"train_loss": 2.0, "step_time_s": measured, "tokens_per_s": 1000.0,
+              "work_tokens_per_s": 1400.0}  # fmt: skip
     if predicted is not None:
         values["predicted_step_s"] = predicted
     if eff is not None:
@@ -67,6 +68,7 @@ def test_measured_against_predicted_live(monitor, qtbot) -> None:
     assert "predicted 0.5 s a step, 2,048 trained tokens/s, 1.60× the fastest Mac alone" in text
     assert "Step 3: 0.55 s measured, 0.5 s predicted (+10%)" in text
     assert "scaling efficiency 87%" in text
+    assert "1,000 trained tokens/s (1,400 computed, padding included)" in text
     assert "share of the batch: w0 5, w1 3 sequences" in text
 
     local = {**PLAN, "local": True, "speedup": 0.93}  # the planner: vs the machine alone
