@@ -1,22 +1,32 @@
 """What the app shows before Start: the planner's plan (engine/plan) for the chosen Macs.
 
 Plain functions, run on a pool thread (app/plan_preview.py): the Macs the job would use, a
-probe of each, then ``engine.plan.plan`` over them. The one thing decided here is how to
-describe local worker processes honestly: they share one machine's cores and memory, so
-they are planned as that machine's compute and memory split between them, and compared
+probe of each, then ``engine.plan.plan`` over them, with the data's real widths
+(engine/plan/data_shape.py: the preflight's tokenization when it ran in this process).
+Local worker processes share one machine's cores and memory: this machine is probed once,
+in one process, and ``engine.plan.machine_macs`` splits it between them, as the
+coordinator does with its own probes (engine/plan/resolve.py), so the plan compares them
 with the machine alone in one process (a second process on a Mac does not add a Mac).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import AUTO_MODE, JobSpec, resolve_model_path
-from engine.plan import Costs, Mac, Plan, Prediction, mac_from_probe, plan, workload_from_job
-from engine.plan.planner import alone_tokens_per_s
+from engine.plan import (
+    Costs,
+    DataShape,
+    Plan,
+    Prediction,
+    mac_from_probe,
+    machine_macs,
+    plan,
+    shape_for,
+    workload_from_job,
+)
 from engine.plan.resolve import candidate_modes
 
 PROBE_BENCHMARK_S = 0.25  # a relative speed, as the coordinator's own probe takes it
@@ -65,18 +75,14 @@ class PlanView:
     mode: str  # the job's dist.mode ("auto" or a concrete mode)
     chosen: Prediction | None = None  # the prediction for what the run would use
     local_processes: int = 0  # >0: local processes of this machine, not Macs
-    machine_alone: float = 0.0  # local: this machine alone in one process, tokens/s
     unmeasured: dict[str, str] = field(default_factory=dict)  # name -> why it has no probe
     problem: str = ""  # why there is no plan at all
 
     @property
     def ratio(self) -> float:
-        """Tokens/s of the chosen prediction over the fastest single machine alone."""
-        if self.chosen is None:
-            return 0.0
-        if self.local_processes:
-            return self.chosen.tokens_per_s / self.machine_alone if self.machine_alone else 0.0
-        return self.chosen.speedup
+        """Tokens/s of the chosen prediction over the fastest machine alone in one process
+        (local processes: this machine alone), as the planner computes its speedup."""
+        return self.chosen.speedup if self.chosen is not None else 0.0
 
     @property
     def slows(self) -> list[str]:
@@ -84,24 +90,14 @@ class PlanView:
         return [] if self.local_processes or self.plan is None else self.plan.slows
 
 
-def local_macs(mac: Mac, processes: int) -> list[Mac]:
-    """``processes`` workers on one machine: each gets its share of the cores and memory."""
-    return [
-        dataclasses.replace(
-            mac,
-            name=f"process {i + 1}",
-            flops=mac.flops / processes,
-            free_memory_bytes=mac.free_memory_bytes // processes,
-        )  # fmt: skip
-        for i in range(processes)
-    ]
-
-
 def make_view(job: JobSpec, targets: list[Target], probes: dict[str, Any],
-              errors: dict[str, str] | None = None, info: Any = None) -> PlanView:  # fmt: skip
+              errors: dict[str, str] | None = None, info: Any = None,
+              data: DataShape | None = None) -> PlanView:  # fmt: skip
     """The plan of ``job`` on ``targets``, from ``probes`` (address -> ProbeResult).
     ``errors`` (address -> why) names targets that could not be probed. ``info`` is the
-    model's ModelInfo (read from disk when None). Never raises: a problem is in the view."""
+    model's ModelInfo (read from disk when None); ``data`` the dataset's step shape
+    (measured from the job's data when None, else max_seq_len with a note). Never raises:
+    a problem is in the view."""
     costs = Costs()
     view = PlanView(None, targets, job.dist.mode)
     errors = errors or {}
@@ -115,7 +111,8 @@ def make_view(job: JobSpec, targets: list[Target], probes: dict[str, Any],
             from engine.model import inspect_model
 
             info = inspect_model(resolve_model_path(job.model.path))
-        work = workload_from_job(job, info)
+        workers = sum(t.processes for t in measured)
+        work = workload_from_job(job, info, data=data or shape_for(job, workers))
     except Exception as e:  # noqa: BLE001 - e.g. a Hugging Face id not downloaded yet
         view.problem = f"the model cannot be described here ({e}); the run plans when it starts"
         return view
@@ -123,7 +120,7 @@ def make_view(job: JobSpec, targets: list[Target], probes: dict[str, Any],
     local = measured[0].local
     if local:
         mac = mac_from_probe(measured[0].name, probes["local"], costs, apple=apple)
-        macs = local_macs(mac, measured[0].processes)
+        macs = machine_macs(mac, measured[0].processes)
         view.local_processes = measured[0].processes
     else:
         macs = [mac_from_probe(t.name, probes[t.address], costs, apple=apple) for t in measured]
@@ -132,8 +129,6 @@ def make_view(job: JobSpec, targets: list[Target], probes: dict[str, Any],
     except ValueError as e:  # not one Mac has the memory for one sequence
         view.problem = str(e)
         return view
-    if local:  # the whole machine in one process: what more processes are measured against
-        view.machine_alone = alone_tokens_per_s(mac, work, costs)
     view.chosen = chosen_prediction(view.plan, job)
     return view
 

@@ -13,6 +13,11 @@ from mlx-examples lora/README.md, scaled to each model by FLOPs per token; each 
 of the batch follows its speed. measured_step_s = that modelled compute + the synchronisation
 and update measured here (the links idle for 0.22 s before each, as during compute).
 
+Sequences are full (batch 8 x 256 tokens, every token trained): tokens/s counts trained
+tokens (engine/plan/efficiency.py), here every position. efficiency is the measured step's
+tokens/s over the sum of each Mac's tokens/s alone (engine.plan.scaling_efficiency, the
+figure the plan, the Tracker and the Monitor show).
+
 Rows: profile= model= mode= predicted_step_s= measured_step_s= efficiency= compute=modelled
 Last line: plan_error_max=<z> auto_regret_max=<w>   (targets: z <= 0.25, w <= 0.10)
 
@@ -38,7 +43,8 @@ from bench.netsim.profiles import PROFILES  # noqa: E402
 from bench.netsim.workers import CHOICES, SyncWorkers  # noqa: E402
 from engine.config import RESOURCES, JobSpec  # noqa: E402
 from engine.model import inspect_model  # noqa: E402
-from engine.plan import Costs, Mac, workload_from_job  # noqa: E402
+from engine.plan import Costs, Mac, scaling_efficiency, workload_from_job  # noqa: E402
+from engine.plan.data_shape import at_max_seq_len  # noqa: E402
 from engine.plan.planner import Choice, alone_tokens_per_s, pick, predict, split_by_speed  # noqa: E402
 
 MODELS = ("Qwen2.5-0.5B", "Qwen2.5-1.5B-Instruct", "Qwen2.5-7B", "Llama-3.1-8B")
@@ -105,8 +111,9 @@ def main() -> int:
     infos = {
         m: inspect_model(RESOURCES / "model_configs" / m) for m in set(args.models) | {REFERENCE_7B}
     }
-    works = {m: workload_from_job(spec, infos[m]) for m in args.models}
-    ref_fpt = workload_from_job(spec, infos[REFERENCE_7B]).flops_per_token
+    full = at_max_seq_len(SEQ, "synthetic gradients: every sequence full")
+    works = {m: workload_from_job(spec, infos[m], data=full) for m in args.models}
+    ref_fpt = workload_from_job(spec, infos[REFERENCE_7B], data=full).flops_per_token
     print(f"compute: modelled from {SOURCE}, not run: " + ", ".join(
         f"{name} {tps:.0f} tokens/s on a 7B = {tps * ref_fpt / 1e12:.1f} TFLOP/s" for name, tps, _ in MACS))  # fmt: skip
     errors, regrets = [], []
@@ -143,7 +150,7 @@ def main() -> int:
                     measured[(c.mode, c.compression)] = step
                     err = abs(pred.step_s - step) / step
                     errors.append(err)
-                    eff = work.tokens / step / sum(alone.values())
+                    eff = scaling_efficiency(work.tokens / step, alone.values())
                     name = c.mode if c.compression == "none" else f"{c.mode}+{c.compression}"
                     print(f"profile={pname} model={model} mode={name} predicted_step_s={pred.step_s:.3f} "
                           f"measured_step_s={step:.3f} efficiency={eff:.2f} compute=modelled", flush=True)  # fmt: skip

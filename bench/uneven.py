@@ -4,9 +4,12 @@ Two local worker processes (one BLAS thread each) serve four runs of the same jo
 side in one invocation: each worker alone, both with an equal split (``dist.balance =
 "equal"``), and both balanced (``"speed"``, the default). One worker is held to about a third
 of a CPU by a cgroup (v1) CPU quota, set after it starts; the cgroup has a unique name and is
-always removed. Throughput is target tokens over the summed step times of the steps after a
-warm-up (compilation, and the balanced run's first re-splits); ideal is the sum of each
-worker's throughput alone.
+always removed. Throughput is trained tokens (what tokens/s counts everywhere:
+engine/plan/efficiency.py) over the summed step times of the steps after a warm-up
+(compilation, and the balanced run's first re-splits); the padded tokens computed per second
+are printed beside it. Each worker stands for a Mac of its own (one BLAS thread, one held by
+the cgroup), so ideal is the sum of each worker's throughput alone, measured by running it
+alone, and efficiency_vs_ideal is engine.plan.scaling_efficiency of the balanced run.
 
 The model is a random-weight Llama (a few million parameters, the bundled demo tokenizer),
 with LoRA on every linear layer, so a step's compute dominates its gradient sync. The data is
@@ -35,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import JobSpec, resolve_model_path  # noqa: E402
+from engine.plan import scaling_efficiency  # noqa: E402
 from engine.rpc.auth import TOKEN_ENV, new_token  # noqa: E402
 from engine.runtime import start_run  # noqa: E402
 from engine.runtime.local_workers import start_local_worker, stop_local_workers  # noqa: E402
@@ -125,11 +129,12 @@ def measure(name: str, hosts: list[str], balance: str, args: argparse.Namespace,
                       f"comm_s {r['comm_s']:.3f}")  # fmt: skip
     train = [r for r in rows if r["kind"] == "train"][args.warmup :]
     tokens, secs = sum(r["tokens"] for r in train), sum(r["step_time_s"] for r in train)
+    work = sum(r.get("work_tokens", 0.0) for r in train)
     last = max(r["step"] for r in rows)
     shares = [int(r["share"]) for r in rows if r["kind"] == "worker" and r["step"] == last]
     comm = sum(r["comm_s"] for r in train) / secs
     print(f"run={name} workers={len(hosts)} tokens_per_s={tokens / secs:.1f} "
-          f"step_s={secs / len(train):.3f} comm_share={comm:.2f} "
+          f"work_tokens_per_s={work / secs:.1f} step_s={secs / len(train):.3f} comm_share={comm:.2f} "
           f"final_shares={'/'.join(map(str, shares))}", flush=True)  # fmt: skip
     return tokens, secs
 
@@ -183,9 +188,8 @@ def main() -> int:
     ideal = alone_fast + alone_slow
     print(f"ideal_tokens_per_s={ideal:.1f} (fast alone {alone_fast:.1f} + slow alone "
           f"{alone_slow:.1f}; speed ratio {alone_fast / alone_slow:.2f})")  # fmt: skip
-    print(
-        f"balanced_vs_equal_speedup={balanced / equal:.2f} efficiency_vs_ideal={balanced / ideal:.2f}"
-    )
+    efficiency = scaling_efficiency(balanced, [alone_fast, alone_slow])
+    print(f"balanced_vs_equal_speedup={balanced / equal:.2f} efficiency_vs_ideal={efficiency:.2f}")
     return 0
 
 

@@ -104,6 +104,9 @@ class PreflightResult:
     estimate: Any = None  # engine.model.MemoryEstimate per worker, when estimated
     notes: list[str] = field(default_factory=list)  # worth saying, not blocking
     train_items: int = 0  # tokenized training items (0 when the dataset was not read)
+    # each training item's tokens and trained tokens (engine.plan.data_shape.ItemLengths):
+    # the planner's real widths; also remembered for this job, so it is not tokenized twice
+    lengths: Any = None
 
     @property
     def ok(self) -> bool:
@@ -284,6 +287,9 @@ def _check_dataset(job: JobSpec, tokenizer: Any, result: PreflightResult) -> int
         result.refusals.append(Refusal("dataset", f"{job.data.path}: {e}"))
         return 0
     result.train_items = len(data.train)
+    from engine.plan.data_shape import remember
+
+    result.lengths = remember(job, data.train)
     lengths = data.train.lengths()
     return int(lengths.max()) if len(lengths) else 0
 

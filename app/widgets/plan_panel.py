@@ -207,12 +207,12 @@ class PlanPanel(QFrame):
         self.table.setRowCount(len(rows) + len(p.refused))
         batch = p.work.batch
         for r, (mac, share) in enumerate(rows):
-            gain = p.contributions.get(mac.name)
+            gain = p.contributions.get(mac.machine)  # by machine: the planner's unit
             slows = gain is not None and gain < 0 and len(p.macs) > 1
             cells = (
                 mac.name + ("  (would slow the run)" if slows else ""),
                 f"{share} of {batch} sequences",
-                tokens(p.alone_tokens_per_s[mac.name]),
+                tokens(p.alone_tokens_per_s[mac.machine]),
                 f"{gain:+,.0f}" if gain is not None else "?",
                 f"{mac.flops / 1e12:.2f} TFLOP/s, {mac.bandwidth_bytes_s * 8 / 1e6:,.0f} Mbit/s, "
                 f"{mac.rtt_s * 1e3:.1f} ms",

@@ -11,9 +11,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSizePolicy
 
 NO_PREDICTION = "no prediction (the planner predicts dist.mode auto runs of 2 or more workers)"
-EFFICIENCY_HELP = (
-    "Scaling efficiency: measured tokens/s over the sum of each worker's tokens/s alone "
-    "(100%: every worker fully used, synchronisation free)."
+EFFICIENCY_HELP = (  # engine/plan/efficiency.py defines both figures; this only shows them
+    "Tokens/s counts trained tokens (what the loss counts: no padding, no masked prompt), "
+    "as mlx-lm reports it. Scaling efficiency: tokens/s over the sum of each machine's "
+    "tokens/s alone, in one process, at the speed it showed in the step (100%: every "
+    "machine fully used, synchronisation free; local processes share one machine)."
 )
 
 
@@ -33,11 +35,13 @@ def plan_line(plan: dict[str, Any]) -> str:
     if "predicted_step_s" in plan:
         text += f" · predicted {seconds(plan['predicted_step_s'])} s a step"
     if "predicted_tokens_per_s" in plan:
-        text += f", {plan['predicted_tokens_per_s']:,.0f} tokens/s"
-    if plan.get("local"):  # each process was probed with the whole machine to itself
+        text += f", {plan['predicted_tokens_per_s']:,.0f} trained tokens/s"
+    if plan.get("local"):  # the planner compares processes of one machine with it alone
+        if "speedup" in plan:
+            text += f", {plan['speedup']:.2f}× this machine alone in one process"
         text += " · local processes share this machine's cores: no Mac was added"
     elif "speedup" in plan:
-        text += f", {plan['speedup']:.2f}× the fastest worker alone"
+        text += f", {plan['speedup']:.2f}× the fastest Mac alone"
     slows = plan.get("slows") or []
     if slows:
         text += f" · {', '.join(map(str, slows))} would slow it"
@@ -79,7 +83,8 @@ class RunFigures(QLabel):
                 self.shares, self.tokens = {}, {}
             self.step = step
             self.train = {k: float(values[k]) for k in
-                          ("step_time_s", "predicted_step_s", "scaling_efficiency") if k in values}  # fmt: skip
+                          ("step_time_s", "predicted_step_s", "scaling_efficiency",
+                           "tokens_per_s", "work_tokens_per_s") if k in values}  # fmt: skip
             return True
         if kind == "worker" and worker is not None:
             w = int(worker)
@@ -100,6 +105,9 @@ class RunFigures(QLabel):
             parts[0] += f", {seconds(t['predicted_step_s'])} s predicted ({off:+.0%})"
         elif self.plan is None:
             parts.append(NO_PREDICTION)
+        if "tokens_per_s" in t and "work_tokens_per_s" in t:  # what tokens/s counts, and not
+            parts.append(f"{t['tokens_per_s']:,.0f} trained tokens/s "
+                         f"({t['work_tokens_per_s']:,.0f} computed, padding included)")  # fmt: skip
         if "scaling_efficiency" in t:
             parts.append(f"scaling efficiency {t['scaling_efficiency']:.0%}")
         if self.shares:

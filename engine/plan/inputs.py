@@ -7,12 +7,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.plan.costs import Costs
+from engine.plan.data_shape import DataShape
 
 
 @dataclass(frozen=True)
 class Mac:
     """One worker as the planner sees it. ``flops`` is training FLOP/s (the probe's matmul
-    rate times Costs.train_efficiency, or a rate corrected from measured steps)."""
+    rate times Costs.train_efficiency, or a rate corrected from measured steps).
+
+    ``host`` names the machine a worker process runs on when it shares that machine with
+    other workers (local processes): its ``flops`` and ``free_memory_bytes`` are then its
+    share of the machine's (``machine_macs``), and the machine alone is their sum. Empty: a
+    machine of its own."""
 
     name: str
     flops: float
@@ -21,9 +27,39 @@ class Mac:
     rtt_s: float  # round trip from this Mac to the switch and back, as seen by a peer
     apple: bool = True  # Apple silicon converts bf16/fp16 natively; x86 does not
     source: str = "probe"  # where ``flops`` comes from (a probe, measured steps, a paper)
+    host: str = ""  # the machine it shares with other workers ("": its own)
+
+    @property
+    def machine(self) -> str:
+        return self.host or self.name
 
     def with_flops(self, flops: float, source: str) -> Mac:
         return replace(self, flops=flops, source=source)
+
+
+def machine_macs(machine: Mac, processes: int, names: list[str] | None = None) -> list[Mac]:
+    """``processes`` workers on one machine: each gets an equal share of its compute and
+    memory (the cores and the free memory are the machine's, whoever uses them)."""
+    names = names or [f"process {i + 1}" for i in range(processes)]
+    if len(names) != processes:
+        raise ValueError(f"machine_macs: {len(names)} names for {processes} processes")
+    if processes == 1 and names[0] == machine.name:
+        return [machine]
+    return [replace(machine, name=n, flops=machine.flops / processes, host=machine.name,
+                    free_memory_bytes=machine.free_memory_bytes // processes) for n in names]  # fmt: skip
+
+
+def whole_machines(macs: list[Mac]) -> dict[str, Mac]:
+    """Each machine of ``macs`` alone, in one process: its workers' compute and memory summed."""
+    out: dict[str, Mac] = {}
+    for m in macs:
+        if m.machine not in out:
+            out[m.machine] = replace(m, name=m.machine, host="")
+        else:
+            first = out[m.machine]
+            out[m.machine] = replace(first, flops=first.flops + m.flops,
+                                     free_memory_bytes=first.free_memory_bytes + m.free_memory_bytes)  # fmt: skip
+    return out
 
 
 def mac_from_probe(name: str, probe: Any, costs: Costs | None = None, apple: bool = True) -> Mac:
@@ -45,33 +81,51 @@ class Workload:
 
     grad_params: int  # trainable parameters: the gradient that is synchronised
     batch: int  # sequences in the global batch
-    seq_len: int  # tokens per sequence (the padded length a step computes)
+    seq_len: float  # padded tokens per sequence a step computes (the data's mean width)
     flops_per_token: float  # forward + backward of one token (LoRA: no base weight grads)
     fixed_bytes: int  # memory per worker before activations (weights, optimizer state)
-    bytes_per_sequence: int  # activation memory of one sequence in a micro-batch
+    bytes_per_sequence: int  # activation memory of one sequence (the widest micro-batch)
     grad_accum: int = 1  # the job's accumulation (auto may raise it to fit memory)
     bucket_bytes: float = 32 * 2**20  # dist.bucket_mb
+    trained_per_sequence: float = 0.0  # trained tokens per sequence (0: every position)
+    data_note: str = ""  # where seq_len and trained_per_sequence come from
 
     @property
-    def tokens(self) -> int:
+    def work_tokens(self) -> float:
+        """Tokens a step computes, padding included: what compute time follows."""
         return self.batch * self.seq_len
 
+    @property
+    def tokens(self) -> float:
+        """Trained tokens a step counts: what tokens/s counts (engine/plan/efficiency.py)."""
+        return self.batch * (self.trained_per_sequence or self.seq_len)
 
-def lora_flops_per_token(matmul_params: int, num_layers: int, hidden: int, seq_len: int) -> float:
+
+def lora_flops_per_token(matmul_params: int, num_layers: int, hidden: int, seq_len: float) -> float:
     """Forward 2P plus backward 2P (activation gradients only: the base is frozen, LoRA's
     own weight gradients are tiny), plus attention's two seq x seq products (QK^T, AV) in
     forward and twice that in backward: 3 x 4 x layers x seq x hidden."""
     return 4.0 * matmul_params + 12.0 * num_layers * seq_len * hidden
 
 
-def workload_from_job(job: Any, info: Any, memory: Any | None = None) -> Workload:
+def workload_from_job(job: Any, info: Any, memory: Any | None = None,
+                      data: DataShape | None = None) -> Workload:  # fmt: skip
     """The Workload of a JobSpec on a model described by engine.model.inspect_model.
 
-    ``memory`` is engine.model.estimate_memory(info, job, workers=1) when given (else it is
-    computed): its fixed part and its activations per sequence size the micro-batches."""
-    from engine.model import estimate_memory
+    ``data`` is the dataset's step shape (engine/plan/data_shape.py): compute follows its
+    mean padded width, tokens/s its trained tokens, memory its widest micro-batch. Without
+    it every sequence is max_seq_len wide and fully trained (``data_note`` says so).
+    ``memory`` is engine.model.estimate_memory(info, job at that widest width, workers=1)
+    when given (else it is computed): its fixed part and activations size micro-batches."""
+    from dataclasses import replace as copy_with
 
-    est = memory or estimate_memory(info, job, workers=1)
+    from engine.model import estimate_memory
+    from engine.plan.data_shape import at_max_seq_len
+
+    shape = data or at_max_seq_len(job.data.max_seq_len, "the dataset is not known here")
+    widest = min(job.data.max_seq_len, max(1, shape.longest))
+    sized = copy_with(job, data=copy_with(job.data, max_seq_len=widest))
+    est = memory or estimate_memory(info, sized, workers=1)
     activations = est.breakdown["activations"]
     per_seq = math.ceil(activations / max(1, est.micro_batch))
     embed = info.vocab_size * info.hidden_size
@@ -79,12 +133,14 @@ def workload_from_job(job: Any, info: Any, memory: Any | None = None) -> Workloa
     return Workload(
         grad_params=est.trainable_params,
         batch=job.run.batch_size,
-        seq_len=job.data.max_seq_len,
+        seq_len=shape.width,
         flops_per_token=lora_flops_per_token(
-            max(matmul, 1), info.num_layers, info.hidden_size, job.data.max_seq_len
+            max(matmul, 1), info.num_layers, info.hidden_size, shape.attention_width
         ),
         fixed_bytes=est.total_bytes - activations,
         bytes_per_sequence=per_seq,
         grad_accum=job.run.grad_accum,
         bucket_bytes=job.dist.bucket_mb * 2**20,
+        trained_per_sequence=shape.trained,
+        data_note=shape.note,
     )

@@ -2,10 +2,14 @@
 
 A step is: each Mac computes its share of the global batch (shares follow speed, so they
 finish together), then the gradients are synchronised (engine/plan/comm.py), then AdamW
-updates. Predicted step time = slowest compute + sync + update. The speedup is over the
-fastest Mac alone; the scaling efficiency is tokens/s over the sum of every Mac's tokens/s
-alone (the ideal of perfect balance and free communication). A Mac whose removal makes the
-best plan faster has a negative contribution: it would slow the run.
+updates. Predicted step time = slowest compute + sync + update. Compute follows the padded
+tokens a step really computes (the data's widths, engine/plan/data_shape.py); tokens/s
+counts trained tokens (engine/plan/efficiency.py). Worker processes that share a machine
+(``Mac.host``) share its compute and memory: the speedup is over the fastest *machine*
+alone in one process, and the scaling efficiency is tokens/s over the sum of every
+machine's tokens/s alone (the ideal of perfect balance and free communication), so local
+processes of one machine never show a speedup they do not have. A machine whose removal
+makes the best plan faster has a negative contribution: it would slow the run.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from dataclasses import dataclass, field
 
 from engine.plan.comm import sync_time, update_time
 from engine.plan.costs import Costs
-from engine.plan.inputs import Mac, Workload
+from engine.plan.efficiency import scaling_efficiency
+from engine.plan.inputs import Mac, Workload, whole_machines
 from engine.plan.shares import shares_for
 
 ALL_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")
@@ -36,10 +41,11 @@ class Prediction:
     compute_s: float
     sync_s: float
     update_s: float
-    tokens_per_s: float
-    speedup: float  # over the fastest Mac alone
-    efficiency: float  # over the sum of every Mac alone
+    tokens_per_s: float  # trained tokens (engine/plan/efficiency.py)
+    speedup: float  # over the fastest machine alone, in one process
+    efficiency: float  # over the sum of every machine alone (at most 1)
     shares: tuple[int, ...]  # sequences of the global batch per Mac, in Mac order
+    work_tokens_per_s: float = 0.0  # tokens computed, padding included
 
 
 @dataclass
@@ -49,10 +55,15 @@ class Plan:
     predictions: list[Prediction]  # fastest first
     best: Prediction
     reason: str
-    alone_tokens_per_s: dict[str, float]
-    contributions: dict[str, float] = field(default_factory=dict)  # tokens/s each Mac adds
+    alone_tokens_per_s: dict[str, float]  # by machine (Mac.machine): it alone, one process
+    contributions: dict[str, float] = field(default_factory=dict)  # tokens/s each machine adds
     refused: dict[str, str] = field(default_factory=dict)  # Mac -> why it cannot take part
-    slows: list[str] = field(default_factory=list)  # Macs to leave out, most harmful first
+    slows: list[str] = field(default_factory=list)  # machines to leave out, most harmful first
+
+    @property
+    def machines(self) -> list[str]:
+        """The machines of the plan, in Mac order (local processes share one)."""
+        return list(dict.fromkeys(m.machine for m in self.macs))
 
     def find(self, mode: str, compression: str = "none") -> Prediction | None:
         """The fastest prediction for this mode and compression (any accumulation)."""
@@ -65,10 +76,14 @@ class Plan:
 
     def summary(self) -> str:
         b = self.best
-        names = ", ".join(m.name for m in self.macs)
-        text = (f"these {len(self.macs)} Macs ({names}): {b.tokens_per_s:,.0f} tokens/s, "
-                f"{b.speedup:.2f}x the fastest alone ({b.efficiency:.0%} of ideal), "
-                f"{b.choice.mode} with {b.choice.compression} compression, "
+        machines = self.machines
+        if len(machines) == 1 and len(self.macs) > 1:
+            who = (f"{len(self.macs)} processes sharing {machines[0]}: {b.tokens_per_s:,.0f} "
+                   f"tokens/s, {b.speedup:.2f}x {machines[0]} alone in one process")  # fmt: skip
+        else:
+            who = (f"these {len(machines)} Macs ({', '.join(machines)}): {b.tokens_per_s:,.0f} "
+                   f"tokens/s, {b.speedup:.2f}x the fastest alone ({b.efficiency:.0%} of ideal)")  # fmt: skip
+        text = (f"{who}, {b.choice.mode} with {b.choice.compression} compression, "
                 f"grad_accum {b.choice.grad_accum}")  # fmt: skip
         for name in self.slows:
             text += f"; {name} would slow the run ({self.contributions[name]:+,.0f} tokens/s)"
@@ -105,7 +120,8 @@ def _compute_s(mac: Mac, work: Workload, sequences: int, accum: int, costs: Cost
 
 
 def alone_tokens_per_s(mac: Mac, work: Workload, costs: Costs) -> float:
-    """One Mac training the whole batch by itself (the accumulation its memory needs)."""
+    """One machine training the whole batch by itself, in one process (the accumulation its
+    memory needs); ``mac`` is the whole machine (engine.plan.inputs.whole_machines)."""
     accum = max(work.grad_accum, _needed_accum([mac], work, [work.batch]))
     step = _compute_s(mac, work, work.batch, accum, costs) + update_time(
         "all-reduce", 1, work, costs
@@ -128,7 +144,7 @@ def plan(
     if not usable:
         raise ValueError("no Mac has the memory for even one sequence: " +
                          "; ".join(f"{k}: {v}" for k, v in refused.items()))  # fmt: skip
-    alone = {m.name: alone_tokens_per_s(m, work, costs) for m in usable}
+    alone = {name: alone_tokens_per_s(m, work, costs) for name, m in whole_machines(usable).items()}
     shares = split_by_speed(work.batch, [m.flops for m in usable])
     need = _needed_accum(usable, work, shares)
     accums = sorted({max(work.grad_accum, need), need})
@@ -161,7 +177,8 @@ def predict(choice: Choice, macs: list[Mac], work: Workload, shares: list[int],
     step = compute + sync + update
     tps = work.tokens / step
     return Prediction(choice, step, compute, sync, update, tps, tps / max(alone.values()),
-                      tps / sum(alone.values()), tuple(shares))  # fmt: skip
+                      scaling_efficiency(tps, alone.values()), tuple(shares),
+                      work.work_tokens / step)  # fmt: skip
 
 
 def pick(preds: list[Prediction], costs: Costs) -> tuple[Prediction, str]:
@@ -188,13 +205,14 @@ def pick(preds: list[Prediction], costs: Costs) -> tuple[Prediction, str]:
 
 def _contributions(full: Plan, work: Workload, costs: Costs, modes: tuple[str, ...],
                    compressions: tuple[str, ...]) -> dict[str, float]:  # fmt: skip
-    if len(full.macs) == 1:
-        return {full.macs[0].name: full.best.tokens_per_s}
+    machines = full.machines
+    if len(machines) == 1:
+        return {machines[0]: full.best.tokens_per_s}
     out = {}
-    for mac in full.macs:
-        rest = [m for m in full.macs if m is not mac]
+    for machine in machines:
+        rest = [m for m in full.macs if m.machine != machine]
         without = plan(rest, work, costs, modes, compressions, contributions=False)
-        out[mac.name] = full.best.tokens_per_s - without.best.tokens_per_s
+        out[machine] = full.best.tokens_per_s - without.best.tokens_per_s
     return out
 
 
@@ -206,19 +224,19 @@ def _too_small(mac: Mac, work: Workload) -> str:
 
 def _slows(macs: list[Mac], work: Workload, costs: Costs, modes: tuple[str, ...],
            compressions: tuple[str, ...]) -> list[str]:  # fmt: skip
-    """Macs whose removal makes the run faster: the most harmful first, each judged with the
-    ones before it already out (one Mac's slow link can make another look harmful too)."""
+    """Machines whose removal makes the run faster: the most harmful first, each judged with
+    the ones before it already out (one Mac's slow link can make another look harmful too)."""
     out, kept = [], list(macs)
-    while len(kept) > 1:
+    while len({m.machine for m in kept}) > 1:
         base = plan(kept, work, costs, modes, compressions, contributions=False).best
         faster = {
-            m.name: plan([k for k in kept if k is not m], work, costs, modes, compressions,
-                         contributions=False).best.tokens_per_s - base.tokens_per_s
-            for m in kept
+            name: plan([k for k in kept if k.machine != name], work, costs, modes, compressions,
+                       contributions=False).best.tokens_per_s - base.tokens_per_s
+            for name in dict.fromkeys(m.machine for m in kept)
         }  # fmt: skip
         worst = max(faster, key=lambda name: faster[name])
         if faster[worst] <= 0:
             break
         out.append(worst)
-        kept = [m for m in kept if m.name != worst]
+        kept = [m for m in kept if m.machine != worst]
     return out

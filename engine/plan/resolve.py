@@ -2,8 +2,14 @@
 
 The coordinator probes its workers (free memory, matmul rate, RTT, bandwidth: the Probe
 call, engine/rpc/probe_client.py), describes the model from its config and safetensors
-headers, and plans. The job that comes back names a concrete mode, compression and
-accumulation: workers, full-state splits, checkpoints and resumes all see that job.
+headers and the data from its tokenized items (engine/plan/data_shape.py), and plans. The
+job that comes back names a concrete mode, compression and accumulation: workers,
+full-state splits, checkpoints and resumes all see that job.
+
+Workers on one host (local processes) are one machine: they are probed at once, so each
+measures its share of the machine as the run will share it, and the machine is their sum,
+split between them again by ``machine_macs``, as the app's plan before Start splits its
+one-process probe of this machine (app/plan_view.py): the same machine gets the same plan.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Any
 
 from engine.config import AUTO_MODE, SYNC_MODES, JobSpec, resolve_model_path
 from engine.plan.costs import Costs
-from engine.plan.inputs import mac_from_probe, workload_from_job
+from engine.plan.data_shape import DataShape, shape_for
+from engine.plan.inputs import Mac, mac_from_probe, machine_macs, workload_from_job
 from engine.plan.live import Tracker
 from engine.plan.planner import Plan, plan
 
@@ -24,6 +31,7 @@ log = logging.getLogger(__name__)
 PROBE_PAYLOAD_MB = 1.0  # enough to see a link's rate past its round trip
 PROBE_BENCHMARK_S = 0.25  # a relative speed; every run with auto pays it per worker
 FALLBACK_MODE = "all-reduce"
+LOCAL_MACHINE = "this machine"  # the name local processes' machine goes by in a plan
 
 
 def candidate_modes(local: bool) -> tuple[str, ...]:
@@ -42,24 +50,97 @@ def concrete(job: JobSpec, mode: str, compression: str, grad_accum: int) -> JobS
     return out
 
 
+def host_of(address: str) -> str:
+    """The machine part of a worker's address (as balance.memory_caps groups workers)."""
+    return address.rsplit(":", 1)[0]
+
+
 def probe_all(cluster: Any) -> list[Any]:
-    """Probe the workers one after another: probed at once, one worker's matmul benchmark
-    took the CPU another's round trips were measured with (local workers share cores)."""
+    """Probe the machines one after another, and the workers of one machine at once.
+
+    Machines one after another: one machine's matmul benchmark would take the CPU another's
+    round trips are measured with. A machine's own workers at once: each then measures the
+    share of the machine it gets while the others work too, as during the run (probed alone,
+    each local process measured the whole machine, and two processes looked like two Macs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from engine.rpc.probe_client import probe_worker
 
-    return [probe_worker(c, PROBE_PAYLOAD_MB, PROBE_BENCHMARK_S) for c in cluster.clients]
+    def one(client: Any) -> Any:
+        return probe_worker(client, PROBE_PAYLOAD_MB, PROBE_BENCHMARK_S)
+
+    clients = list(cluster.clients)
+    groups: dict[str, list[int]] = {}
+    for rank, c in enumerate(clients):
+        groups.setdefault(host_of(c.address), []).append(rank)
+    out: list[Any] = [None] * len(clients)
+    for ranks in groups.values():
+        if len(ranks) == 1:
+            out[ranks[0]] = one(clients[ranks[0]])
+            continue
+        with ThreadPoolExecutor(len(ranks)) as pool:
+            for rank, result in zip(ranks, pool.map(one, [clients[r] for r in ranks]), strict=True):
+                out[rank] = result
+    return out
+
+
+def macs_for(probes: list[tuple[str, Any]], costs: Costs, apple: bool) -> list[Mac]:
+    """Macs from (address, ProbeResult) pairs; workers on one host are one machine: its
+    compute is their probes' sum (probed at once), its free memory what they saw, and
+    ``machine_macs`` shares both out again."""
+    by_host: dict[str, list[tuple[str, Any]]] = {}
+    for name, pr in probes:
+        by_host.setdefault(host_of(name), []).append((name, pr))
+    macs: dict[str, Mac] = {}
+    for host, group in by_host.items():
+        if len(group) == 1:
+            name, pr = group[0]
+            macs[name] = mac_from_probe(name, pr, costs, apple=apple)
+            continue
+        local = host in ("127.0.0.1", "localhost", "::1", "[::1]")
+        machine = mac_from_probe(LOCAL_MACHINE if local else host, combined(p for _, p in group),
+                                 costs, apple=apple)  # fmt: skip
+        names = [n for n, _ in group]
+        macs.update(zip(names, machine_macs(machine, len(group), names), strict=True))
+    return [macs[name] for name, _ in probes]
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineProbe:
+    """A machine from its workers' probes taken at once (ProbeResult's fields)."""
+
+    free_memory_bytes: int
+    matmul_gflops: float
+    rtt_ms: float
+    bandwidth_mb_s: float
+
+
+def combined(probes: Any) -> MachineProbe:
+    """One machine from its workers' simultaneous probes: the compute they measured together
+    is the sum, the free memory (the same machine's) and the link are their median."""
+    import statistics
+
+    ps = list(probes)
+    return MachineProbe(
+        free_memory_bytes=int(statistics.median(p.free_memory_bytes for p in ps)),
+        matmul_gflops=sum(p.matmul_gflops for p in ps),
+        rtt_ms=statistics.median(p.rtt_ms for p in ps),
+        bandwidth_mb_s=statistics.median(p.bandwidth_mb_s for p in ps),
+    )
 
 
 def plan_for(job: JobSpec, probes: list[tuple[str, Any]], local: bool,
-             costs: Costs | None = None) -> Plan:  # fmt: skip
-    """The plan for ``job`` on workers described by (name, ProbeResult) pairs."""
+             costs: Costs | None = None, data: DataShape | None = None) -> Plan:  # fmt: skip
+    """The plan for ``job`` on workers described by (address, ProbeResult) pairs; ``data``
+    is the dataset's step shape (measured here from the job's data when None)."""
     from engine.model import inspect_model
 
     costs = costs or Costs()
     info = inspect_model(resolve_model_path(job.model.path))
     apple = sys.platform == "darwin"  # the workers of a Mac run are Macs
-    macs = [mac_from_probe(name, pr, costs, apple=apple) for name, pr in probes]
-    return plan(macs, workload_from_job(job, info), costs, modes=candidate_modes(local))
+    macs = macs_for(probes, costs, apple)
+    data = data or shape_for(job, len(probes))
+    return plan(macs, workload_from_job(job, info, data=data), costs, modes=candidate_modes(local))
 
 
 def resolve_auto(job: JobSpec, cluster: Any) -> tuple[JobSpec, Tracker | None, str]:
@@ -86,7 +167,7 @@ def resolve_auto(job: JobSpec, cluster: Any) -> tuple[JobSpec, Tracker | None, s
     c = p.best.choice
     out = concrete(job, c.mode, c.compression, c.grad_accum)
     msg = (f"dist.mode auto -> {c.mode}, compression {c.compression}, grad_accum "
-           f"{c.grad_accum}: {p.reason}. {p.summary()}")  # fmt: skip
+           f"{c.grad_accum}: {p.reason}. {p.summary()}; {p.work.data_note}")  # fmt: skip
     return out, Tracker(p), msg
 
 
@@ -97,6 +178,8 @@ def plan_details(p: Plan) -> dict[str, Any]:
         "mode": b.choice.mode, "compression": b.choice.compression,
         "grad_accum": b.choice.grad_accum, "predicted_step_s": b.step_s,
         "predicted_tokens_per_s": b.tokens_per_s, "speedup": b.speedup,
+        "predicted_work_tokens_per_s": b.work_tokens_per_s,
         "efficiency": b.efficiency, "shares": list(b.shares), "reason": p.reason,
         "contributions": dict(p.contributions), "slows": p.slows, "refused": dict(p.refused),
+        "machines": len(p.machines), "data": p.work.data_note,
     }  # fmt: skip

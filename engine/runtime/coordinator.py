@@ -310,7 +310,7 @@ class Coordinator:
 
         if self.tracker is None or self.cluster is None:
             return {}
-        # local: processes of this one machine (their speedup is not that of added Macs)
+        # local: processes of this one machine (speedup is over the machine in one process)
         return {"plan": {**plan_details(self.tracker.plan), "local": not self.cluster.remote}}
 
     def _setup_group(self) -> list:
@@ -361,18 +361,19 @@ class Coordinator:
     def _step_metrics(
         self, metrics: MetricsLog, step: int, lr: float, outs: list, dt: float, plan: bal.Split
     ) -> float:
-        tokens = sum(o.tokens for o in outs)
+        tokens = sum(o.tokens for o in outs)  # trained tokens: tokens/s counts these
+        work = sum(o.work_tokens for o in outs)  # computed, padding included
         loss = sum(o.loss_sum for o in outs) / max(tokens, 1)
         comm = max(o.comm_s for o in outs)
         values = {
             "train_loss": loss, "learning_rate": lr, "tokens": float(tokens),
             "tokens_per_s": tokens / dt if dt > 0 else 0.0, "step_time_s": dt,
+            "work_tokens": float(work), "work_tokens_per_s": work / dt if dt > 0 else 0.0,
             "grad_norm": outs[0].grad_norm, "compute_s": max(o.compute_s for o in outs), "comm_s": comm,
             "comm_share": comm / dt if dt > 0 else 0.0,
             "peak_memory_gb": max(o.peak_memory_bytes for o in outs) / 1e9, "workers": float(len(outs)),
         }  # fmt: skip
-        if self.tracker is not None and len(outs) == len(self.tracker.plan.macs):
-            values.update(self.tracker.observe(dt, [(o.tokens, o.compute_s) for o in outs]))
+        values.update(self._plan_figures(dt, outs, plan))
         if any(o.skipped for o in outs):
             values["skipped"] = 1.0
             log.warning("step %d: update skipped (fp16 overflow or no target tokens)", step)
@@ -389,6 +390,26 @@ class Coordinator:
                    "share": float(plan.shares[rank]), "micro_batches": float(plan.micro_batches[rank])}  # fmt: skip
             metrics.emit(MetricEvent(step=step, values=row, kind="worker", worker=rank))
         return loss
+
+    def _plan_figures(self, dt: float, outs: list, split: bal.Split) -> dict[str, float]:
+        """Measured against predicted (dist.mode auto: the Tracker) and the step's scaling
+        efficiency, as engine/plan/efficiency.py defines it (local processes: one machine)."""
+        from engine.plan.efficiency import WorkerStep, measured_efficiency
+        from engine.plan.resolve import host_of
+
+        steps = [WorkerStep(o.tokens, o.work_tokens, o.grad_s, o.compute_s, split.micro_batches[r])
+                 for r, o in enumerate(outs)]  # fmt: skip
+        if self.tracker is not None and len(outs) == len(self.tracker.plan.macs):
+            return self.tracker.observe(dt, steps)
+        if len(outs) < 2 or self.cluster is None:
+            return {}
+        machines = [host_of(a) for a in self.cluster.addresses]
+        if len(machines) != len(outs):
+            return {}
+        rates = self.balancer.measured() if self.balancer is not None else {}
+        known = {r: rates[a] for r, a in enumerate(self.cluster.addresses) if a in rates}
+        eff = measured_efficiency(dt, steps, machines, known)
+        return {"scaling_efficiency": eff} if eff > 0 else {}
 
     def _validate(self, metrics: MetricsLog, step: int) -> float | None:
         assert self.watcher is not None

@@ -35,7 +35,8 @@ def monitor(qtbot):
 
 def step(page, n: int, measured: float, predicted: float | None = None, eff: float | None = None,
          shares: tuple[float, ...] | None = (5.0, 3.0)) -> None:  # fmt: skip
-    values = {"train_loss": 2.0, "step_time_s": measured, "tokens_per_s": 1000.0}
+    values = {"train_loss": 2.0, "step_time_s": measured, "tokens_per_s": 1000.0,
+              "work_tokens_per_s": 1400.0}  # fmt: skip
     if predicted is not None:
         values["predicted_step_s"] = predicted
     if eff is not None:
@@ -64,14 +65,17 @@ def test_measured_against_predicted_live(monitor, qtbot) -> None:
     qtbot.waitUntil(lambda: "Step 3" in monitor.figures.text(), timeout=2_000)
     text = monitor.figures.text()
     assert text.startswith("Plan (auto): all-reduce, exact fp32 gradients, grad_accum 1")
-    assert "predicted 0.5 s a step, 2,048 tokens/s, 1.60× the fastest worker alone" in text
+    assert "predicted 0.5 s a step, 2,048 trained tokens/s, 1.60× the fastest Mac alone" in text
     assert "Step 3: 0.55 s measured, 0.5 s predicted (+10%)" in text
     assert "scaling efficiency 87%" in text
+    assert "1,000 trained tokens/s (1,400 computed, padding included)" in text
     assert "share of the batch: w0 5, w1 3 sequences" in text
 
-    monitor.on_state(StateEvent("running", "", "/tmp/run", {"plan": {**PLAN, "local": True}}))
+    local = {**PLAN, "local": True, "speedup": 0.93}  # the planner: vs the machine alone
+    monitor.on_state(StateEvent("running", "", "/tmp/run", {"plan": local}))
     assert "local processes share this machine's cores" in monitor.figures.text()
-    assert "fastest worker alone" not in monitor.figures.text()  # processes are not Macs
+    assert "0.93× this machine alone in one process" in monitor.figures.text()
+    assert "fastest" not in monitor.figures.text()  # processes are not Macs
     step(monitor, 4, 0.5, 0.5, 0.9, shares=(6.0, 2.0))  # balance re-split the batch
     qtbot.waitUntil(lambda: "w0 6, w1 2" in monitor.figures.text(), timeout=2_000)
     monitor.reset(5)  # a new run: nothing of the last one's figures

@@ -12,13 +12,12 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
-from app.plan_view import Target, local_macs, make_view
+from app.plan_view import Target, make_view
 from app.widgets.plan_panel import choice_text, headline, short_line
 from engine.config import JobSpec
 from engine.discovery import PeerRecord
 from engine.events import PeerEvent
 from engine.model import inspect_model
-from engine.plan import Mac
 from engine.rpc.probe_client import ProbeResult
 from tests.app.conftest import ROOT
 from tests.app.real_input import click, click_sidebar, controls, type_into
@@ -82,17 +81,34 @@ def test_a_mode_set_by_the_job_is_predicted_and_compared_with_auto() -> None:
 
 
 def test_local_processes_share_one_machine() -> None:
-    mac = Mac("this machine", 4e11, 16 * 2**30, 1e9, 1e-4)
-    two = local_macs(mac, 2)
-    assert [m.flops for m in two] == [2e11, 2e11]
-    assert sum(m.free_memory_bytes for m in two) == mac.free_memory_bytes
     job = JobSpec()  # the demo: two local processes
     result = ProbeResult(16 * 2**30, 1000.0, 0.1, 1000.0)
     view = make_view(job, [Target("vm", "local", True, 2)], {"local": result})
     assert view.local_processes == 2 and view.slows == []
+    assert [m.machine for m in view.plan.macs] == ["vm", "vm"]
+    assert sum(m.free_memory_bytes for m in view.plan.macs) == result.free_memory_bytes
     assert 0 < view.ratio < 1  # the same cores, plus synchronisation: never a speedup
+    assert view.ratio == view.chosen.speedup  # the planner's own figure, not one of the app's
     assert headline(view).startswith("2 local processes on this machine: ")
     assert "times this machine alone in one process" in headline(view)
+    assert "measured from the" in view.plan.work.data_note  # the demo data's real widths
+
+
+def test_the_app_and_the_coordinator_plan_this_machine_alike() -> None:
+    """The app probes this machine once, in one process; the coordinator probes its local
+    processes at once, each seeing its share. Same machine: the same plan (it once said
+    1.43x 'the fastest alone' where the app said under 1x)."""
+    from engine.plan.resolve import plan_for
+
+    job = JobSpec()
+    machine = ProbeResult(16 * 2**30, 1000.0, 0.1, 1000.0)
+    half = ProbeResult(16 * 2**30, 500.0, 0.1, 1000.0)  # each process, sharing the cores
+    view = make_view(job, [Target("vm", "local", True, 2)], {"local": machine})
+    run = plan_for(job, [("127.0.0.1:5001", half), ("127.0.0.1:5002", half)], local=True)
+    assert run.best.choice == view.plan.best.choice
+    assert run.best.step_s == pytest.approx(view.plan.best.step_s)
+    assert run.best.speedup == pytest.approx(view.ratio) and run.best.speedup < 1
+    assert run.best.tokens_per_s == pytest.approx(view.chosen.tokens_per_s)
 
 
 def test_what_cannot_be_planned_is_said() -> None:

@@ -3,11 +3,9 @@ pick, and a probe that lies. Pure functions on plain numbers: no network, no MLX
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
-from engine.plan import Costs, Mac, Tracker, Workload, plan, split_by_speed
+from engine.plan import Costs, Mac, Workload, machine_macs, plan, split_by_speed
 from engine.plan.comm import sync_time
 
 GIB = 2**30
@@ -108,20 +106,6 @@ def test_lossy_compression_only_when_it_clearly_pays():
     assert fast.best.choice.compression == "none"  # casting costs more than it saves
 
 
-def test_a_probe_that_lies_is_corrected_from_measured_steps(caplog):
-    liar, honest = mac("liar", 10), mac("honest", 10)
-    p = plan([liar, honest], work(params=1000), FREE)
-    tracker = Tracker(p, FREE)
-    compute = p.best.compute_s
-    with caplog.at_level(logging.WARNING):
-        for _ in range(6):  # the liar really computes at a third of its claimed rate
-            out = tracker.observe(3 * compute, [(4 * 512, 3 * compute), (4 * 512, compute)])
-    assert "liar computes at" in caplog.text
-    assert tracker.plan.best.step_s > 1.3 * p.best.step_s  # the prediction follows the truth
-    assert tracker.plan.best.shares[0] < tracker.plan.best.shares[1]  # and so would the split
-    assert 0 < out["scaling_efficiency"] <= 1.05
-
-
 def test_auto_refuses_a_worker_without_memory_by_name(monkeypatch):
     """resolve_auto, with probes and the model stubbed (the parts above it are tested)."""
     from types import SimpleNamespace
@@ -139,3 +123,62 @@ def test_auto_refuses_a_worker_without_memory_by_name(monkeypatch):
     cluster = SimpleNamespace(size=2, addresses=["studio:1", "air:2"], remote=True)
     with pytest.raises(MemoryError, match="worker air:2 cannot take part: 0.0 GiB free"):
         resolve.resolve_auto(JobSpec(), cluster)
+
+
+# ---- machines: worker processes that share one host -------------------------------------------
+def test_processes_of_one_machine_share_it_and_never_beat_it_alone():
+    machine = mac("this machine", 4)
+    p = plan(machine_macs(machine, 2), work(), Costs())
+    assert [m.flops for m in p.macs] == [2e12, 2e12] and p.machines == ["this machine"]
+    assert sum(m.free_memory_bytes for m in p.macs) == machine.free_memory_bytes
+    alone = plan([machine], work(), Costs()).best.tokens_per_s
+    assert p.alone_tokens_per_s == {"this machine": pytest.approx(alone)}
+    assert p.best.speedup == pytest.approx(p.best.tokens_per_s / alone) and p.best.speedup < 1
+    assert p.slows == [] and list(p.contributions) == ["this machine"]
+    assert "2 processes sharing this machine" in p.summary()
+
+
+def test_a_machine_with_two_workers_is_left_out_whole():
+    studio = mac("studio", 12, gbit=10)
+    far = mac("far", 8, gbit=0.05, rtt_ms=20)  # two agents on a Mac behind a slow link
+    macs = [studio, *machine_macs(far, 2, ["far:1", "far:2"])]
+    p = plan(macs, work(params=40_000_000), Costs())
+    assert set(p.alone_tokens_per_s) == set(p.contributions) == {"studio", "far"}
+    assert p.slows == ["far"] and "far would slow the run" in p.summary()
+    assert p.best.efficiency <= 1
+
+
+def test_the_coordinator_probes_a_machines_workers_at_once_and_sums_them(monkeypatch):
+    """Local processes probed one at a time each had the machine to themselves and were
+    planned as two machines: 1.4x 'the fastest alone' on one machine's cores."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from engine.plan import resolve
+
+    running, overlapped = set(), []
+    lock = threading.Lock()
+
+    def probe_worker(client, *_a):
+        with lock:
+            overlapped.append((client.address, sorted(running)))
+            running.add(client.address)
+        time.sleep(0.05)
+        with lock:
+            running.discard(client.address)
+        return SimpleNamespace(matmul_gflops=10.0, free_memory_bytes=8 << 30, rtt_ms=0.1,
+                               bandwidth_mb_s=1000.0)  # fmt: skip
+
+    monkeypatch.setattr("engine.rpc.probe_client.probe_worker", probe_worker)
+    local = ["127.0.0.1:5001", "127.0.0.1:5002", "10.0.0.9:1"]
+    cluster = SimpleNamespace(clients=[SimpleNamespace(address=a) for a in local])
+    probes = resolve.probe_all(cluster)
+    seen = dict(overlapped)
+    assert seen["10.0.0.9:1"] == []  # another machine: probed on its own
+    assert any(seen[a] for a in local[:2])  # one machine's workers: at once
+    macs = resolve.macs_for(list(zip(local, probes, strict=True)), Costs(), apple=True)
+    assert [m.machine for m in macs] == ["this machine", "this machine", "10.0.0.9:1"]
+    costs = Costs()
+    assert macs[0].flops == macs[1].flops == pytest.approx(10e9 * costs.train_efficiency)
+    assert macs[0].free_memory_bytes == (8 << 30) // 2  # the machine's memory, shared out
