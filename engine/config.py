@@ -21,6 +21,7 @@ RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 DEMO_MODEL = "demo"  # resolves to resources/models/stories260K
 DEMO_DATASET = "demo"  # resolves to resources/datasets/orchard_robot.jsonl
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SYNC_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")
 DATA_FORMATS = ("auto", "alpaca", "sharegpt", "chat", "completion", "text")
 
@@ -120,7 +121,10 @@ class RunSpec:
         1, "Micro-batches accumulated per optimizer step (per worker)", min=1, max=4096
     )
     precision: str = _f(
-        "fp32", "Compute precision (master weights stay fp32)", choices=("fp32", "bf16", "fp16")
+        "auto",
+        "Compute precision: auto computes in the base model's own dtype with fp32 LoRA "
+        "weights (as mlx-lm does); fp32/bf16/fp16 cast every weight (master weights stay fp32)",
+        choices=PRECISIONS,
     )
     val_every: int = _f(
         50, "Validate every N steps; 0 turns validation off", min=0, max=100_000_000

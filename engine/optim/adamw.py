@@ -36,16 +36,33 @@ def adamw_update(
     weight_decay: float,
     decay: mx.array | float = 1.0,
     bias_correction: bool = True,
+    grad_scale: mx.array | float = 1.0,
+    apply: mx.array | None = None,
 ) -> tuple[mx.array, mx.array, mx.array]:
     """One AdamW update of one array (any shape, also a flat 1-D shard).
 
     ``step`` is the 1-based number of this update; ``decay`` multiplies the weight decay
     and may be a scalar or an array of ``param``'s shape (a per-element 0/1 mask for flat
-    shards that mix decayed and undecayed parameters). Returns ``(param, m, v)``.
+    shards that mix decayed and undecayed parameters). ``grad_scale`` multiplies the
+    gradient inside the moment updates (no scaled copy of the gradient is made: over a flat
+    vector of every trainable weight, each such copy is a vector's worth of memory).
+    ``apply`` (an mx bool scalar) False returns ``param``, ``m`` and ``v`` exactly as they
+    were, inf/nan gradients included, with scalar selects only: a skipped step costs no
+    elementwise select and no extra memory. Returns ``(param, m, v)``.
     """
     b1, b2 = betas
-    m = b1 * m + (1 - b1) * grad
-    v = b2 * v + (1 - b2) * mx.square(grad)
+    mb1, mb2 = b1, b2  # the moments' betas: 1 (keep) on a skipped step
+    if apply is not None:
+        grad = mx.where(apply, grad, 0.0)
+        mb1, mb2 = mx.where(apply, b1, 1.0), mx.where(apply, b2, 1.0)
+        lr = mx.where(apply, lr, 0.0)
+        grad_scale = mx.where(apply, grad_scale, 0.0)
+    if isinstance(grad_scale, float) and grad_scale == 1.0:
+        m = mb1 * m + (1 - mb1) * grad
+        v = mb2 * v + (1 - mb2) * mx.square(grad)
+    else:
+        m = mb1 * m + ((1 - mb1) * grad_scale) * grad
+        v = mb2 * v + ((1 - mb2) * mx.square(grad_scale)) * mx.square(grad)
     if bias_correction:
         step = mx.array(step, mx.float32)
         m_hat = m / (1 - mx.power(mx.array(b1, mx.float32), step))

@@ -284,11 +284,13 @@ class Coordinator:
         tokens = sum(o.tokens for o in outs)
         loss = sum(o.loss_sum for o in outs) / max(tokens, 1)
         comm = max(o.comm_s for o in outs)
+        hidden = min(o.comm_hidden_s for o in outs)
         values = {
             "train_loss": loss, "learning_rate": lr, "tokens": float(tokens),
             "tokens_per_s": tokens / dt if dt > 0 else 0.0, "step_time_s": dt,
             "grad_norm": outs[0].grad_norm, "compute_s": max(o.compute_s for o in outs), "comm_s": comm,
             "comm_share": comm / dt if dt > 0 else 0.0,
+            "comm_hidden_share": hidden / comm if comm > 0 else 0.0,
             "peak_memory_gb": max(o.peak_memory_bytes for o in outs) / 1e9, "workers": float(len(outs)),
         }  # fmt: skip
         if any(o.skipped for o in outs):
@@ -302,7 +304,8 @@ class Coordinator:
         metrics.emit(MetricEvent(step=step, values=values))
         for rank, o in enumerate(outs):
             row = {"loss": o.loss_sum / max(o.tokens, 1), "tokens": float(o.tokens), "compute_s": o.compute_s,
-                   "comm_s": o.comm_s, "peak_memory_gb": o.peak_memory_bytes / 1e9}  # fmt: skip
+                   "comm_s": o.comm_s, "comm_hidden_s": o.comm_hidden_s,
+                   "peak_memory_gb": o.peak_memory_bytes / 1e9}  # fmt: skip
             metrics.emit(MetricEvent(step=step, values=row, kind="worker", worker=rank))
         return loss
 

@@ -4,7 +4,12 @@
 micro-batches (a *token sum*, never a mean), so N workers that all-reduce
 ``(loss_sum, n_tokens, grads)`` reproduce one worker on the same global batch.
 (b) :class:`Updater` (engine/train/update.py) divides by the global token count,
-clips, and runs AdamW on fp32 master weights.
+clips, and runs AdamW on the flat fp32 master weights, on the device.
+
+Every micro-batch but the last is evaluated as it is accumulated (one micro-batch of
+activations alive at a time); the last is returned lazy, so the distributed step can
+evaluate its gradients bucket by bucket, last layers first, and send each while the rest of
+the backward pass runs.
 """
 
 from __future__ import annotations
@@ -100,6 +105,9 @@ class GradientStep:
         b = to_device(micro_batches[0])
         loss, ntok, grads = self._first(b.inputs, b.targets, b.weights, scale)
         for mb in micro_batches[1:]:
+            # one micro-batch's activations at a time (the reason to accumulate at all);
+            # the last stays lazy, so a caller can evaluate its gradients in any order
+            mx.eval(loss, ntok, grads)
             b = to_device(mb)
             loss, ntok, grads = self._accumulate(
                 b.inputs, b.targets, b.weights, scale, loss, ntok, grads

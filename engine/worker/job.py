@@ -49,6 +49,7 @@ class StepResult:
     peak_memory_bytes: float
     skipped: bool
     loss_scale: float
+    comm_hidden_s: float = 0.0  # collective time that ran while the step computed
 
 
 ENDED_KEPT = 64  # ended jobs whose reason a late call still gets told

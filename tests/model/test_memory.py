@@ -3,43 +3,45 @@
 from __future__ import annotations
 
 import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
+import numpy as np
 import pytest
 
 from engine.config import JobSpec
+from engine.data import collate
 from engine.lora import apply_lora
 from engine.model import estimate_memory, inspect_model, load_model
+from engine.train import GradientStep, Updater, cast_for_compute
 
 from .conftest import build, save_folder, tiny_config
 
 
 def measure_peak(job: JobSpec, workers: int = 1) -> int:
-    """Peak bytes of load + LoRA + one micro-batch forward/backward + AdamW update."""
+    """Peak bytes of load + LoRA + one of Orchard's own steps (every micro-batch of one
+    worker's share, forward/backward, the flat fp32 masters and the device AdamW update)."""
     mx.clear_cache()
     mx.reset_peak_memory()
     model = load_model(job.model).model
     apply_lora(model, job.lora, seed=0)
-    if job.run.precision != "fp32":
-        model.set_dtype(mx.bfloat16 if job.run.precision == "bf16" else mx.float16)
+    updater = Updater(model, job, 1)
+    cast_for_compute(model, job.run.precision)
     micro = job.run.batch_size // workers // job.run.grad_accum
-    shape = (micro, job.data.max_seq_len)
-    x, y = mx.random.randint(0, 512, shape), mx.random.randint(0, 512, shape)
-    mx.eval(x, y)
-
-    def loss(m, x, y):
-        return nn.losses.cross_entropy(m(x).astype(mx.float32), y, reduction="sum")
-
-    opt = optim.AdamW(learning_rate=1e-3)
-    _, grads = nn.value_and_grad(model, loss)(model, x, y)
-    opt.update(model, grads)
-    mx.eval(model.parameters(), opt.state)
+    rng = np.random.default_rng(0)
+    batches = [
+        collate([(rng.integers(0, 512, job.data.max_seq_len + 1).astype(np.int32),
+                  np.ones(job.data.max_seq_len + 1, np.uint8)) for _ in range(micro)], 0)
+        for _ in range(job.run.grad_accum)
+    ]  # fmt: skip
+    loss, ntok, grads = GradientStep(model)(batches, updater.loss_scale_value)
+    upd = updater.apply_update(grads, ntok, 0)
+    del grads  # as the trainer does: the flat gradient holds them until it is built
+    mx.eval(updater.arrays(), loss, ntok, upd.grad_norm, upd.ok)
     return mx.get_peak_memory()
 
 
 CASES = {
-    "fp32": ["run.batch_size=2", "data.max_seq_len=128"],
+    "auto": ["run.batch_size=2", "data.max_seq_len=128"],
     "bf16": ["run.batch_size=2", "data.max_seq_len=128", "run.precision='bf16'"],
+    "fp32": ["run.batch_size=2", "data.max_seq_len=128", "run.precision='fp32'"],
     "qlora": ["run.batch_size=2", "data.max_seq_len=128", "model.quantize=true", "model.group_size=32"],
     "long": ["run.batch_size=1", "data.max_seq_len=384"],
     "accum+workers": ["run.batch_size=8", "run.grad_accum=2", "data.max_seq_len=64"],
@@ -99,3 +101,24 @@ def test_format_text_shows_the_breakdown_and_assumptions():
     text = estimate_memory(inspect_model("demo"), JobSpec(), workers=2).format_text()
     assert "activations" in text and "optimizer_state" in text
     assert "micro-batch of 4 sequences x 512 tokens" in text
+
+
+def test_auto_precision_follows_a_bf16_base(tmp_path):
+    """The default (auto) computes a bf16 base in bf16: the estimate counts 2-byte activations
+    and base weights, and a real step's peak agrees."""
+    config = tiny_config(hidden_size=128, intermediate_size=256, num_hidden_layers=2)
+    model = build(config)
+    model.set_dtype(mx.bfloat16)
+    folder = save_folder(model, config, tmp_path / "bf16")
+    job = JobSpec().with_overrides(
+        [f"model.path='{folder}'", "run.batch_size=2", "data.max_seq_len=128"]
+    )
+    info = inspect_model(folder)
+    auto = estimate_memory(info, job)
+    fp32 = estimate_memory(info, job.with_overrides(["run.precision='fp32'"]))
+    assert auto.breakdown["base_weights"] * 2 == fp32.breakdown["base_weights"]
+    assert auto.breakdown["activations"] < fp32.breakdown["activations"]
+    measured = measure_peak(job)
+    ratio = measured / auto.total_bytes
+    print(f"memory bf16 base, auto: measured/estimated = {ratio:.2f}")
+    assert 0.5 < ratio < 2.0

@@ -126,7 +126,7 @@ class StepRequest(_message.Message):
     def __init__(self, step: _Optional[int] = ..., learning_rate: _Optional[float] = ...) -> None: ...
 
 class StepReply(_message.Message):
-    __slots__ = ("step", "loss_sum", "tokens", "grad_norm", "compute_s", "comm_s", "peak_memory_bytes", "skipped", "loss_scale")
+    __slots__ = ("step", "loss_sum", "tokens", "grad_norm", "compute_s", "comm_s", "peak_memory_bytes", "skipped", "loss_scale", "comm_hidden_s")
     STEP_FIELD_NUMBER: _ClassVar[int]
     LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class StepReply(_message.Message):
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     LOSS_SCALE_FIELD_NUMBER: _ClassVar[int]
+    COMM_HIDDEN_S_FIELD_NUMBER: _ClassVar[int]
     step: int
     loss_sum: float
     tokens: int
@@ -145,7 +146,8 @@ class StepReply(_message.Message):
     peak_memory_bytes: float
     skipped: bool
     loss_scale: float
-    def __init__(self, step: _Optional[int] = ..., loss_sum: _Optional[float] = ..., tokens: _Optional[int] = ..., grad_norm: _Optional[float] = ..., compute_s: _Optional[float] = ..., comm_s: _Optional[float] = ..., peak_memory_bytes: _Optional[float] = ..., skipped: _Optional[bool] = ..., loss_scale: _Optional[float] = ...) -> None: ...
+    comm_hidden_s: float
+    def __init__(self, step: _Optional[int] = ..., loss_sum: _Optional[float] = ..., tokens: _Optional[int] = ..., grad_norm: _Optional[float] = ..., compute_s: _Optional[float] = ..., comm_s: _Optional[float] = ..., peak_memory_bytes: _Optional[float] = ..., skipped: _Optional[bool] = ..., loss_scale: _Optional[float] = ..., comm_hidden_s: _Optional[float] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("step", "max_batches")
