@@ -3,7 +3,7 @@
 For benchmarks and tests that need real sizes without a download: a Llama or Qwen2 shape
 (from a published config.json, or from --hidden/--layers/... ), random weights in the dtype
 asked for, and the demo model's tokenizer (vocabulary 512 unless --vocab says otherwise; the
-embedding may be wider than the tokenizer, never narrower). The folder loads with
+embedding may be wider than the tokenizer, never narrower) with a plain chat template added. The folder loads with
 ``mlx_lm.load`` and ``orchard train`` like any downloaded model. It is NOT a trained model.
 
     python scripts/make_random_model.py OUT --hidden 512 --layers 8            # ~26M, Llama
@@ -23,7 +23,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER = ROOT / "resources" / "models" / "stories260K"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "special_tokens_map.json")
+# A plain chat template, so chat datasets tokenize the same way in Orchard and mlx-lm (the
+# demo tokenizer has none, and mlx-lm needs one for chat and prompt/completion data).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '</s>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -94,6 +100,12 @@ def build(cfg: dict, dtype: str, seed: int, out: Path) -> int:
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     for name in TOKENIZER_FILES:
         shutil.copy(TOKENIZER / name, out / name)
+    tok_cfg = json.loads((TOKENIZER / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tok_cfg["chat_template"] = CHAT_TEMPLATE
+    tok_cfg["model_max_length"] = cfg["max_position_embeddings"]
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8"
+    )
     (out / "README.md").write_text(
         f"Random weights (seed {seed}) at a {cfg['model_type']} shape, {n:,} parameters, "
         f"{dtype}. Made by scripts/make_random_model.py for benchmarks: not a trained model.\n",

@@ -30,7 +30,7 @@ from engine.train.trainer import total_steps_for
 log = logging.getLogger(__name__)
 
 REPLACEMENT_WAIT_S = 120.0  # with every worker lost, how long to wait for one to come back
-SNAPSHOT_SHARE = 0.02  # in-memory snapshots may take this share of the run's time
+SNAPSHOT_SHARE = 0.005  # in-memory snapshots may take this share of the run's time
 SHOWN = {"shown_as_event": True}  # a log record whose text also goes out as an event
 
 
