@@ -16,7 +16,7 @@ from engine.optim.flat_layout import FlatLayout
 
 __all__ = ["FlatLayout", "bucket_ranges", "bucket_shards"]
 
-MIN_BUCKETS = 4
+MIN_BUCKETS = 8
 MIN_BUCKET_BYTES = 1 << 20
 
 

@@ -120,9 +120,11 @@ def test_layout_flatten_unflatten_and_buckets():
 def test_buckets_are_at_least_four_and_shards_cut_at_their_edges():
     tree = {f"l{i}": mx.zeros((1000,)) for i in range(8)}
     layout = FlatLayout(tree)
-    assert len(bucket_ranges(layout, 32 << 20, min_bytes=0)) == 4  # 8000 floats, 4 buckets
+    assert len(bucket_ranges(layout, 32 << 20, min_bytes=0)) == 8  # 8000 floats, 8 buckets
     assert len(bucket_ranges(layout, 32 << 20)) == 1  # but no bucket under 1 MiB
-    assert bucket_ranges(layout, 8000, min_bytes=0) == [(i * 2000, i * 2000 + 2000) for i in range(4)]
+    assert bucket_ranges(layout, 8000, min_buckets=4, min_bytes=0) == [
+        (i * 2000, i * 2000 + 2000) for i in range(4)
+    ]
     # rank shards of 8000 over 3 ranks: [0, 2667) [2667, 5334) [5334, 8000)
     assert bucket_shards((2000, 4000), 8000, 3) == [(0, 667), (667, 2000), (2000, 2000)]
     assert bucket_shards((6000, 8000), 8000, 3) == [(0, 0), (0, 0), (0, 2000)]
