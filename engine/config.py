@@ -65,7 +65,11 @@ class DataSpec:
         512, "Longest sequence in tokens; longer records are truncated", min=8, max=131072
     )
     mask_prompt: bool = _f(True, "Train only on response tokens (prompt tokens are masked)")
-    packing: bool = _f(False, "Pack several short records into one sequence")
+    packing: bool = _f(
+        True,
+        "Pack several short records into one sequence, each attending only to itself (on "
+        "models that allow it; others train unpacked)",
+    )
     max_problems: int = _f(
         50, "How many dataset problems to list before summarising", min=1, max=100000
     )

@@ -19,6 +19,9 @@ class Batch:
     inputs: np.ndarray  # (B, T) int32: tokens[:-1]
     targets: np.ndarray  # (B, T) int32: tokens[1:]
     weights: np.ndarray  # (B, T) float32: 1 where targets[b, t] is trained
+    # (B, T) int32 for packed items: which record of its row each input token belongs to
+    # (1, 2, ...; 0 for padding), so each record attends only to itself; None: not packed
+    segments: np.ndarray | None = None
 
     @property
     def num_targets(self) -> int:
@@ -36,14 +39,18 @@ def collate(
     inputs = np.full((len(items), width), pad_id, dtype=np.int32)
     targets = np.full((len(items), width), pad_id, dtype=np.int32)
     weights = np.zeros((len(items), width), dtype=np.float32)
+    packed = any(len(w) and int(w.max()) > 1 for _, w in items)  # SEGMENT_START flags
+    segments = np.zeros((len(items), width), dtype=np.int32) if packed else None
     for row, (tokens, w) in enumerate(items):
         n = len(tokens) - 1
         if n <= 0:
             continue
         inputs[row, :n] = tokens[:-1]
         targets[row, :n] = tokens[1:]
-        weights[row, :n] = w[1:]
-    return Batch(inputs, targets, weights)
+        weights[row, :n] = w[1:] & 1
+        if segments is not None:
+            segments[row, :n] = np.cumsum(w[:-1] > 1) + (0 if w[0] > 1 else 1)
+    return Batch(inputs, targets, weights, segments)
 
 
 def pad_id_for(tokenizer: Any) -> int:

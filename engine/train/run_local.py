@@ -17,6 +17,7 @@ from engine.events import EventSink, LogEvent, StateEvent
 from engine.lora import LoraError, apply_lora, save_adapter
 from engine.model import ModelError, load_model
 from engine.train.checkpoint import CheckpointError
+from engine.train.step import packing_for
 from engine.train.run_dir import (
     ADAPTER_DIR,
     JOB_FILE,
@@ -85,7 +86,8 @@ def _run(
         loaded = load_model(job.model)
         report = apply_lora(loaded.model, job.lora, seed=job.run.seed)
         log.info("%d trainable parameters", report.trainable_params)
-        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed)
+        packing = packing_for(loaded.model, job.data.packing)
+        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed, packing=packing)
         sampler = BatchSampler(data.train.lengths(), job.run.batch_size, job.run.seed)
         result = train(
             job,

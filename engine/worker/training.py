@@ -73,6 +73,7 @@ class TrainingJob:
         from engine.lora.apply import apply_lora
         from engine.model.load import load_model
         from engine.train import cast_for_compute
+        from engine.train.step import packing_for
 
         base_model_id = job.model.path
         _apply_files(job, paths)
@@ -80,7 +81,8 @@ class TrainingJob:
         loaded = load_model(job.model)
         model = loaded.model
         apply_lora(model, job.lora, seed=job.run.seed)
-        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed)
+        packing = packing_for(model, job.data.packing)  # only where records stay apart
+        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed, packing=packing)
         sampler = BatchSampler(data.train.lengths(), job.run.batch_size, seed=job.run.seed)
         if job.dist.mode == "mlx" and world > 1:
             _set_mlx_env(mlx_hostfile, rank, job_dir or Path("."))

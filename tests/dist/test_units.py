@@ -105,8 +105,9 @@ def test_layout_flatten_unflatten_and_buckets():
     back = layout.unflatten(flat)
     assert np.array_equal(np.array(back["c"][0]), np.full((2, 2), 2.0))
     # the views share the vector's buffer: a model holding them holds no copy
-    assert np.asarray(back["a"]["w"]).__array_interface__["data"][0] == (
-        np.asarray(flat).__array_interface__["data"][0]
+    assert (
+        np.asarray(back["a"]["w"]).__array_interface__["data"][0]
+        == (np.asarray(flat).__array_interface__["data"][0])
     )
     # 8 floats: the 12-float tensor is split
     buckets = bucket_ranges(layout, 8 * 4, min_buckets=1, min_bytes=0)
@@ -139,7 +140,10 @@ def test_wire_buffers_are_read_in_place(codec):
     narrow = x.astype(dtype)
     mx.eval(narrow)
     wire = as_wire(narrow, codec)
-    assert wire.__array_interface__["data"][0] == np.frombuffer(memoryview(narrow), np.uint8).ctypes.data
+    assert (
+        wire.__array_interface__["data"][0]
+        == np.frombuffer(memoryview(narrow), np.uint8).ctypes.data
+    )
     assert np.array_equal(wire_to_f32(wire, codec), np.array(narrow.astype(mx.float32)))
     if codec != "none":  # a float32 buffer is encoded to the same bits
         assert np.array_equal(as_wire(np.array(x), codec), wire)
