@@ -1,7 +1,8 @@
 """AdamW with decoupled weight decay, in mlx's optimizer template.
 
-The maths lives once, in :func:`adamw_update`, so the tree optimizer (one AdamW per
-process) and a sharded optimizer working on flat 1-D slices (ZeRO-1) run the same code.
+The maths lives once, in :func:`adamw_update`, so this tree optimizer and the device
+optimizer over one flat vector (engine/optim/flat_adamw.py: every trainer, ZeRO-1 shards
+included) run the same code.
 """
 
 from __future__ import annotations
@@ -92,9 +93,9 @@ class AdamW(Optimizer):
     multiplier of the parameter: 0 for biases and norm weights unless
     ``decay_norms_and_biases`` is set, else 1.
 
-    Two ways to pass decay explicitly (ZeRO-1 shards): ``apply_gradients(grads, params,
-    decay=tree)`` with a tree of multipliers (scalars or arrays shaped like the parameter),
-    or :meth:`update_flat` on one flat vector with a per-element mask.
+    Decay can be passed explicitly: ``apply_gradients(grads, params, decay=tree)`` with a
+    tree of multipliers (scalars or arrays shaped like the parameter). The trainers update a
+    flat vector with :class:`engine.optim.FlatAdamW` (the same maths, a per-element mask).
     """
 
     def __init__(
@@ -172,36 +173,3 @@ class AdamW(Optimizer):
         if decay is None:
             decay = self.decay_tree(gradients)
         return tree_map(self.apply_single, gradients, parameters, self.state, decay)
-
-    def update_flat(
-        self,
-        param: mx.array,
-        grad: mx.array,
-        state: dict,
-        lr: mx.array | float,
-        decay_mask: mx.array | float = 1.0,
-    ) -> mx.array:
-        """Update one flat vector (a ZeRO-1 shard) whose moments live in ``state``.
-
-        ``state`` holds ``m``, ``v`` (created on first use) and ``step`` (updates done so
-        far, advanced here); ``decay_mask`` is 0/1 per element. The optimizer's own tree
-        state is not touched, so one AdamW instance can serve any number of shards.
-        """
-        if "m" not in state:
-            self.init_single(param, state)
-            state["step"] = 0
-        state["step"] = int(state["step"]) + 1
-        new, state["m"], state["v"] = adamw_update(
-            param,
-            grad,
-            state["m"],
-            state["v"],
-            state["step"],
-            mx.array(lr, mx.float32),
-            self.betas,
-            self.eps,
-            self.weight_decay,
-            decay_mask,
-            self.bias_correction,
-        )
-        return new
