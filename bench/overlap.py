@@ -43,7 +43,9 @@ def run(args, mode: str, out: Path) -> tuple[list[dict], list[dict]]:
     result = start_run(job).wait(timeout=3600)
     if result is None or result.status != "finished":
         sys.exit(f"{mode}: the run did not finish: {result}")
-    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     skip = args.warmup
     workers = [r for r in rows if r.get("kind") == "worker" and r["step"] > skip]
     steps = [r for r in rows if r.get("kind") == "train" and r["step"] > skip]

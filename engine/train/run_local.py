@@ -17,7 +17,6 @@ from engine.events import EventSink, LogEvent, StateEvent
 from engine.lora import LoraError, apply_lora, save_adapter
 from engine.model import ModelError, load_model
 from engine.train.checkpoint import CheckpointError
-from engine.train.step import packing_for
 from engine.train.run_dir import (
     ADAPTER_DIR,
     JOB_FILE,
@@ -25,6 +24,7 @@ from engine.train.run_dir import (
     detach_log_file,
     new_run_dir,
 )
+from engine.train.step import packing_for
 from engine.train.trainer import train
 
 log = logging.getLogger(__name__)
