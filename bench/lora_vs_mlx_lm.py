@@ -13,7 +13,7 @@ only one computes at a time and both see the same machine load at a fine grain: 
 is shared and its speed swings 2-3x within a minute. Each segment is timed from taking the
 baton to the next report (batching, step, metrics all in); the first (compiling) segment
 is dropped. ``--rounds`` lockstep runs; the ratio is of the summed tokens over summed time.
-Peak memory: a separate sequential run of each after a gc and a reset (mx.get_peak_memory).
+Peak memory: a separate run of each in a fresh process of its own (mx.get_peak_memory).
 The last line is ``tokens_per_s_ratio=<orchard/mlx_lm> peak_memory_ratio=<orchard/mlx_lm>``.
 
     python bench/lora_vs_mlx_lm.py [--model DIR --rank 64 --targets all --steps 60 --every 10
@@ -26,6 +26,7 @@ import argparse
 import gc
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import threading
@@ -186,9 +187,23 @@ def lockstep(args, chunks) -> dict[str, list[tuple[int, float]]]:
 
 
 def peak_memory(args, chunks, name: str) -> int:
+    """Peak bytes of one trainer's run, in a fresh process of its own: what one run leaves
+    behind (allocator caches, kernels, handles) must not count against the other."""
+    argv = [a for a in sys.argv[1:] if a != "--memory-only"]
+    proc = subprocess.run(
+        [sys.executable, __file__, *argv, "--peak-of", name],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = [line for line in proc.stdout.splitlines() if line.startswith("PEAK ")]
+    if proc.returncode != 0 or not found:
+        sys.exit(f"{name}: the memory run failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    return int(found[-1].split()[1])
+
+
+def _peak_of(args, chunks, name: str) -> None:
     _reset_memory()
     RUNNERS[name](args, chunks, lambda step: None)
-    return mx.get_peak_memory()
+    print(f"PEAK {mx.get_peak_memory()}", flush=True)
 
 
 def main() -> None:
@@ -203,12 +218,15 @@ def main() -> None:
     p.add_argument("--model", default="demo", help="model folder (default: stories260K)")
     p.add_argument("--precision", default="auto", help="Orchard's run.precision")
     p.add_argument("--memory-only", action="store_true", help="skip the throughput runs")
+    p.add_argument("--peak-of", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.steps % args.every or args.steps < 2 * args.every:
         p.error("--steps must be a multiple of --every, at least twice it")
     logging.basicConfig(level=logging.WARNING)
     _, tokenizer = mlx_lm_load(resolve_model_path(args.model))
     chunks = token_chunks(tokenizer, args.seq)
+    if args.peak_of:
+        return _peak_of(args, chunks, args.peak_of)
     print(f"{len(chunks)} items of {args.seq + 1} tokens, batch {args.batch}, rank {args.rank}, "
           f"targets {args.targets}, model {args.model}")  # fmt: skip
     if args.memory_only:
