@@ -13,7 +13,8 @@ only one computes at a time and both see the same machine load at a fine grain: 
 is shared and its speed swings 2-3x within a minute. Each segment is timed from taking the
 baton to the next report (batching, step, metrics all in); the first (compiling) segment
 is dropped. ``--rounds`` lockstep runs; the ratio is of the summed tokens over summed time.
-Peak memory: a separate run of each in a fresh process of its own (mx.get_peak_memory).
+Peak memory: a separate run of 6 steps of each, in a fresh process of its own
+(mx.get_peak_memory).
 The last line is ``tokens_per_s_ratio=<orchard/mlx_lm> peak_memory_ratio=<orchard/mlx_lm>``.
 
     python bench/lora_vs_mlx_lm.py [--model DIR --rank 64 --targets all --steps 60 --every 10
@@ -52,6 +53,7 @@ from engine.lora import apply_lora  # noqa: E402
 from engine.model import load_model  # noqa: E402
 from engine.train import train as orchard_train  # noqa: E402
 
+MEMORY_STEPS = 6
 TARGETS = {
     "attention": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"],
     "all": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -201,6 +203,7 @@ def peak_memory(args, chunks, name: str) -> int:
 
 
 def _peak_of(args, chunks, name: str) -> None:
+    args.steps = min(args.steps, MEMORY_STEPS)  # the peak comes in the first steps
     _reset_memory()
     RUNNERS[name](args, chunks, lambda step: None)
     print(f"PEAK {mx.get_peak_memory()}", flush=True)

@@ -4,7 +4,8 @@
 # MLP 8192, 32/16 heads, vocabulary 512), then
 #   1. bench/lora_vs_mlx_lm.py  rank 8 on attention,       batch 8 x 512
 #   2. bench/lora_vs_mlx_lm.py  rank 64 on all linear,     batch 16 x 256
-#   3. bench/e2e_vs_mlx_lm.py   orchard train vs mlx_lm.lora, rank 64 all linear, WikiSQL
+#   3. bench/e2e_vs_mlx_lm.py   orchard train vs mlx_lm.lora, rank 64 all linear, WikiSQL,
+#                               batch 16 x 512; also Orchard with packing, in real tokens/s
 # and prints the ratios. About 6-8 minutes on an H100.
 #
 # Usage, from the repository root, with the wheels of /work/shared/gpu.md installed by
@@ -45,9 +46,10 @@ every=$((STEPS / 3))
 "$PY" bench/lora_vs_mlx_lm.py --model "$MODEL" --rank 64 --targets all \
   --batch 16 --seq 256 --steps "$STEPS" --every "$every" --rounds 1 2>&1 | tee "$LOG/r64_all.txt" | grep -v '^\s*\[' | tail -4
 "$PY" bench/e2e_vs_mlx_lm.py --model "$MODEL" --data wikisql --rank 64 \
-  --batch 16 --seq 256 --iters "$STEPS" 2>&1 | tee "$LOG/e2e.txt" | tail -5
+  --batch 16 --seq 512 --iters "$STEPS" --packing 2>&1 | tee "$LOG/e2e.txt" | tail -8
 
 echo "== summary (GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)) =="
 echo "rank 8 attention:   $(tail -1 "$LOG/r8_attention.txt")"
 echo "rank 64 all linear: $(tail -1 "$LOG/r64_all.txt")"
 echo "e2e rank 64 all:    $(tail -1 "$LOG/e2e.txt")"
+grep -E "real_tokens_per_s_ratio|engine_overhead_share" "$LOG/e2e.txt" | sed 's/^/  /'

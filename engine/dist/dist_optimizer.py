@@ -145,8 +145,8 @@ class DistributedAdamW:
         leaves.clear()  # the concatenation holds them until it has run
         sumsq = total_sumsq(sumsq_pieces(flat, self.pieces))
         new, norm, ok = self.adamw.update(self.params, flat, sumsq, local[1], inv, lr)
-        self.params = new
-        mx.eval(self.params, self.adamw.arrays(), norm, ok, local)
+        self._set_params(new)
+        mx.eval(self._views, self.adamw.arrays(), norm, ok, local)
         loss, ntok = local.tolist()
         return self._out(loss, ntok, norm.item(), not ok.item(), 0.0, 0.0, 0.0)
 
@@ -167,8 +167,8 @@ class DistributedAdamW:
         t1 = time.perf_counter()
         sumsq = total_sumsq(sumsq_pieces(full, self.pieces))
         new, norm, ok = self.adamw.update(self.params, full, sumsq, meta[1], inv, lr)
-        self.params = new
-        mx.eval(self.params, self.adamw.arrays(), norm, ok)
+        self._set_params(new)
+        mx.eval(self._views, self.adamw.arrays(), norm, ok)
         loss, ntok = meta.tolist()
         return self._out(loss, ntok, norm.item(), not ok.item(), comm_s, comm_s,
                          time.perf_counter() - t1)  # fmt: skip
@@ -207,8 +207,8 @@ class DistributedAdamW:
         sumsq = total_sumsq(sumsq_pieces(full, self.pieces))
         t1 = time.perf_counter()
         new, norm, ok = self.adamw.update(self.params, full, sumsq, float(meta[1]), inv, lr)
-        self.params = new
-        mx.eval(self.params, self.adamw.arrays(), norm, ok)
+        self._set_params(new)
+        mx.eval(self._views, self.adamw.arrays(), norm, ok)
         return self._out(float(meta[0]), meta[1], norm.item(), not ok.item(), comm_s + post,
                          exposed + post, time.perf_counter() - t1)  # fmt: skip
 
@@ -240,8 +240,8 @@ class DistributedAdamW:
         mx.eval(new, self.adamw.arrays(), norm, ok)
         update_s = time.perf_counter() - t1
         t2 = time.perf_counter()
-        self.params = mx.array(self.group.all_gather(new, self.layout.total))
-        mx.eval(self.params)
+        self._set_params(mx.array(self.group.all_gather(new, self.layout.total)))
+        mx.eval(self._views)
         gather_s = time.perf_counter() - t2
         return self._out(loss, ntok, norm.item(), not ok.item(), comm_s + gather_s,
                          exposed + gather_s, update_s)  # fmt: skip
@@ -263,8 +263,8 @@ class DistributedAdamW:
         t2 = time.perf_counter()
         both = self.group.broadcast(out, PS_ROOT)  # the pull
         pull_s = time.perf_counter() - t2
-        self.params = new if self.group.rank == PS_ROOT else mx.array(both[:n])
-        mx.eval(self.params)
+        self._set_params(new if self.group.rank == PS_ROOT else mx.array(both[:n]))
+        mx.eval(self._views)
         loss, ntok, norm, skipped = both[n:].astype(np.float64).tolist()
         return self._out(loss, ntok, norm, bool(skipped), comm_s + pull_s, exposed + pull_s,
                          update_s)  # fmt: skip
@@ -281,7 +281,13 @@ class DistributedAdamW:
             why = "no target tokens" if ntok <= 0 else "non-finite gradient norm"
             log.warning("update skipped: %s", why)
         stats = StepStats(float(loss), ntok, float(norm), comm_s, update_s, bool(skipped), exposed)
-        return self.layout.unflatten(self.params), stats
+        return self._views, stats
+
+    def _set_params(self, new: mx.array) -> None:
+        """The new master vector and the views the model takes of it (lazy: evaluated with
+        the step, so they cost no eval of their own)."""
+        self.params = new
+        self._views = self.layout.unflatten(new)
 
     # ---- memory and checkpoints -------------------------------------------------------------
     def optimizer_state_bytes(self) -> int:
