@@ -118,10 +118,10 @@ class DistributedAdamW:
 
         ``grads_of_sum``, ``loss_sum`` and ``n_tokens`` may be lazy mx arrays (best: the
         step then decides the evaluation order and overlaps the wire with it). The step
-        consumes ``grads_of_sum`` (a dict is emptied), so no gradient outlives its bucket. ``grad_scale``
-        is the fp16 loss scale the gradients still carry (divided out here). A non-finite
-        global gradient (fp16 overflow) or no target token skips the step on every rank
-        alike: each rank sees the same summed gradient and norm. Returns the new parameters
+        consumes ``grads_of_sum`` (a dict is emptied), so no gradient outlives its bucket.
+        ``grad_scale`` is the fp16 loss scale the gradients still carry (divided out here).
+        A non-finite global gradient (fp16 overflow) or no target token skips the step on
+        every rank alike: each rank sees the same summed gradient and norm. Returns the new parameters
         (shaped like the template; views of the evaluated master vector) and StepStats with
         the global loss sum and token count.
         """
