@@ -61,8 +61,13 @@ class _RecordMask:
     def __init__(self, mask: mx.array):
         self.mask = mask
 
-    def make_mask(self, *_args: Any, **_kwargs: Any) -> mx.array:
-        return self.mask
+    def make_mask(self, *_args: Any, window_size: int | None = None, **_kwargs: Any) -> mx.array:
+        if not window_size:
+            return self.mask
+        # sliding-window layers (Mistral, Gemma) see at most window_size tokens back
+        pos = mx.arange(self.mask.shape[-1])
+        near = (pos[:, None] - pos[None, :]) < window_size
+        return mx.logical_and(self.mask, near)
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         return keys, values

@@ -50,3 +50,18 @@ def test_a_model_with_absolute_positions_is_not_packed(job):
     absolute = gpt2.Model(args)
     mx.eval(absolute.parameters())
     assert not takes_record_masks(absolute) and not packing_for(absolute, True)
+
+
+def test_the_record_mask_is_causal_per_record_and_honours_a_sliding_window(job):
+    from engine.train.step import record_masks
+
+    seg = mx.array([[1, 1, 1, 2, 2, 0]])
+    masks = record_masks(tiny_lora_model(job), seg)
+    full = np.array(masks[0].make_mask(6))[0, 0]
+    want = np.array(
+        [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
+         [0, 0, 0, 1, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1]], bool
+    )  # fmt: skip
+    assert np.array_equal(full, want)
+    window = np.array(masks[0].make_mask(6, window_size=2))[0, 0]
+    assert np.array_equal(window, want & (np.subtract.outer(np.arange(6), np.arange(6)) < 2))
