@@ -1,7 +1,8 @@
 """Items -> one padded (B, T) batch of inputs, next-token targets and target weights.
 
-T is the longest item minus one, rounded up to a multiple of 8: fewer distinct shapes means
-fewer retraces of a compiled step. Padding has weight 0, so it never counts in the loss.
+T is the longest item minus one, rounded up to a multiple of 8, or of 1/8 of its power of
+two when that is more (``padded_width``): fewer distinct shapes means fewer retraces and
+compiles of the step. Padding has weight 0, so it never counts in the loss.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def collate(
     if not items:
         raise ValueError("cannot collate an empty micro-batch")
     longest = max(len(t) for t, _ in items) - 1
-    width = max(multiple, -(-longest // multiple) * multiple)
+    width = padded_width(longest, multiple)
     inputs = np.full((len(items), width), pad_id, dtype=np.int32)
     targets = np.full((len(items), width), pad_id, dtype=np.int32)
     weights = np.zeros((len(items), width), dtype=np.float32)
@@ -51,6 +52,14 @@ def collate(
         if segments is not None:
             segments[row, :n] = np.cumsum(w[:-1] > 1) + (0 if w[0] > 1 else 1)
     return Batch(inputs, targets, weights, segments)
+
+
+def padded_width(longest: int, multiple: int = PAD_MULTIPLE) -> int:
+    """``longest`` rounded up to a step that grows with it: 1/8 of its power of two, at
+    least ``multiple``. So at most 8 widths per doubling of length (every new width
+    recompiles the step: seconds on a CPU) and at most 1/8 of a row is padding."""
+    step = max(multiple, 1 << max(0, longest.bit_length() - 4))
+    return max(multiple, -(-longest // step) * step)
 
 
 def pad_id_for(tokenizer: Any) -> int:
