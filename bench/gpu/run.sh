@@ -12,13 +12,15 @@
 #   pip install --no-index --no-deps --target /tmp/site *.whl
 #     bench/gpu/run.sh [SITE_DIR]          # SITE_DIR defaults to /tmp/site
 # Environment: MODEL_DIR (default /tmp/orchard_1b_bf16; built once, reused), PYTHON (python3),
-# STEPS (lockstep steps per trainer, default 30).
+# STEPS (lockstep steps per trainer, default 30), E2E_ITERS (steps of each end-to-end run,
+# default 150: enough that start-up, which both tools pay, is not the whole run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE="${1:-/tmp/site}"
 PY="${PYTHON:-python3}"
 MODEL="${MODEL_DIR:-/tmp/orchard_1b_bf16}"
 STEPS="${STEPS:-30}"
+E2E_ITERS="${E2E_ITERS:-150}"
 
 SP="$("$PY" -c 'import site; print(site.getsitepackages()[0])')"
 if ls -d "$SP"/nvidia/*/lib >/dev/null 2>&1; then  # CUDA 13 libraries from PyTorch's wheels
@@ -46,7 +48,7 @@ every=$((STEPS / 3))
 "$PY" bench/lora_vs_mlx_lm.py --model "$MODEL" --rank 64 --targets all \
   --batch 16 --seq 256 --steps "$STEPS" --every "$every" --rounds 1 2>&1 | tee "$LOG/r64_all.txt" | grep -v '^\s*\[' | tail -4
 "$PY" bench/e2e_vs_mlx_lm.py --model "$MODEL" --data wikisql --rank 64 \
-  --batch 16 --seq 512 --iters "$STEPS" --packing 2>&1 | tee "$LOG/e2e.txt" | tail -8
+  --batch 16 --seq 512 --iters "$E2E_ITERS" --packing 2>&1 | tee "$LOG/e2e.txt" | tail -8
 
 echo "== summary (GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)) =="
 echo "rank 8 attention:   $(tail -1 "$LOG/r8_attention.txt")"
