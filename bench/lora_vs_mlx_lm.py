@@ -1,7 +1,11 @@
 """Orchard's LoRA trainer against mlx-lm's own, same model, data and settings, one process.
 
-Both train stories260K on the same fixed-length token chunks of the demo dataset (no
-padding on either side) with the same rank, layers, batch, sequence length and steps.
+Both train a model (``--model``: a folder in mlx-lm/HF format, e.g. one made by
+scripts/make_random_model.py; default the bundled stories260K) on the same fixed-length
+token chunks of the demo dataset (no padding on either side) with the same rank, targets
+(``--targets attention``: q/k/v/o; ``all``: every linear layer of each block), batch,
+sequence length and steps. Orchard runs with its default ``run.precision`` (``auto``: the
+base's own dtype) unless ``--precision`` says otherwise; mlx-lm as it loads the model.
 
 Throughput: the two trainers run in lockstep, each in its own thread, handing a baton to
 the other every ``--every`` steps (at their own metric reports, after the step's eval), so
@@ -9,10 +13,12 @@ only one computes at a time and both see the same machine load at a fine grain: 
 is shared and its speed swings 2-3x within a minute. Each segment is timed from taking the
 baton to the next report (batching, step, metrics all in); the first (compiling) segment
 is dropped. ``--rounds`` lockstep runs; the ratio is of the summed tokens over summed time.
-Peak memory: a separate sequential run of each after a gc and a reset (mx.get_peak_memory).
+Peak memory: a separate run of 6 steps of each, in a fresh process of its own
+(mx.get_peak_memory).
 The last line is ``tokens_per_s_ratio=<orchard/mlx_lm> peak_memory_ratio=<orchard/mlx_lm>``.
 
-    python bench/lora_vs_mlx_lm.py [--steps 60 --every 10 --rounds 2 --batch 8 --seq 128]
+    python bench/lora_vs_mlx_lm.py [--model DIR --rank 64 --targets all --steps 60 --every 10
+                                    --rounds 2 --batch 8 --seq 128]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import gc
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import threading
@@ -46,7 +53,12 @@ from engine.lora import apply_lora  # noqa: E402
 from engine.model import load_model  # noqa: E402
 from engine.train import train as orchard_train  # noqa: E402
 
-KEYS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MEMORY_STEPS = 6
+TARGETS = {
+    "attention": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"],
+    "all": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+}  # fmt: skip
 
 
 def token_chunks(tokenizer, seq: int) -> list[np.ndarray]:
@@ -98,11 +110,14 @@ class Baton:
 
 def orchard_setup(args):
     job = JobSpec()
-    job.lora.rank, job.lora.alpha, job.lora.target_modules = args.rank, 2.0 * args.rank, KEYS
+    job.model.path = args.model
+    job.lora.rank, job.lora.alpha = args.rank, 2.0 * args.rank
+    job.lora.target_modules = TARGETS[args.targets]
     job.optim.learning_rate, job.optim.schedule, job.optim.grad_clip = 1e-4, "constant", 0.0
     job.optim.weight_decay = 0.0
     job.run.steps, job.run.batch_size = args.steps, args.batch
     job.run.val_every, job.run.checkpoint_every = 0, 0
+    job.run.precision = args.precision
     loaded = load_model(job.model)
     apply_lora(loaded.model, job.lora, seed=0)
     return job, loaded.model
@@ -130,14 +145,9 @@ class _Reports(TrainingCallback):
 
 
 def run_mlx_lm(args, chunks, on_step) -> None:
-    model, _ = mlx_lm_load(resolve_model_path("demo"))
+    model, _ = mlx_lm_load(resolve_model_path(args.model))
     model.freeze()
-    config = {
-        "rank": args.rank,
-        "scale": 2.0,
-        "dropout": 0.0,
-        "keys": [f"self_attn.{k}" for k in KEYS],
-    }
+    config = {"rank": args.rank, "scale": 2.0, "dropout": 0.0, "keys": TARGETS[args.targets]}
     linear_to_lora_layers(model, len(model.layers), config)
     dataset = [(c.tolist(), 0) for c in chunks]
     with tempfile.TemporaryDirectory() as d:
@@ -179,9 +189,24 @@ def lockstep(args, chunks) -> dict[str, list[tuple[int, float]]]:
 
 
 def peak_memory(args, chunks, name: str) -> int:
+    """Peak bytes of one trainer's run, in a fresh process of its own: what one run leaves
+    behind (allocator caches, kernels, handles) must not count against the other."""
+    argv = [a for a in sys.argv[1:] if a != "--memory-only"]
+    proc = subprocess.run(
+        [sys.executable, __file__, *argv, "--peak-of", name],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = [line for line in proc.stdout.splitlines() if line.startswith("PEAK ")]
+    if proc.returncode != 0 or not found:
+        sys.exit(f"{name}: the memory run failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    return int(found[-1].split()[1])
+
+
+def _peak_of(args, chunks, name: str) -> None:
+    args.steps = min(args.steps, MEMORY_STEPS)  # the peak comes in the first steps
     _reset_memory()
     RUNNERS[name](args, chunks, lambda step: None)
-    return mx.get_peak_memory()
+    print(f"PEAK {mx.get_peak_memory()}", flush=True)
 
 
 def main() -> None:
@@ -192,13 +217,27 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--targets", choices=sorted(TARGETS), default="attention")
+    p.add_argument("--model", default="demo", help="model folder (default: stories260K)")
+    p.add_argument("--precision", default="auto", help="Orchard's run.precision")
+    p.add_argument("--memory-only", action="store_true", help="skip the throughput runs")
+    p.add_argument("--peak-of", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.steps % args.every or args.steps < 2 * args.every:
         p.error("--steps must be a multiple of --every, at least twice it")
     logging.basicConfig(level=logging.WARNING)
-    _, tokenizer = mlx_lm_load(resolve_model_path("demo"))
+    _, tokenizer = mlx_lm_load(resolve_model_path(args.model))
     chunks = token_chunks(tokenizer, args.seq)
-    print(f"{len(chunks)} items of {args.seq + 1} tokens, batch {args.batch}, rank {args.rank}")
+    if args.peak_of:
+        return _peak_of(args, chunks, args.peak_of)
+    print(f"{len(chunks)} items of {args.seq + 1} tokens, batch {args.batch}, rank {args.rank}, "
+          f"targets {args.targets}, model {args.model}")  # fmt: skip
+    if args.memory_only:
+        mem = {name: peak_memory(args, chunks, name) for name in ("mlx_lm", "orchard")}
+        print(f"peak memory: orchard {mem['orchard'] / 2**20:.2f} MiB, "
+              f"mlx_lm {mem['mlx_lm'] / 2**20:.2f} MiB")  # fmt: skip
+        print(f"peak_memory_ratio={mem['orchard'] / mem['mlx_lm']:.3f}")
+        return
     per_segment = args.every * args.batch * args.seq
     tokens = {"orchard": 0, "mlx_lm": 0}
     seconds = {"orchard": 0.0, "mlx_lm": 0.0}

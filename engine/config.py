@@ -24,6 +24,7 @@ DEMO_DATASET = "demo"  # resolves to resources/datasets/orchard_robot.jsonl
 # "~" is expanded where the folder is made (engine/train/run_dir.py), for whoever runs it.
 DEFAULT_RUNS_DIR = "~/Orchard/runs"
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SYNC_MODES = ("all-reduce", "reduce-scatter", "parameter-server", "ring", "mlx")  # concrete
 AUTO_MODE = "auto"  # the coordinator resolves it with the planner (engine/plan) before setup
 DIST_MODES = (AUTO_MODE, *SYNC_MODES)
@@ -70,7 +71,11 @@ class DataSpec:
         512, "Longest sequence in tokens; longer records are truncated", min=8, max=131072
     )
     mask_prompt: bool = _f(True, "Train only on response tokens (prompt tokens are masked)")
-    packing: bool = _f(False, "Pack several short records into one sequence")
+    packing: bool = _f(
+        True,
+        "Pack several short records into one sequence, each attending only to itself (on "
+        "models that allow it; others train unpacked)",
+    )
     max_problems: int = _f(
         50, "How many dataset problems to list before summarising", min=1, max=100000
     )
@@ -131,7 +136,10 @@ class RunSpec:
         1, "Micro-batches accumulated per optimizer step (per worker)", min=1, max=4096
     )
     precision: str = _f(
-        "fp32", "Compute precision (master weights stay fp32)", choices=("fp32", "bf16", "fp16")
+        "auto",
+        "Compute precision: auto computes in the base model's own dtype with fp32 LoRA "
+        "weights (as mlx-lm does); fp32/bf16/fp16 cast every weight (master weights stay fp32)",
+        choices=PRECISIONS,
     )
     grad_checkpoint: bool = _f(
         False,

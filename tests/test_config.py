@@ -53,7 +53,7 @@ def test_edited_job_round_trips() -> None:
             "optim.schedule: expected one of constant, linear, cosine",
         ),
         ({"run": {"batch_size": 0}}, "run.batch_size: expected a value in [1, 65536]"),
-        ({"run": {"precision": "fp8"}}, "run.precision: expected one of fp32, bf16, fp16"),
+        ({"run": {"precision": "fp8"}}, "run.precision: expected one of auto, fp32, bf16, fp16"),
         ({"dist": {"mode": "gossip"}}, "dist.mode: expected one of auto, all-reduce"),
         ({"dist": {"workers": 0}}, "dist.workers: expected a value in [1, 64]"),
         ({"model": {"bits": 3}}, "model.bits: expected one of 4, 8, got 3"),

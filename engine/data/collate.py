@@ -1,7 +1,8 @@
 """Items -> one padded (B, T) batch of inputs, next-token targets and target weights.
 
-T is the longest item minus one, rounded up to a multiple of 8: fewer distinct shapes means
-fewer retraces of a compiled step. Padding has weight 0, so it never counts in the loss.
+T is the longest item minus one, rounded up to a multiple of 8, or of 1/8 of its power of
+two when that is more (``padded_width``): fewer distinct shapes means fewer retraces and
+compiles of the step. Padding has weight 0, so it never counts in the loss.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ class Batch:
     inputs: np.ndarray  # (B, T) int32: tokens[:-1]
     targets: np.ndarray  # (B, T) int32: tokens[1:]
     weights: np.ndarray  # (B, T) float32: 1 where targets[b, t] is trained
+    # (B, T) int32 for packed items: which record of its row each input token belongs to
+    # (1, 2, ...; 0 for padding), so each record attends only to itself; None: not packed
+    segments: np.ndarray | None = None
 
     @property
     def num_targets(self) -> int:
@@ -32,18 +36,30 @@ def collate(
     if not items:
         raise ValueError("cannot collate an empty micro-batch")
     longest = max(len(t) for t, _ in items) - 1
-    width = max(multiple, -(-longest // multiple) * multiple)
+    width = padded_width(longest, multiple)
     inputs = np.full((len(items), width), pad_id, dtype=np.int32)
     targets = np.full((len(items), width), pad_id, dtype=np.int32)
     weights = np.zeros((len(items), width), dtype=np.float32)
+    packed = any(len(w) and int(w.max()) > 1 for _, w in items)  # SEGMENT_START flags
+    segments = np.zeros((len(items), width), dtype=np.int32) if packed else None
     for row, (tokens, w) in enumerate(items):
         n = len(tokens) - 1
         if n <= 0:
             continue
         inputs[row, :n] = tokens[:-1]
         targets[row, :n] = tokens[1:]
-        weights[row, :n] = w[1:]
-    return Batch(inputs, targets, weights)
+        weights[row, :n] = w[1:] & 1
+        if segments is not None:
+            segments[row, :n] = np.cumsum(w[:-1] > 1) + (0 if w[0] > 1 else 1)
+    return Batch(inputs, targets, weights, segments)
+
+
+def padded_width(longest: int, multiple: int = PAD_MULTIPLE) -> int:
+    """``longest`` rounded up to a step that grows with it: 1/8 of its power of two, at
+    least ``multiple``. So at most 8 widths per doubling of length (every new width
+    recompiles the step: seconds on a CPU) and at most 1/8 of a row is padding."""
+    step = max(multiple, 1 << max(0, longest.bit_length() - 4))
+    return max(multiple, -(-longest // step) * step)
 
 
 def pad_id_for(tokenizer: Any) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from engine.config import DataSpec, resolve_data_path
 from engine.data.collate import pad_id_for
 from engine.data.dataset import read_dataset, read_file
-from engine.data.pack import pack
+from engine.data.pack import pack, packing_pays
 from engine.data.problems import DatasetError, ProblemLog
 from engine.data.records import Record
 from engine.data.stats import DataStats, compute_stats
@@ -52,8 +52,13 @@ def split_records(
     return train, valid
 
 
-def prepare_data(spec: DataSpec, tokenizer: Any, seed: int) -> PreparedData:
-    """Read, validate, split, tokenize (and pack) a dataset. Raises DatasetError on any error."""
+def prepare_data(
+    spec: DataSpec, tokenizer: Any, seed: int, packing: bool | None = None
+) -> PreparedData:
+    """Read, validate, split, tokenize (and pack) a dataset. Raises DatasetError on any error.
+
+    ``packing`` overrides ``spec.packing`` (a trainer whose model cannot keep packed
+    records apart passes False: see engine/data/pack.py)."""
     result = read_dataset(resolve_data_path(spec.path), spec.format, spec.max_problems)
     problems = result.problems
     splits = dict(result.splits)
@@ -88,7 +93,12 @@ def prepare_data(spec: DataSpec, tokenizer: Any, seed: int) -> PreparedData:
     if problems.errors:
         raise DatasetError(problems)
     stats = compute_stats(splits, sets, truncated, no_target)
-    if spec.packing:
+    packed = spec.packing if packing is None else packing
+    if packed and not packing_pays(sets["train"], spec.max_seq_len):
+        log.info("records not packed: they average %.0f tokens, over half of data.max_seq_len "
+                 "(%d)", float(sets["train"].lengths().mean()), spec.max_seq_len)  # fmt: skip
+        packed = False
+    if packed:
         for split in sets:
             sets[split] = pack(sets[split], spec.max_seq_len, seed)
     log.info("data ready: %s", "; ".join(stats.lines()))
@@ -101,6 +111,6 @@ def prepare_data(spec: DataSpec, tokenizer: Any, seed: int) -> PreparedData:
         format=result.format,
         template="chat template" if has_chat_template(tokenizer) else "fallback",
         pad_id=pad_id_for(tokenizer),
-        packed=spec.packing,
+        packed=packed,
         records={k: len(v) for k, v in splits.items()},
     )

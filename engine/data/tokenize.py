@@ -54,7 +54,7 @@ class TokenizedSet:
         return int(sum(len(t) for t in self.tokens))
 
     def num_trained(self) -> int:
-        return int(sum(int(w.sum()) for w in self.weights))
+        return int(sum(int((w & 1).sum()) for w in self.weights))  # bit 1 marks packed records
 
     def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(all tokens, all weights, offsets of length n+1): a compact form to ship or save."""

@@ -1,104 +1,56 @@
-"""Flatten a tree of gradients into one float32 vector, reduce it in buckets, unflatten.
+"""Cut the flat gradient into buckets: the units that cross the wire while compute goes on.
 
-Like ``mlx.nn.utils.average_gradients``: many small tensors become a few large transfers of
-about ``bucket_mb`` each. Bucket edges fall on tensor boundaries unless one tensor alone is
-bigger than a bucket (then it is split). A few extra values (loss sum, token count) ride at
-the end of the last bucket so they cost no extra round trip.
+Like ``mlx.nn.utils.average_gradients`` (and PyTorch DDP), many small tensors become a few
+large transfers; bucket edges fall on tensor boundaries unless one tensor alone is bigger
+than a bucket (then it is split). Buckets are also the unit of overlap: the step evaluates
+them from the last one (the last layers, whose gradients the backward pass finishes first)
+to the first, and sends each while the next is computed. So a gradient is cut into at least
+``MIN_BUCKETS`` pieces of at least ``MIN_BUCKET_BYTES`` (a collective has a fixed latency
+cost), and none larger than ``dist.bucket_mb``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from engine.dist.shards import shard_bounds
+from engine.optim.flat_layout import FlatLayout
 
-import mlx.core as mx
-import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+__all__ = ["FlatLayout", "bucket_ranges", "bucket_shards"]
 
-from engine.dist.group import Group
-
-
-class FlatLayout:
-    """Names, shapes and offsets of every array of a parameter tree in a fixed order."""
-
-    def __init__(self, template: Mapping[str, Any]):
-        flat = tree_flatten(template) if _is_nested(template) else list(template.items())
-        if not flat:
-            raise ValueError("FlatLayout: the parameter tree has no arrays")
-        self.nested = _is_nested(template)
-        self.names = [k for k, _ in flat]
-        self.shapes = [tuple(v.shape) for _, v in flat]
-        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64).tolist()
-        self.total = int(self.offsets[-1])
-
-    def flatten(self, tree: Mapping[str, Any]) -> np.ndarray:
-        """One contiguous float32 vector in layout order (names must match the template)."""
-        flat = dict(tree_flatten(tree)) if _is_nested(tree) else dict(tree)
-        missing = [n for n in self.names if n not in flat]
-        if missing or len(flat) != len(self.names):
-            extra = sorted(set(flat) - set(self.names))
-            raise ValueError(
-                f"gradients do not match the parameters: missing {missing[:5]}, unexpected {extra[:5]}"
-            )
-        parts = []
-        for name, shape in zip(self.names, self.shapes, strict=True):
-            arr = flat[name]
-            if tuple(arr.shape) != shape:
-                raise ValueError(f"gradient {name}: expected shape {shape}, got {tuple(arr.shape)}")
-            parts.append(
-                arr.reshape(-1).astype(mx.float32)
-                if isinstance(arr, mx.array)
-                else mx.array(np.asarray(arr, np.float32).reshape(-1))
-            )
-        return np.array(mx.concatenate(parts)) if parts else np.zeros(0, np.float32)
-
-    def unflatten(self, vec: np.ndarray) -> dict[str, Any]:
-        """mx arrays in the template's shapes (nested like the template was)."""
-        if vec.size != self.total:
-            raise ValueError(f"unflatten: expected {self.total} values, got {vec.size}")
-        whole = mx.array(vec)
-        items = [
-            (name, whole[a:b].reshape(shape))
-            for name, shape, a, b in zip(
-                self.names, self.shapes, self.offsets[:-1], self.offsets[1:], strict=True
-            )
-        ]
-        return tree_unflatten(items) if self.nested else dict(items)
-
-    def buckets(self, bucket_bytes: float) -> list[tuple[int, int]]:
-        """Element ranges of about ``bucket_bytes`` each, cut at tensor boundaries."""
-        limit = max(1, int(bucket_bytes) // 4)
-        out, start = [], 0
-        for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True):
-            if b - start > limit and a > start:
-                out.append((start, a))
-                start = a
-            while b - start > limit:  # one tensor larger than a bucket
-                out.append((start, start + limit))
-                start += limit
-        if start < self.total or not out:
-            out.append((start, self.total))
-        return out
+MIN_BUCKETS = 8
+MIN_BUCKET_BYTES = 1 << 20
 
 
-def reduce_buckets(
-    group: Group, flat: np.ndarray, buckets: list[tuple[int, int]], tail: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """All-reduce ``flat`` bucket by bucket; ``tail`` rides with the last bucket.
+def bucket_ranges(
+    layout: FlatLayout,
+    max_bytes: float,
+    itemsize: int = 4,
+    min_buckets: int = MIN_BUCKETS,
+    min_bytes: float = MIN_BUCKET_BYTES,
+) -> list[tuple[int, int]]:
+    """Element ranges ``[(a, b), ...]`` covering the layout in order, cut at tensor boundaries."""
+    total_bytes = layout.total * itemsize
+    target = min(max(total_bytes / max(1, min_buckets), min_bytes), max_bytes)
+    limit = max(1, int(target) // itemsize)
+    out, start = [], 0
+    for a, b in zip(layout.offsets[:-1], layout.offsets[1:], strict=True):
+        if b - start > limit and a > start:
+            out.append((start, a))
+            start = a
+        while b - start > limit:  # one tensor larger than a bucket
+            out.append((start, start + limit))
+            start += limit
+    if start < layout.total or not out:
+        out.append((start, layout.total))
+    return out
 
-    Returns ``(summed flat, summed tail)``.
-    """
-    out = np.empty_like(flat)
-    summed_tail = None
-    for i, (a, b) in enumerate(buckets):
-        if i == len(buckets) - 1 and tail is not None:
-            red = group.all_reduce(np.concatenate([flat[a:b], tail.astype(np.float32)]))
-            out[a:b], summed_tail = red[: b - a], red[b - a :]
-        else:
-            out[a:b] = group.all_reduce(flat[a:b])
-    return out, summed_tail
 
-
-def _is_nested(tree: Mapping[str, Any]) -> bool:
-    return any(isinstance(v, (dict, list, tuple)) for v in tree.values())
+def bucket_shards(bucket: tuple[int, int], n: int, size: int) -> list[tuple[int, int]]:
+    """Where each rank's ZeRO-1 shard of a length-``n`` vector meets ``bucket``, relative to
+    the bucket (empty ranges for ranks it misses): a reduce-scatter of the bucket with these
+    bounds gives each rank its own shard's part of it."""
+    a, b = bucket
+    out = []
+    for lo, hi in shard_bounds(n, size):
+        s, e = max(lo, a), min(hi, b)
+        out.append((s - a, e - a) if s < e else (min(max(lo, a), b) - a,) * 2)
+    return out

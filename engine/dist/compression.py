@@ -25,7 +25,10 @@ def wire_dtype(codec: str) -> str:
 
 
 def encode(x: np.ndarray, codec: str) -> tuple[memoryview | bytes, str]:
-    """float32 1-D array -> (bytes-like, wire dtype). ``none`` returns a view (no copy)."""
+    """float32 1-D array -> (bytes-like, wire dtype). ``none`` returns a view (no copy), and
+    so does an array already in wire form (uint16 bf16 bits, float16)."""
+    if codec == "bf16" and x.dtype == np.uint16 or codec == "fp16" and x.dtype == np.float16:
+        return memoryview(np.ascontiguousarray(x)).cast("B"), _WIRE_DTYPE[codec]
     if codec == "none":
         return memoryview(np.ascontiguousarray(x, np.float32)).cast("B"), "float32"
     if codec in ("bf16", "fp16"):

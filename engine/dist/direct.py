@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from engine.dist.compression import decode, encode
-from engine.dist.group import as_f32
+from engine.dist.group import as_f32, as_wire
 from engine.dist.p2p import CHUNK_BYTES, ONE_SHOT_BYTES, P2PGroup, part_id
 from engine.dist.shards import chunk_bounds
 from engine.dist.transport import Transport
@@ -34,25 +34,27 @@ class DirectGroup(P2PGroup):
         super().__init__(transport, compression, chunk_bytes, op_space, one_shot_bytes)
 
     def all_reduce(self, buf: Any) -> np.ndarray:
-        x = as_f32(buf)
+        x = as_wire(buf, self.codec)
         if self.size == 1:
-            return x.copy()
+            return self._f32(x)
         with self._lock:
             op = self._next_op()
             if x.nbytes <= self.one_shot_bytes:
                 out = self._one_shot(x, op)
             else:
-                shard = self._reduce_scatter(x, op)
+                segs = self._segments(x.size)
+                shard = self._reduce_scatter(x, op, segs)
                 out = self._all_gather(shard, x.size, op, self.codec)
             self.transport.flush()
         return out
 
-    def reduce_scatter(self, buf: Any) -> np.ndarray:
-        x = as_f32(buf)
+    def reduce_scatter(self, buf: Any, bounds: list[tuple[int, int]] | None = None) -> np.ndarray:
+        x = as_wire(buf, self.codec)
+        segs = self.segments(x.size, bounds)
         if self.size == 1:
-            return x.copy()
+            return self._f32(x)
         with self._lock:
-            out = self._reduce_scatter(x, self._next_op())
+            out = self._reduce_scatter(x, self._next_op(), segs)
             self.transport.flush()
         return out
 
@@ -71,8 +73,7 @@ class DirectGroup(P2PGroup):
         return out
 
     # ---- schedules ---------------------------------------------------------------------
-    def _reduce_scatter(self, x: np.ndarray, op: int) -> np.ndarray:
-        segs = self._segments(x.size)
+    def _reduce_scatter(self, x: np.ndarray, op: int, segs: list[tuple[int, int]]) -> np.ndarray:
         chunks = [chunk_bounds(a, b, self.chunk_elems) for a, b in segs]
         # chunk-major order: every peer gets its first chunk early, so adds overlap receives
         for k in range(max(len(c) for c in chunks)):

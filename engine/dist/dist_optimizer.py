@@ -1,17 +1,26 @@
-"""Distributed AdamW: engine.optim's AdamW composed with a Group, for every sync mode.
+"""Distributed AdamW: engine.optim's device AdamW composed with a Group, for every sync mode.
 
-Workers pass the gradient of their *token-summed* loss; after the reduction everything is
-divided by the global token count, so N workers reproduce one worker on the global batch.
+Workers pass the (lazy) gradient of their *token-summed* loss; after the reduction everything
+is divided by the global token count, so N workers reproduce one worker on the global batch.
+The trainable parameters live as one fp32 master vector on the device (FlatLayout order);
+the sum, the global norm, the clip and AdamW run there, compiled (:class:`FlatAdamW`).
 
-- ``all-reduce`` / ``ring`` / ``mlx``: sum the gradients (in buckets, with loss sum and token
-  count riding in the last one), then every worker steps the full AdamW on identical data.
-- ``reduce-scatter`` (ZeRO-1): reduce-scatter the flat gradient; each worker keeps AdamW
-  state only for its shard (~1/N of the memory), updates it, and an all-gather returns the
-  new parameters. The clip uses the true global norm: shard sums of squares are combined.
-- ``parameter-server``: rank 0's process is the server: it holds the only optimizer state,
-  receives the pushed gradient sum, updates, and broadcasts the parameters (the pull).
+- one worker: no collective and no numpy; the step is one lazy graph and one ``mx.eval``.
+- ``all-reduce`` / ``ring``: the gradient is cut into buckets; the step evaluates them from
+  the last layers to the first (the order the backward pass finishes them) and a comm lane
+  reduces each one while the next is computed. Loss sum and token count ride in the last.
+- ``reduce-scatter`` (ZeRO-1): the same buckets are reduce-scattered, so each worker gets
+  its shard of the sum (AdamW state for that shard only, ~1/N of the memory); it updates the
+  shard and an all-gather returns the parameters. The clip uses the true global norm.
+- ``parameter-server``: rank 0's process is the server: buckets are pushed to it, it holds
+  the only optimizer state, updates and broadcasts the parameters (the pull).
+- ``mlx``: MLX's own all-sum on the device buffers (no numpy at all), after the gradients.
 
-Parameters are held as one fp32 master vector in a :class:`FlatLayout` order.
+Only the wire touches host memory: evaluated buckets are read in place (``np.asarray`` of an
+evaluated mx array is a view), in the wire dtype (cast on the device for compression), and
+what comes back is copied onto the device once. The global norm is the sum of the squares of
+the world's shard pieces (``shard_bounds``), each summed in float32 with one kernel, so every
+mode computes the same norm bit for bit (ZeRO-1 gathers the pieces its peers computed).
 """
 
 from __future__ import annotations
@@ -26,13 +35,18 @@ import mlx.core as mx
 import numpy as np
 
 from engine.config import SYNC_MODES, OptimSpec
-from engine.dist.bucketing import FlatLayout, reduce_buckets
+from engine.dist.bucketing import bucket_ranges, bucket_shards
 from engine.dist.compression import check_codec
 from engine.dist.group import Group
-from engine.optim import AdamW, is_no_decay_name
+from engine.dist.overlap import CommLane
+from engine.dist.shards import shard_bounds
+from engine.optim import is_no_decay_name
+from engine.optim.flat_adamw import FlatAdamW, piece_sumsq, sumsq_pieces, total_sumsq
+from engine.optim.flat_layout import FlatLayout
 
 log = logging.getLogger(__name__)
 PS_ROOT = 0  # the parameter server lives in rank 0's process
+_WIRE = {"none": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}
 
 
 @dataclass
@@ -40,9 +54,16 @@ class StepStats:
     loss_sum: float
     n_tokens: int
     grad_norm: float  # of the token-averaged gradient, before clipping
-    comm_s: float
+    comm_s: float  # time in collectives (on the comm lane or the main thread)
     update_s: float
     skipped: bool = False
+    comm_exposed_s: float = 0.0  # the part of comm_s the step waited for
+    grads_done_at: float = 0.0  # perf_counter() once this rank's gradients were all computed
+
+    @property
+    def comm_hidden_s(self) -> float:
+        """Collective time that ran while the step computed the next bucket."""
+        return max(0.0, self.comm_s - self.comm_exposed_s)
 
 
 class DistributedAdamW:
@@ -62,149 +83,195 @@ class DistributedAdamW:
         self.group, self.mode = group, mode
         self.codec = check_codec(compression)
         self.layout = FlatLayout(params_template)
-        self.buckets = self.layout.buckets(bucket_mb * 1024 * 1024)
-        self.grad_clip = optim.grad_clip
-        self.adamw = AdamW(
-            learning_rate=optim.learning_rate,
-            betas=(optim.beta1, optim.beta2),
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-            decay_norms_and_biases=optim.decay_norms_and_biases,
-        )
-        self.params = self.layout.flatten(params_template)
         n = self.layout.total
+        wire_bytes = 4 if self.codec == "none" else 2
+        self.buckets = bucket_ranges(self.layout, bucket_mb * 1024 * 1024, wire_bytes)
         self.lo, self.hi = group.shard_of(n) if mode == "reduce-scatter" else (0, n)
         if mode == "parameter-server" and group.rank != PS_ROOT:
             self.lo = self.hi = 0  # workers hold no optimizer state
-        self._mask = mx.array(self._decay_mask()[self.lo : self.hi])
-        self.state: dict[str, Any] = {}
+        self.pieces = shard_bounds(n, group.size)  # the norm's pieces (see the module doc)
+        self.params = self.layout.flatten(params_template)  # fp32 masters, on the device
+        mask = None
+        if not optim.decay_norms_and_biases:
+            mask = self.layout.decay_mask(is_no_decay_name)
+        self.adamw = FlatAdamW(
+            self.hi - self.lo,
+            betas=(optim.beta1, optim.beta2),
+            eps=optim.eps,
+            weight_decay=optim.weight_decay,
+            grad_clip=optim.grad_clip,
+            decay_mask=None if mask is None else mask[self.lo : self.hi],
+        )
+        mx.eval(self.params)
         self.steps = 0
-        self._grad_scale = 1.0
-
-    def _decay_mask(self) -> np.ndarray:
-        mask = np.ones(self.layout.total, np.float32)
-        if not self.adamw.decay_norms_and_biases:
-            for name, a, b in zip(
-                self.layout.names, self.layout.offsets[:-1], self.layout.offsets[1:], strict=True
-            ):
-                if is_no_decay_name(name):
-                    mask[a:b] = 0.0
-        return mask
+        self._grads_done_at = 0.0
+        self._lane = CommLane() if group.size > 1 and mode != "mlx" else None
 
     # ---- the step ------------------------------------------------------------------------
     def step(
         self,
         grads_of_sum: Mapping[str, Any],
-        loss_sum: float,
-        n_tokens: int,
+        loss_sum: Any,
+        n_tokens: Any,
         lr: float,
         grad_scale: float = 1.0,
     ) -> tuple[dict[str, Any], StepStats]:
         """Combine every worker's gradients of its token-summed loss and update.
 
+        ``grads_of_sum``, ``loss_sum`` and ``n_tokens`` may be lazy mx arrays (best: the
+        step then decides the evaluation order and overlaps the wire with it). The step
+        consumes ``grads_of_sum`` (a dict is emptied), so no gradient outlives its bucket.
         ``grad_scale`` is the fp16 loss scale the gradients still carry (divided out here).
-        A non-finite global gradient (fp16 overflow) skips the step on every rank alike:
-        each rank sees the same summed gradient norm. Returns the new parameters (shaped like
-        the template) and :class:`StepStats` with the global loss sum and token count.
+        A non-finite global gradient (fp16 overflow) or no target token skips the step on
+        every rank alike: each rank sees the same summed gradient and norm. Returns the new parameters
+        (shaped like the template; views of the evaluated master vector) and StepStats with
+        the global loss sum and token count.
         """
         if not grad_scale > 0:
             raise ValueError(f"grad_scale: expected > 0, got {grad_scale}")
-        self._grad_scale = float(grad_scale)
-        flat = self.layout.flatten(grads_of_sum)
-        local = np.array([loss_sum, n_tokens], np.float32)
-        if self.mode == "reduce-scatter":
-            return self._step_zero(flat, local, lr)
-        comm = time.perf_counter()
-        if self.mode == "parameter-server":
-            full = self.group.reduce(
-                np.concatenate([flat, local]) if self.codec == "none" else flat, PS_ROOT
-            )
-        else:
-            full, tail = reduce_buckets(
-                self.group, flat, self.buckets, local if self.codec == "none" else None
-            )
-            full = full if tail is None else np.concatenate([full, tail])
-        meta = None if self.codec == "none" else self._sum_small(local)
-        comm_s = time.perf_counter() - comm
-        if self.mode == "parameter-server":
-            return self._step_server(full, meta, lr, comm_s)
-        grads, meta = (full[:-2], full[-2:]) if meta is None else (full, meta)
-        loss, ntok = float(meta[0]), int(round(float(meta[1])))
-        t = time.perf_counter()
-        norm, skipped = self._update(grads, ntok, None, lr)
-        return self._out(loss, ntok, norm, comm_s, time.perf_counter() - t, skipped)
-
-    def _step_zero(self, flat: np.ndarray, local: np.ndarray, lr: float):
-        t0 = time.perf_counter()
-        shard = self.group.reduce_scatter(flat)
-        sq = float(np.dot(shard.astype(np.float64), shard.astype(np.float64)))
-        # the wire is float32: send the float64 sum of squares as hi + lo, or the clip (and
-        # so the curve) would drift ~1e-7 from the other modes' float64 global norm
-        hi = np.float32(sq)
-        lo = np.float32(sq - float(hi))
-        meta = self._sum_small(np.array([local[0], local[1], hi, lo], np.float32))
-        comm_s = time.perf_counter() - t0
-        loss, ntok = float(meta[0]), int(round(float(meta[1])))
-        sumsq = float(meta[2]) + float(meta[3])
-        t = time.perf_counter()
-        norm, skipped = self._update(shard, ntok, sumsq, lr)
-        update_s = time.perf_counter() - t
-        t1 = time.perf_counter()
-        self.params = self.group.all_gather(self.params[self.lo : self.hi], self.layout.total)
-        comm_s += time.perf_counter() - t1
-        return self._out(loss, ntok, norm, comm_s, update_s, skipped)
-
-    def _step_server(
-        self, full: np.ndarray | None, meta: np.ndarray | None, lr: float, comm_s: float
-    ):
-        norm = update_s = 0.0
-        skipped = False
-        if self.group.rank == PS_ROOT:
-            grads, meta2 = (full[:-2], full[-2:]) if meta is None else (full, meta)
-            t = time.perf_counter()
-            norm, skipped = self._update(grads, int(round(float(meta2[1]))), None, lr)
-            update_s = time.perf_counter() - t
-            info = np.array([meta2[0], meta2[1], norm, float(skipped)], np.float32)
-        else:
-            info = np.zeros(4, np.float32)
-            self.steps += 1
-        t1 = time.perf_counter()
-        both = self.group.broadcast(np.concatenate([self.params, info]), PS_ROOT)  # the pull
-        comm_s += time.perf_counter() - t1
-        self.params, info = both[:-4], both[-4:]
-        return self._out(
-            float(info[0]),
-            int(round(float(info[1]))),
-            float(info[2]),
-            comm_s,
-            update_s,
-            bool(info[3]),
-        )
-
-    def _update(
-        self, grads_sum: np.ndarray, ntok: int, sumsq: float | None, lr: float
-    ) -> tuple[float, bool]:
-        """AdamW on ``params[lo:hi]``; ``grads_sum`` covers that range. Returns (norm, skipped)."""
-        if ntok <= 0:
-            log.warning("step with no target tokens: update skipped")
-            return 0.0, True
-        if sumsq is None:
-            g64 = grads_sum.astype(np.float64)
-            sumsq = float(np.dot(g64, g64))
-        divisor = ntok * self._grad_scale
-        norm = float(np.sqrt(sumsq)) / divisor
-        if not np.isfinite(norm):
-            log.warning("non-finite gradient norm: update skipped")
-            return norm, True
-        g = mx.array(grads_sum) / divisor
-        if self.grad_clip > 0:
-            g = g * min(1.0, self.grad_clip / (norm + 1e-6))
-        if self.hi > self.lo:
-            p = mx.array(self.params[self.lo : self.hi])
-            new = self.adamw.update_flat(p, g, self.state, lr, self._mask)
-            self.params[self.lo : self.hi] = np.array(new)
+        leaves = self.layout.leaves(grads_of_sum)
+        if isinstance(grads_of_sum, dict):
+            grads_of_sum.clear()  # consumed: each gradient is freed once its bucket is built
+        local = mx.stack([_scalar(loss_sum), _scalar(n_tokens)])
+        inv = mx.array(1.0 / float(grad_scale), mx.float32)
+        lr_arr = mx.array(float(lr), mx.float32)
         self.steps += 1
-        return norm, False
+        self._grads_done_at = 0.0
+        if self.group.size == 1:
+            return self._step_single(leaves, local, inv, lr_arr)
+        if self.mode == "mlx":
+            return self._step_mlx(leaves, local, inv, lr_arr)
+        return self._step_wire(leaves, local, inv, lr_arr)
+
+    def _step_single(self, leaves, local, inv, lr):
+        flat = self.layout.flatten_range(leaves, 0, self.layout.total)
+        leaves.clear()  # the concatenation holds them until it has run
+        sumsq = total_sumsq(sumsq_pieces(flat, self.pieces))
+        new, norm, ok = self.adamw.update(self.params, flat, sumsq, local[1], inv, lr)
+        self._set_params(new)
+        mx.eval(self._views, self.adamw.arrays(), norm, ok, local)
+        self._grads_done_at = time.perf_counter()  # one eval: gradients and update together
+        loss, ntok = local.tolist()
+        return self._out(loss, ntok, norm.item(), not ok.item(), 0.0, 0.0, 0.0)
+
+    def _step_mlx(self, leaves, local, inv, lr):
+        group = self.group
+        parts = [
+            self.layout.flatten_range(leaves, a, b, _WIRE[self.codec]) for a, b in self.buckets
+        ]
+        mx.eval(parts, local)  # the gradients (compute) ...
+        t0 = self._grads_done_at = time.perf_counter()
+        sums = [group.all_sum_device(p) for p in parts]  # ... then MLX's collective, timed
+        meta = group.all_sum_device(local)  # float32 whatever the codec: exact counts
+        mx.eval(sums, meta)
+        comm_s = time.perf_counter() - t0
+        full = (
+            mx.concatenate(sums).astype(mx.float32) if len(sums) > 1 else sums[0].astype(mx.float32)
+        )
+        t1 = time.perf_counter()
+        sumsq = total_sumsq(sumsq_pieces(full, self.pieces))
+        new, norm, ok = self.adamw.update(self.params, full, sumsq, meta[1], inv, lr)
+        self._set_params(new)
+        mx.eval(self._views, self.adamw.arrays(), norm, ok)
+        loss, ntok = meta.tolist()
+        return self._out(loss, ntok, norm.item(), not ok.item(), comm_s, comm_s,
+                         time.perf_counter() - t1)  # fmt: skip
+
+    def _step_wire(self, leaves, local, inv, lr):
+        """The gRPC groups: buckets evaluated last-first, each reduced on the comm lane."""
+        rides = self.codec == "none" and self.mode != "reduce-scatter"
+        wire = _WIRE[self.codec]
+        futures: dict[int, Any] = {}
+        for k in reversed(range(len(self.buckets))):
+            a, b = self.buckets[k]
+            piece = self.layout.flatten_range(leaves, a, b, wire)
+            if k == 0 and rides:  # loss sum and token count ride in the last bucket sent
+                piece = mx.concatenate([piece, local])
+            mx.eval(piece, local)
+            futures[k] = self._lane.submit(self._reduce_bucket, k, piece)
+            for i, start in enumerate(self.layout.offsets[:-1]):
+                if start >= a:
+                    leaves[i] = None  # wholly sent: free it (the lane holds its bucket)
+        t_wait = self._grads_done_at = time.perf_counter()
+        results = [futures[k].result() for k in range(len(self.buckets))]
+        exposed = time.perf_counter() - t_wait
+        comm_s = self._lane.reset()
+        if self.mode == "reduce-scatter":
+            return self._finish_zero(results, local, inv, lr, comm_s, exposed)
+        t0 = time.perf_counter()
+        meta = None
+        if rides and results[0] is not None:
+            meta, results[0] = results[0][-2:].astype(np.float64), results[0][:-2]
+        elif not rides:
+            meta = self._sum_small(np.array(local))
+        post = time.perf_counter() - t0
+        if self.mode == "parameter-server":
+            return self._finish_server(results, meta, inv, lr, comm_s + post, exposed + post)
+        full = _to_device(results)
+        sumsq = total_sumsq(sumsq_pieces(full, self.pieces))
+        t1 = time.perf_counter()
+        new, norm, ok = self.adamw.update(self.params, full, sumsq, float(meta[1]), inv, lr)
+        self._set_params(new)
+        mx.eval(self._views, self.adamw.arrays(), norm, ok)
+        return self._out(float(meta[0]), meta[1], norm.item(), not ok.item(), comm_s + post,
+                         exposed + post, time.perf_counter() - t1)  # fmt: skip
+
+    def _reduce_bucket(self, k: int, piece: mx.array) -> np.ndarray | None:
+        """One bucket's collective (runs on the comm lane)."""
+        if self.mode == "reduce-scatter":
+            bounds = bucket_shards(self.buckets[k], self.layout.total, self.group.size)
+            return self.group.reduce_scatter(piece, bounds)
+        if self.mode == "parameter-server":
+            return self.group.reduce(piece, PS_ROOT)
+        return self.group.all_reduce(piece)
+
+    def _finish_zero(self, results, local, inv, lr, comm_s, exposed):
+        shard = _to_device(results)  # this rank's shard of the summed gradient
+        mine = piece_sumsq(shard)
+        mx.eval(mine)
+        t0 = time.perf_counter()
+        # loss, tokens and this shard's sum of squares, exactly, from every rank
+        rows = self.group.all_gather(
+            np.array([*np.array(local).tolist(), mine.item()], np.float32), 3 * self.group.size
+        ).reshape(self.group.size, 3)
+        comm_s += time.perf_counter() - t0
+        exposed += time.perf_counter() - t0
+        loss, ntok = rows[:, :2].astype(np.float64).sum(axis=0)
+        sumsq = total_sumsq(mx.array(rows[:, 2]))
+        t1 = time.perf_counter()
+        own = self.params[self.lo : self.hi]
+        new, norm, ok = self.adamw.update(own, shard, sumsq, float(ntok), inv, lr)
+        mx.eval(new, self.adamw.arrays(), norm, ok)
+        update_s = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        self._set_params(mx.array(self.group.all_gather(new, self.layout.total)))
+        mx.eval(self._views)
+        gather_s = time.perf_counter() - t2
+        return self._out(loss, ntok, norm.item(), not ok.item(), comm_s + gather_s,
+                         exposed + gather_s, update_s)  # fmt: skip
+
+    def _finish_server(self, results, meta, inv, lr, comm_s, exposed):
+        n, update_s = self.layout.total, 0.0
+        if self.group.rank == PS_ROOT:
+            full = _to_device(results)
+            sumsq = total_sumsq(sumsq_pieces(full, self.pieces))
+            t1 = time.perf_counter()
+            new, norm, ok = self.adamw.update(self.params, full, sumsq, float(meta[1]), inv, lr)
+            info = mx.stack([mx.array(meta[0], mx.float32), mx.array(meta[1], mx.float32),
+                             norm, 1.0 - ok.astype(mx.float32)])  # fmt: skip
+            out = mx.concatenate([new, info])
+            mx.eval(out, self.adamw.arrays())
+            update_s = time.perf_counter() - t1
+        else:
+            out = np.empty(n + 4, np.float32)  # only its size matters off the root
+        t2 = time.perf_counter()
+        both = self.group.broadcast(out, PS_ROOT)  # the pull
+        pull_s = time.perf_counter() - t2
+        self._set_params(new if self.group.rank == PS_ROOT else mx.array(both[:n]))
+        mx.eval(self._views)
+        loss, ntok, norm, skipped = both[n:].astype(np.float64).tolist()
+        return self._out(loss, ntok, norm, bool(skipped), comm_s + pull_s, exposed + pull_s,
+                         update_s)  # fmt: skip
 
     def _sum_small(self, values: np.ndarray) -> np.ndarray:
         """Exact sum of a few values over ranks (an all-gather, never compressed)."""
@@ -212,30 +279,34 @@ class DistributedAdamW:
         rows = self.group.all_gather(values.astype(np.float32), k * self.group.size)
         return rows.reshape(self.group.size, k).astype(np.float64).sum(axis=0)
 
-    def _out(self, loss, ntok, norm, comm_s, update_s, skipped):
-        return self.layout.unflatten(self.params), StepStats(
-            loss, ntok, norm, comm_s, update_s, skipped
-        )
+    def _out(self, loss, ntok, norm, skipped, comm_s, exposed, update_s):
+        ntok = int(round(float(ntok)))
+        if skipped:
+            why = "no target tokens" if ntok <= 0 else "non-finite gradient norm"
+            log.warning("update skipped: %s", why)
+        stats = StepStats(float(loss), ntok, float(norm), comm_s, update_s, bool(skipped), exposed,
+                          self._grads_done_at)  # fmt: skip
+        return self._views, stats
+
+    def _set_params(self, new: mx.array) -> None:
+        """The new master vector and the views the model takes of it (lazy: evaluated with
+        the step, so they cost no eval of their own)."""
+        self.params = new
+        self._views = self.layout.unflatten(new)
 
     # ---- memory and checkpoints -------------------------------------------------------------
     def optimizer_state_bytes(self) -> int:
         """Bytes of AdamW moments this worker holds (ZeRO-1: about 1/N of the full state)."""
-        return sum(int(self.state[k].nbytes) for k in ("m", "v") if k in self.state)
+        return self.adamw.state_bytes()
 
     def state_dict(self) -> dict[str, Any]:
         """This worker's part: full parameters, its shard of the moments, and where it lies."""
-        out: dict[str, Any] = {
+        m, v = self.adamw.moments_numpy()
+        return {
             "mode": self.mode, "rank": self.group.rank, "size": self.group.size,
-            "lo": self.lo, "hi": self.hi, "steps": self.steps, "params": self.params.copy(),
-            "adam_step": int(self.state.get("step", 0)),
+            "lo": self.lo, "hi": self.hi, "steps": self.steps, "params": np.array(self.params),
+            "adam_step": self.adamw.steps_applied, "m": m, "v": v,
         }  # fmt: skip
-        for k in ("m", "v"):
-            out[k] = (
-                np.array(self.state[k])
-                if k in self.state
-                else np.zeros(self.hi - self.lo, np.float32)
-            )
-        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict` of the same rank in a group of the same size and mode."""
@@ -245,17 +316,28 @@ class DistributedAdamW:
                 raise ValueError(
                     f"optimizer state: {key} is {state.get(key)!r}, this worker needs {value!r}"
                 )
-        params = np.asarray(state["params"], np.float32)
+        params = np.asarray(state["params"], np.float32).reshape(-1)
         if params.size != self.layout.total:
             raise ValueError(
                 f"optimizer state: params has {params.size} values, expected {self.layout.total}"
             )
-        self.params = params.copy()
+        self.params = mx.array(params)
         self.steps = int(state["steps"])
-        self.state = {}
-        if int(state["adam_step"]) > 0:
-            self.state = {
-                "m": mx.array(state["m"]),
-                "v": mx.array(state["v"]),
-                "step": int(state["adam_step"]),
-            }
+        self.adamw.load(state.get("m"), state.get("v"), int(state["adam_step"]))
+        mx.eval(self.params, self.adamw.arrays())
+
+    def close(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
+
+
+def _scalar(x: Any) -> mx.array:
+    return x.astype(mx.float32) if isinstance(x, mx.array) else mx.array(float(x), mx.float32)
+
+
+def _to_device(parts: list[np.ndarray]) -> mx.array:
+    """The received buffers, in order, as one device vector (the one host-to-device copy)."""
+    arrays = [mx.array(p) for p in parts if p is not None and p.size]
+    if not arrays:
+        return mx.zeros((0,), mx.float32)
+    return arrays[0] if len(arrays) == 1 else mx.concatenate(arrays)

@@ -1,7 +1,9 @@
 """A Group on MLX's own distributed layer (``mx.distributed``, ring backend over TCP).
 
-MLX sums inside its C++ ring; we only convert numpy <-> mx at the edges. MLX has one global
-group per process, so make one MlxGroup per process. ``sum_scatter`` is NCCL-only in MLX, so
+MLX sums inside its C++ ring. The optimizer uses the device methods (``all_sum_device``,
+``all_gather_device``): mx arrays in, lazy mx arrays out, no numpy at all; the Group methods
+convert numpy <-> mx at the edges for everything else. MLX has one global group per
+process, so make one MlxGroup per process. ``sum_scatter`` is NCCL-only in MLX, so
 reduce-scatter is an all-sum and a slice; all-gather pads every shard to the largest one.
 Compression casts to bf16/fp16 before the all-sum (MLX then also sums in that dtype).
 """
@@ -37,15 +39,39 @@ class MlxGroup(Group):
         return np.array(out.astype(mx.float32))
 
     def all_reduce(self, buf: Any) -> np.ndarray:
+        if isinstance(buf, mx.array) and buf.dtype != mx.float32:  # already in wire dtype
+            return np.array(self.all_sum_device(buf).astype(mx.float32))
         x = as_f32(buf)
         if self.size == 1 or x.size == 0:
             return x.copy()
         return self._sum(x, _MX_DTYPE[self.codec])
 
-    def reduce_scatter(self, buf: Any) -> np.ndarray:
+    def reduce_scatter(self, buf: Any, bounds: list[tuple[int, int]] | None = None) -> np.ndarray:
         full = self.all_reduce(buf)
-        a, b = self.shard_of(full.size)
+        a, b = self.segments(full.size, bounds)[self.rank]
         return full[a:b].copy()
+
+    # ---- the device path: mx in, lazy mx out ------------------------------------------------
+    def all_sum_device(self, x: mx.array) -> mx.array:
+        """The sum over ranks of ``x`` in its own dtype (lazy)."""
+        if self.size == 1 or x.size == 0:
+            return x
+        return mx.distributed.all_sum(x, group=self._group, stream=self._cpu)
+
+    def wire_cast(self, x: mx.array) -> mx.array:
+        """``x`` in this group's wire dtype (lazy)."""
+        return x.astype(_MX_DTYPE[self.codec])
+
+    def all_gather_device(self, shard: mx.array, n: int) -> mx.array:
+        """Every rank's shard of a length-``n`` vector, joined (exact; lazy)."""
+        bounds = shard_bounds(n, self.size)
+        if self.size == 1:
+            return shard
+        width = max(hi - lo for lo, hi in bounds)
+        padded = mx.pad(shard, (0, width - shard.size)) if shard.size < width else shard
+        rows = mx.distributed.all_gather(padded, group=self._group, stream=self._cpu)
+        rows = rows.reshape(self.size, width)
+        return mx.concatenate([rows[r, : hi - lo] for r, (lo, hi) in enumerate(bounds)])
 
     def all_gather(self, shard: Any, n: int) -> np.ndarray:
         s = as_f32(shard)

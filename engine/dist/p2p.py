@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from engine.dist.compression import check_codec, decode, encode, roundtrip
-from engine.dist.group import Group, as_f32
+from engine.dist.group import Group, as_f32, as_wire, wire_to_f32
 from engine.dist.shards import shard_bounds
 from engine.dist.transport import Transport
 
@@ -92,14 +92,14 @@ class P2PGroup(Group):
 
     def reduce(self, buf: Any, root: int = 0) -> np.ndarray | None:
         """Every rank sends to ``root``, which sums in rank order (parameter-server push)."""
-        x = as_f32(buf)
+        x = as_wire(buf, self.codec)
         with self._lock:
             op = self._next_op()
             if self.rank != root:
                 self._send(root, op, part_id(0, 0, 0), x, self.codec)
                 self.transport.flush()
                 return None
-            acc = np.zeros_like(x)
+            acc = np.zeros(x.size, np.float32)
             for src in range(self.size):
                 if src == root:
                     acc += roundtrip(x, self.codec)
@@ -118,7 +118,7 @@ class P2PGroup(Group):
             if dst != self.rank:
                 self._send_raw(dst, op, part_id(2, 0, 0), data, dtype)
         mine = decode(data, dtype)
-        acc = np.zeros_like(x)
+        acc = np.zeros(x.size, np.float32)
         for src in range(self.size):
             acc += mine if src == self.rank else self._recv(src, op, part_id(2, 0, 0))[0]
         return acc
@@ -128,3 +128,7 @@ class P2PGroup(Group):
 
     def _segments(self, n: int) -> list[tuple[int, int]]:
         return shard_bounds(n, self.size)
+
+    def _f32(self, x: np.ndarray) -> np.ndarray:
+        """A float32 copy of a wire-form buffer (what a group of one returns)."""
+        return wire_to_f32(x, self.codec)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.dist.compression import decode, encode
-from engine.dist.group import as_f32
+from engine.dist.group import as_f32, as_wire, wire_to_f32
 from engine.dist.p2p import ONE_SHOT_MAX_RANKS, P2PGroup, part_id
 from engine.dist.shards import chunk_bounds
 
@@ -24,27 +24,30 @@ class RingGroup(P2PGroup):
     name = "ring"
 
     def all_reduce(self, buf: Any) -> np.ndarray:
-        work = as_f32(buf).copy()
+        x = as_wire(buf, self.codec)
         if self.size == 1:
-            return work
+            return wire_to_f32(x, self.codec)
         with self._lock:
             op = self._next_op()
-            if work.nbytes <= self.one_shot_bytes and self.size <= ONE_SHOT_MAX_RANKS:
-                work = self._one_shot(work, op)  # latency-bound: one round beats 2(N-1) hops
+            if x.nbytes <= self.one_shot_bytes and self.size <= ONE_SHOT_MAX_RANKS:
+                work = self._one_shot(x, op)  # latency-bound: one round beats 2(N-1) hops
             else:
-                self._ring_reduce_scatter(work, op)
-                self._ring_all_gather(work, op, self.codec)
+                work = wire_to_f32(x, self.codec)  # partial sums are re-encoded at each hop
+                segs = self._segments(work.size)
+                self._ring_reduce_scatter(work, op, segs)
+                self._ring_all_gather(work, op, self.codec, segs)
             self.transport.flush()
         return work
 
-    def reduce_scatter(self, buf: Any) -> np.ndarray:
-        work = as_f32(buf).copy()
+    def reduce_scatter(self, buf: Any, bounds: list[tuple[int, int]] | None = None) -> np.ndarray:
+        work = wire_to_f32(as_wire(buf, self.codec), self.codec)
+        segs = self.segments(work.size, bounds)
         if self.size == 1:
             return work
         with self._lock:
-            self._ring_reduce_scatter(work, self._next_op())
+            self._ring_reduce_scatter(work, self._next_op(), segs)
             self.transport.flush()
-        a, b = self.shard_of(work.size)
+        a, b = segs[self.rank]
         return work[a:b].copy()
 
     def all_gather(self, shard: Any, n: int) -> np.ndarray:
@@ -59,23 +62,23 @@ class RingGroup(P2PGroup):
         if self.size == 1:
             return work
         with self._lock:
-            self._ring_all_gather(work, self._next_op(), "none")
+            self._ring_all_gather(work, self._next_op(), "none", self._segments(n))
             self.transport.flush()
         return work
 
     # ---- the two halves ----------------------------------------------------------------
-    def _chunks(self, n: int, seg: int) -> list[tuple[int, int]]:
-        a, b = self._segments(n)[seg]
+    def _chunks(self, segs: list[tuple[int, int]], seg: int) -> list[tuple[int, int]]:
+        a, b = segs[seg]
         return chunk_bounds(a, b, self.chunk_elems)
 
-    def _ring_reduce_scatter(self, work: np.ndarray, op: int) -> None:
-        n, size, r = work.size, self.size, self.rank
+    def _ring_reduce_scatter(self, work: np.ndarray, op: int, segs: list[tuple[int, int]]) -> None:
+        size, r = self.size, self.rank
         right, left = (r + 1) % size, (r - 1) % size
         # Step s sends segment (r-s-1) and receives (r-s-2): after N-1 steps rank r owns r.
-        for k, (a, b) in enumerate(self._chunks(n, (r - 1) % size)):
+        for k, (a, b) in enumerate(self._chunks(segs, (r - 1) % size)):
             self._send(right, op, part_id(0, 0, k), work[a:b], self.codec)
         for s in range(size - 1):
-            for k, (a, b) in enumerate(self._chunks(n, (r - s - 2) % size)):
+            for k, (a, b) in enumerate(self._chunks(segs, (r - s - 2) % size)):
                 got, _, _ = self._recv(left, op, part_id(0, s, k))
                 if got.size != b - a:
                     raise ValueError(
@@ -85,16 +88,18 @@ class RingGroup(P2PGroup):
                 if s + 1 < size - 1:
                     self._send(right, op, part_id(0, s + 1, k), work[a:b], self.codec)
 
-    def _ring_all_gather(self, work: np.ndarray, op: int, codec: str) -> None:
-        n, size, r = work.size, self.size, self.rank
+    def _ring_all_gather(
+        self, work: np.ndarray, op: int, codec: str, segs: list[tuple[int, int]]
+    ) -> None:
+        size, r = self.size, self.rank
         right, left = (r + 1) % size, (r - 1) % size
-        for k, (a, b) in enumerate(self._chunks(n, r)):
+        for k, (a, b) in enumerate(self._chunks(segs, r)):
             data, dtype = encode(work[a:b], codec)
             if codec != "none":
                 work[a:b] = decode(data, dtype)  # keep exactly what the peers will get
             self._send_raw(right, op, part_id(1, 0, k), data, dtype)
         for s in range(size - 1):
-            for k, (a, b) in enumerate(self._chunks(n, (r - s - 1) % size)):
+            for k, (a, b) in enumerate(self._chunks(segs, (r - s - 1) % size)):
                 got, data, dtype = self._recv(left, op, part_id(1, s, k))
                 if got.size != b - a:
                     raise ValueError(

@@ -1,9 +1,10 @@
 """Estimate the memory one worker needs for a LoRA/QLoRA job, before anything is loaded.
 
 bytes = base weights + trainable parameters (fp32 master, compute copy, fp32 gradient, AdamW
-m and v in fp32) + activations of one micro-batch (+ DoRA's extra, see _dora_bytes). The
-activation term is a model of what MLX keeps for backward, per token of a micro-batch (cb =
-bytes of the compute dtype):
+m and v in fp32) + the larger of the activations of one micro-batch and the scratch of the
+device update (flat gradient and new masters and moments: 16 bytes per trainable parameter;
+24 with peers) (+ DoRA's extra, see _dora_bytes). The activation term is a model of what MLX
+keeps for backward, per token of a micro-batch (cb = bytes of the compute dtype):
 
     cb * [layers * (4*hidden + 4*intermediate + 1.5*heads*seq_len) + 4*hidden]
     + vocab * (16 bytes in fp32, 20 in bf16/fp16: logits, fp32 log-softmax and its gradient)
@@ -17,7 +18,8 @@ and sequence length; tests/model/test_memory.py measures a real step against thi
 With gradient checkpointing (run.grad_checkpoint) the layers' term becomes each layer's
 input plus one layer recomputed at a time. It assumes attention that materialises its
 scores (true of MLX's backward pass) and a trainer that casts the non-quantized base to the
-compute dtype. Allocator caching and fragmentation come on top.
+compute dtype (run.precision "auto" keeps the base's own dtype). Allocator caching and
+fragmentation come on top.
 engine/model/memory_probe.py measures a real step of any job against the estimate.
 """
 
@@ -30,6 +32,7 @@ from engine.config import JobSpec
 from engine.model.inspect import ModelInfo, match_targets
 
 _COMPUTE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,17 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
+def compute_bytes(info: ModelInfo, job: JobSpec) -> int:
+    """Bytes per value of the compute dtype: run.precision's, or for "auto" the base's own
+    (engine.train.update.resolve_precision does the same on the loaded model)."""
+    if job.run.precision != "auto":
+        return _COMPUTE_BYTES[job.run.precision]
+    return _DTYPE_BYTES.get(info.dtype, 4)
+
+
 def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEstimate:
     """Peak bytes per worker for one training step of `job` on the model `info` describes."""
-    cb = _COMPUTE_BYTES[job.run.precision]
+    cb = compute_bytes(info, job)
     adapted = _adapted_modules(info, job)
     lora_params = sum(job.lora.rank * (m_in + m_out) for m_in, m_out, _ in adapted)
     bias_params = {
@@ -88,19 +99,26 @@ def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEs
         kept = in_backward * per_layer
     per_token = cb * (kept + 4 * info.hidden_size)
     per_token += info.vocab_size * (16 if cb == 4 else 20)
+    activations = int(tokens * (per_token + cb * lora_acts))
+    # the device update runs after backward has freed the activations: it makes the flat
+    # fp32 gradient and the new masters, m and v (and, with peers, the received buffers and
+    # their device copy); where that outweighs the activations, it sets the peak
+    update = trainable * 4 * (4 if workers == 1 else 6)
     breakdown = {
         "base_weights": _base_bytes(info, job, cb),
         "trainable_weights": trainable * 4 + (trainable * cb if cb != 4 else 0),
         "gradients": trainable * 4 * (2 if job.run.grad_accum > 1 else 1),
         "optimizer_state": trainable * 8,
-        "activations": int(tokens * (per_token + cb * lora_acts)),
+        "activations": activations,
+        "update_scratch": max(0, update - activations),
     }
     if dora:
         breakdown["dora"] = _dora_bytes(info, job, adapted, tokens, cb, layers_kept)
     assumptions = [
         f"micro-batch of {micro} sequences x {job.data.max_seq_len} tokens "
         f"(batch {job.run.batch_size} / {workers} workers / {job.run.grad_accum} accumulation)",
-        f"compute dtype {job.run.precision}; trainable weights have an fp32 master copy",
+        f"compute dtype {job.run.precision if job.run.precision != 'auto' else info.dtype} "
+        "(run.precision); trainable weights have an fp32 master copy",
         (
             "gradient checkpointing: each layer's input is kept, one layer is recomputed at a time"
             if job.run.grad_checkpoint

@@ -1,7 +1,8 @@
 """AdamW with decoupled weight decay, in mlx's optimizer template.
 
-The maths lives once, in :func:`adamw_update`, so the tree optimizer (one AdamW per
-process) and a sharded optimizer working on flat 1-D slices (ZeRO-1) run the same code.
+The maths lives once, in :func:`adamw_update`, so this tree optimizer and the device
+optimizer over one flat vector (engine/optim/flat_adamw.py: every trainer, ZeRO-1 shards
+included) run the same code.
 """
 
 from __future__ import annotations
@@ -36,16 +37,33 @@ def adamw_update(
     weight_decay: float,
     decay: mx.array | float = 1.0,
     bias_correction: bool = True,
+    grad_scale: mx.array | float = 1.0,
+    apply: mx.array | None = None,
 ) -> tuple[mx.array, mx.array, mx.array]:
     """One AdamW update of one array (any shape, also a flat 1-D shard).
 
     ``step`` is the 1-based number of this update; ``decay`` multiplies the weight decay
     and may be a scalar or an array of ``param``'s shape (a per-element 0/1 mask for flat
-    shards that mix decayed and undecayed parameters). Returns ``(param, m, v)``.
+    shards that mix decayed and undecayed parameters). ``grad_scale`` multiplies the
+    gradient inside the moment updates (no scaled copy of the gradient is made: over a flat
+    vector of every trainable weight, each such copy is a vector's worth of memory).
+    ``apply`` (an mx bool scalar) False returns ``param``, ``m`` and ``v`` exactly as they
+    were, inf/nan gradients included, with scalar selects only: a skipped step costs no
+    elementwise select and no extra memory. Returns ``(param, m, v)``.
     """
     b1, b2 = betas
-    m = b1 * m + (1 - b1) * grad
-    v = b2 * v + (1 - b2) * mx.square(grad)
+    mb1, mb2 = b1, b2  # the moments' betas: 1 (keep) on a skipped step
+    if apply is not None:
+        grad = mx.where(apply, grad, 0.0)
+        mb1, mb2 = mx.where(apply, b1, 1.0), mx.where(apply, b2, 1.0)
+        lr = mx.where(apply, lr, 0.0)
+        grad_scale = mx.where(apply, grad_scale, 0.0)
+    if isinstance(grad_scale, float) and grad_scale == 1.0:
+        m = mb1 * m + (1 - mb1) * grad
+        v = mb2 * v + (1 - mb2) * mx.square(grad)
+    else:
+        m = mb1 * m + ((1 - mb1) * grad_scale) * grad
+        v = mb2 * v + ((1 - mb2) * mx.square(grad_scale)) * mx.square(grad)
     if bias_correction:
         step = mx.array(step, mx.float32)
         m_hat = m / (1 - mx.power(mx.array(b1, mx.float32), step))
@@ -75,9 +93,9 @@ class AdamW(Optimizer):
     multiplier of the parameter: 0 for biases and norm weights unless
     ``decay_norms_and_biases`` is set, else 1.
 
-    Two ways to pass decay explicitly (ZeRO-1 shards): ``apply_gradients(grads, params,
-    decay=tree)`` with a tree of multipliers (scalars or arrays shaped like the parameter),
-    or :meth:`update_flat` on one flat vector with a per-element mask.
+    Decay can be passed explicitly: ``apply_gradients(grads, params, decay=tree)`` with a
+    tree of multipliers (scalars or arrays shaped like the parameter). The trainers update a
+    flat vector with :class:`engine.optim.FlatAdamW` (the same maths, a per-element mask).
     """
 
     def __init__(
@@ -155,36 +173,3 @@ class AdamW(Optimizer):
         if decay is None:
             decay = self.decay_tree(gradients)
         return tree_map(self.apply_single, gradients, parameters, self.state, decay)
-
-    def update_flat(
-        self,
-        param: mx.array,
-        grad: mx.array,
-        state: dict,
-        lr: mx.array | float,
-        decay_mask: mx.array | float = 1.0,
-    ) -> mx.array:
-        """Update one flat vector (a ZeRO-1 shard) whose moments live in ``state``.
-
-        ``state`` holds ``m``, ``v`` (created on first use) and ``step`` (updates done so
-        far, advanced here); ``decay_mask`` is 0/1 per element. The optimizer's own tree
-        state is not touched, so one AdamW instance can serve any number of shards.
-        """
-        if "m" not in state:
-            self.init_single(param, state)
-            state["step"] = 0
-        state["step"] = int(state["step"]) + 1
-        new, state["m"], state["v"] = adamw_update(
-            param,
-            grad,
-            state["m"],
-            state["v"],
-            state["step"],
-            mx.array(lr, mx.float32),
-            self.betas,
-            self.eps,
-            self.weight_decay,
-            decay_mask,
-            self.bias_correction,
-        )
-        return new

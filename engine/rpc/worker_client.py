@@ -280,6 +280,7 @@ class WorkerClient:
         return StepResult(
             r.step, r.loss_sum, r.tokens, r.grad_norm, r.compute_s, r.comm_s,
             r.peak_memory_bytes, r.skipped, r.loss_scale, r.work_tokens, r.grad_s,
+            r.comm_hidden_s,
         )  # fmt: skip
 
     def evaluate(

@@ -38,7 +38,7 @@ from engine.train.trainer import total_steps_for
 log = logging.getLogger(__name__)
 
 REPLACEMENT_WAIT_S = 120.0  # with every worker lost, how long to wait for one to come back
-SNAPSHOT_SHARE = 0.02  # in-memory snapshots may take this share of the run's time
+SNAPSHOT_SHARE = 0.005  # in-memory snapshots may take this share of the run's time
 SHOWN = {"shown_as_event": True}  # a log record whose text also goes out as an event
 
 
@@ -365,12 +365,14 @@ class Coordinator:
         work = sum(o.work_tokens for o in outs)  # computed, padding included
         loss = sum(o.loss_sum for o in outs) / max(tokens, 1)
         comm = max(o.comm_s for o in outs)
+        hidden = min(o.comm_hidden_s for o in outs)
         values = {
             "train_loss": loss, "learning_rate": lr, "tokens": float(tokens),
             "tokens_per_s": tokens / dt if dt > 0 else 0.0, "step_time_s": dt,
             "work_tokens": float(work), "work_tokens_per_s": work / dt if dt > 0 else 0.0,
             "grad_norm": outs[0].grad_norm, "compute_s": max(o.compute_s for o in outs), "comm_s": comm,
             "comm_share": comm / dt if dt > 0 else 0.0,
+            "comm_hidden_share": hidden / comm if comm > 0 else 0.0,
             "peak_memory_gb": max(o.peak_memory_bytes for o in outs) / 1e9, "workers": float(len(outs)),
         }  # fmt: skip
         values.update(self._plan_figures(dt, outs, plan))
@@ -385,7 +387,7 @@ class Coordinator:
         metrics.emit(MetricEvent(step=step, values=values))
         for rank, o in enumerate(outs):
             row = {"loss": o.loss_sum / max(o.tokens, 1), "tokens": float(o.tokens), "compute_s": o.compute_s,
-                   "comm_s": o.comm_s, "grad_s": o.grad_s, "work_tokens": float(o.work_tokens),
+                   "comm_s": o.comm_s, "comm_hidden_s": o.comm_hidden_s, "grad_s": o.grad_s, "work_tokens": float(o.work_tokens),
                    "peak_memory_gb": o.peak_memory_bytes / 1e9,
                    "share": float(plan.shares[rank]), "micro_batches": float(plan.micro_batches[rank])}  # fmt: skip
             metrics.emit(MetricEvent(step=step, values=row, kind="worker", worker=rank))

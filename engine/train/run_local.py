@@ -25,6 +25,7 @@ from engine.train.run_dir import (
     detach_log_file,
     new_run_dir,
 )
+from engine.train.step import packing_for
 from engine.train.trainer import train
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def _run(
         if job.run.grad_checkpoint:
             enable_grad_checkpoint(loaded.model)
         log.info("%d trainable parameters", report.trainable_params)
-        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed)
+        packing = packing_for(loaded.model, job.data.packing)
+        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed, packing=packing)
         sampler = BatchSampler(data.train.lengths(), job.run.batch_size, job.run.seed)
         result = train(
             job,

@@ -129,9 +129,6 @@ def train(
     evaluator = Evaluator(model, loss_fn)
     metrics = MetricsLog(run_dir, sink, resume_step=start if resume else None)
     progress = Progress(start, total)
-    state = [model.state, updater.optimizer.state, mx.random.state]
-    if updater.master is not None:
-        state.append(updater.master)
 
     def checkpoint(step: int) -> None:
         meta = {
@@ -181,7 +178,8 @@ def train(
             batches = [collate([train_set[j] for j in idx], pad_id) for idx in parts]
             loss_sum, ntok, grads = grad_step(batches, updater.loss_scale_value)
             upd = updater.apply_update(grads, ntok, i)
-            mx.eval(state, loss_sum, ntok, upd.grad_norm if upd.grad_norm is not None else [])
+            del grads  # the flat gradient holds them until it is built; then they are freed
+            mx.eval(updater.arrays(), mx.random.state, loss_sum, ntok, upd.grad_norm, upd.ok)
             dt = time.perf_counter() - t0
             step = i + 1
             n = ntok.item()
@@ -193,14 +191,18 @@ def train(
                 "tokens_per_s": n / dt,
                 "step_time_s": dt,
                 "peak_memory_gb": mx.get_peak_memory() / 1e9,
+                "grad_norm": upd.grad_norm.item(),
             }
-            if upd.grad_norm is not None:
-                values["grad_norm"] = upd.grad_norm.item()
             if updater.loss_scale is not None:
                 values["loss_scale"] = updater.loss_scale.scale
             if upd.skipped:
                 values["skipped"] = 1.0
-                emit(LogEvent("warning", f"step {step}: fp16 overflow, update skipped"))
+                emit(
+                    LogEvent(
+                        "warning",
+                        f"step {step}: update skipped (fp16 overflow or no target tokens)",
+                    )
+                )
             metrics.emit(MetricEvent(step=step, values=values))
             emit(progress.event(step))
             if r.val_every and (step % r.val_every == 0 or step == total):

@@ -1,65 +1,87 @@
-"""The optimizer half of a step: normalise by the global token count, clip, AdamW.
+"""The optimizer half of a step: normalise by the global token count, clip, AdamW, on the device.
 
-Mixed precision: with bf16/fp16 compute the model's trainable weights are low-precision
-copies; the fp32 *master* weights live here and AdamW updates those. In fp32 the model's
-own weights are the masters (no second copy, so no extra memory).
+The trainable weights' fp32 *master* copy is one flat vector (engine.optim.FlatLayout) that
+:class:`engine.optim.FlatAdamW` updates in one compiled call. ``run.precision`` says what the
+model computes in:
+
+- ``"auto"`` (the default): the base model's own dtype. A bf16 base (or a quantized one with
+  bf16 scales) computes in bf16, LoRA branch included, with fp32 masters; an fp32 base in
+  fp32. Nothing is cast up: that is mlx-lm's choice for the base, and the right one on Apple
+  silicon, whose GPU runs bf16 natively and where a 7B base in fp32 would take twice the
+  memory. Unlike mlx-lm, the LoRA matmuls run in the base's dtype too: with fp32 LoRA weights
+  MLX promotes every adapted layer's input to an fp32 copy that backward keeps (measured:
+  see engine/train/README.md), while the fp32 masters keep AdamW's precision.
+- ``"fp32"``, ``"bf16"``, ``"fp16"``: every floating weight is cast to that dtype (an fp32
+  run of a bf16 base takes twice its memory). fp16 compute uses dynamic loss scaling.
+
+In fp32 the model's trainable weights are views of the master vector: no second copy.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx.utils import tree_flatten, tree_map
 
 from engine.config import JobSpec
-from engine.optim import AdamW, DynamicLossScale, all_finite, clip_by_global_norm, make_schedule
+from engine.optim import (
+    DynamicLossScale,
+    FlatAdamW,
+    FlatLayout,
+    is_no_decay_name,
+    make_schedule,
+    sumsq_pieces,
+    total_sumsq,
+)
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}
+_NAMES = {mx.float32: "fp32", mx.bfloat16: "bf16", mx.float16: "fp16"}
 
 
 class UpdateResult(NamedTuple):
-    grad_norm: mx.array | None  # lazy scalar (pre-clip norm of the normalised gradient)
+    grad_norm: mx.array  # lazy scalar (pre-clip norm of the normalised gradient)
     learning_rate: float
-    skipped: bool  # fp16 overflow: the update was not applied
+    ok: mx.array  # lazy bool: False when the update was skipped (fp16 overflow, no tokens)
+
+    @property
+    def skipped(self) -> bool:
+        """Reads ``ok`` (evaluates it if the step was not evaluated yet)."""
+        return not bool(self.ok.item())
 
 
-def _assign(dst: Any, src: Any) -> None:
-    """Copy the leaves of ``src`` into the containers of ``dst`` in place (compile outputs)."""
-    items = dst.items() if isinstance(dst, dict) else enumerate(dst)
-    for k, v in items:
-        if isinstance(v, (dict, list)):
-            _assign(v, src[k])
-        else:
-            dst[k] = src[k]
+def resolve_precision(model: nn.Module, precision: str) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: ``auto`` becomes the base's own dtype (the floating
+    dtype holding most frozen parameters; fp32 when the model has none)."""
+    if precision != "auto":
+        return precision
+    trainable = {k for k, _ in tree_flatten(model.trainable_parameters())}
+    sizes: Counter = Counter()
+    for k, v in tree_flatten(model.parameters()):
+        if k not in trainable and v.dtype in _NAMES:
+            sizes[_NAMES[v.dtype]] += v.size
+    return sizes.most_common(1)[0][0] if sizes else "fp32"
 
 
-def _assign_paths(dst: Any, items: list[tuple[str, mx.array]]) -> None:
-    """Set ``dst[a][b]... = value`` for dotted paths, in place (list indices are digits)."""
-    for path, value in items:
-        node = dst
-        *parents, last = path.split(".")
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+def cast_for_compute(model: nn.Module, precision: str) -> str:
+    """Cast the model's floating weights to the compute dtype; returns the resolved name."""
+    resolved = resolve_precision(model, precision)
+    model.set_dtype(DTYPES[resolved])
+    return resolved
 
 
-def cast_for_compute(model: nn.Module, precision: str) -> None:
-    """Cast the model's floating weights to the compute dtype (no-op for fp32)."""
-    dtype = DTYPES[precision]
-    if dtype != mx.float32:
-        model.set_dtype(dtype)
+def trainable_dtype(precision: str) -> mx.Dtype:
+    """The dtype the model's trainable weights compute in, for a resolved precision."""
+    return DTYPES[precision]
 
 
 class Updater:
-    """Holds AdamW, its fp32 master weights, the schedule and the fp16 loss scale.
+    """Holds the flat fp32 masters, their AdamW, the schedule and the fp16 loss scale.
 
     Build it *before* :func:`cast_for_compute` so the masters start from the fp32 values.
     """
@@ -67,91 +89,84 @@ class Updater:
     def __init__(self, model: nn.Module, job: JobSpec, total_steps: int, compile: bool = True):
         o = job.optim
         self.model = model
-        self.precision = job.run.precision
-        self.mixed = self.precision != "fp32"
-        self.max_norm = o.grad_clip
+        self.precision = resolve_precision(model, job.run.precision)
+        self.dtype = trainable_dtype(self.precision)
         self.schedule = make_schedule(o, total_steps)
-        self.optimizer = AdamW(
-            learning_rate=o.learning_rate,
-            betas=(o.beta1, o.beta2),
-            eps=o.eps,
-            weight_decay=o.weight_decay,
-            decay_norms_and_biases=o.decay_norms_and_biases,
-        )
-        # the loss is a token *sum*, so its gradients are ~tokens x those of a mean: start low
-        self.loss_scale = DynamicLossScale() if self.precision == "fp16" else None
         trainable = model.trainable_parameters()
         if not tree_flatten(trainable):
             raise ValueError("train: the model has no trainable parameters (was LoRA applied?)")
-        self.master = tree_map(lambda p: p.astype(mx.float32), trainable) if self.mixed else None
-        self.optimizer.init(self.master if self.mixed else trainable)
-        self._update = self._build(compile)
+        self.layout = FlatLayout(trainable)
+        self.master = self.layout.flatten(trainable)
+        mask = None if o.decay_norms_and_biases else self.layout.decay_mask(is_no_decay_name)
+        self.adamw = FlatAdamW(
+            self.layout.total, betas=(o.beta1, o.beta2), eps=o.eps,
+            weight_decay=o.weight_decay, grad_clip=o.grad_clip, decay_mask=mask,
+        )  # fmt: skip
+        # the loss is a token *sum*, so its gradients are ~tokens x those of a mean: start low
+        self.loss_scale = DynamicLossScale() if self.precision == "fp16" else None
+        self._whole = [(0, self.layout.total)]
+        mx.eval(self.master)
+        self._put_in_model()
 
-    def _build(self, compile: bool):
-        model, opt, mixed, max_norm = self.model, self.optimizer, self.mixed, self.max_norm
-
-        def update(grads, ntokens, inv_scale):
-            factor = inv_scale / mx.maximum(ntokens.astype(mx.float32), 1.0)
-            grads = tree_map(lambda g: g.astype(mx.float32) * factor, grads)
-            grads, norm = clip_by_global_norm(grads, max_norm)
-            if mixed:
-                new = opt.apply_gradients(grads, self.master)
-                _assign(self.master, new)
-                dtype = DTYPES[self.precision]
-                model.update(tree_map(lambda p: p.astype(dtype), new))
-            else:
-                model.update(opt.apply_gradients(grads, model.trainable_parameters()))
-            return norm
-
-        if not compile:
-            return update
-        state = [model.state, opt.state] + ([self.master] if mixed else [])
-        return mx.compile(update, inputs=state, outputs=state)
+    def _put_in_model(self) -> None:
+        """The model's trainable weights from the masters: views, or casts for bf16/fp16."""
+        params = self.layout.unflatten(self.master)
+        if self.dtype != mx.float32:
+            params = tree_map(lambda p: p.astype(self.dtype), params)
+        self.model.update(params)
 
     @property
     def loss_scale_value(self) -> float:
         return self.loss_scale.scale if self.loss_scale else 1.0
 
+    def arrays(self) -> list[Any]:
+        """What a step must evaluate: masters, moments and the model's trainable weights."""
+        return [self.master, self.adamw.arrays(), self.model.trainable_parameters()]
+
     def apply_update(self, grads: Any, ntokens: mx.array | float, step: int) -> UpdateResult:
         """Apply update number ``step`` (0-based) with gradients of the *global* token sum.
 
-        In fp16 this waits for the gradients to check them for inf/nan (the only host sync).
+        Lazy: nothing waits for the device, except in fp16, where the loss scale (host
+        state) needs to know at once whether the step overflowed.
         """
         lr = self.schedule(step)
-        if self.loss_scale is not None:
-            finite = bool(all_finite(grads))
-            if not self.loss_scale.update(finite):
-                return UpdateResult(None, lr, True)
-        self.optimizer.learning_rate = lr
+        flat = self.layout.flatten(grads)
+        sumsq = total_sumsq(sumsq_pieces(flat, self._whole))
         inv = mx.array(1.0 / self.loss_scale_value, mx.float32)
-        norm = self._update(grads, mx.array(ntokens, mx.float32), inv)
-        return UpdateResult(norm, lr, False)
+        ntok = ntokens if isinstance(ntokens, mx.array) else mx.array(ntokens, mx.float32)
+        lr_arr = mx.array(lr, mx.float32)
+        self.master, norm, ok = self.adamw.update(self.master, flat, sumsq, ntok, inv, lr_arr)
+        self._put_in_model()
+        result = UpdateResult(norm, lr, ok)
+        if self.loss_scale is not None:
+            mx.eval(self.arrays(), norm, ok)
+            self.loss_scale.update(not result.skipped)
+        return result
 
     # ---- state for checkpoints ---------------------------------------------------------
     def state_arrays(self) -> dict[str, mx.array]:
-        """Flat arrays a resume needs: fp32 master weights and AdamW moments."""
-        masters = self.master if self.mixed else self.model.trainable_parameters()
-        out = {f"param.{k}": v.astype(mx.float32) for k, v in tree_flatten(masters)}
-        for k, v in tree_flatten(self._moment_tree()):
-            out[f"adam.{k}"] = v
-        out["adam_step"] = self.optimizer.state["step"]
+        """Flat arrays a resume needs: fp32 master weights and AdamW moments, by name."""
+        names = self.layout.names
+        out = dict(zip((f"param.{k}" for k in names), self.layout.split(self.master), strict=True))
+        m, v = self.adamw.m, self.adamw.v
+        if m is None or v is None:
+            m = v = mx.zeros((self.layout.total,), mx.float32)
+        for k, mk, vk in zip(names, self.layout.split(m), self.layout.split(v), strict=True):
+            out[f"adam.{k}.m"], out[f"adam.{k}.v"] = mk, vk
+        out["adam_step"] = self.adamw.step.astype(mx.uint64)
         return out
 
-    def _moment_tree(self) -> dict:
-        return {k: v for k, v in self.optimizer.state.items() if k not in ("step", "learning_rate")}
-
     def load_state_arrays(self, arrays: dict[str, mx.array]) -> None:
-        """Inverse of :meth:`state_arrays`; updates every container in place (compiled refs)."""
-        flat = [(k[6:], v) for k, v in arrays.items() if k.startswith("param.")]
-        params = tree_unflatten(flat)
-        if self.mixed:
-            _assign_paths(self.master, flat)
-            dtype = DTYPES[self.precision]
-            self.model.update(tree_map(lambda p: p.astype(dtype), params))
+        """Inverse of :meth:`state_arrays` (also reads checkpoints of the earlier tree form)."""
+        params = {k: arrays[f"param.{k}"] for k in self.layout.names}
+        self.master = self.layout.flatten(params)
+        step = int(arrays["adam_step"].item())
+        if step > 0:
+            m = self.layout.flatten({k: arrays[f"adam.{k}.m"] for k in self.layout.names})
+            v = self.layout.flatten({k: arrays[f"adam.{k}.v"] for k in self.layout.names})
+            self.adamw.load(m, v, step)
         else:
-            self.model.update(params)
-        _assign_paths(
-            self.optimizer.state, [(k[5:], v) for k, v in arrays.items() if k.startswith("adam.")]
-        )
-        self.optimizer.state["step"] = arrays["adam_step"].astype(mx.uint64)
-        mx.eval(self.model.parameters(), self.optimizer.state)
+            self.adamw.load(None, None, 0)
+        mx.eval(self.master, self.adamw.arrays())
+        self._put_in_model()
+        mx.eval(self.model.parameters())

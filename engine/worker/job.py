@@ -53,6 +53,7 @@ class StepResult:
     loss_scale: float
     work_tokens: int = 0  # tokens computed, padding included: the balancer's unit of work
     grad_s: float = 0.0  # seconds computing the gradients, before any communication
+    comm_hidden_s: float = 0.0  # collective time that ran while the step computed
 
 
 ENDED_KEPT = 64  # ended jobs whose reason a late call still gets told

@@ -20,7 +20,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from engine.config import AUTO_MODE, JobSpec
-from engine.train.update import DTYPES
+from engine.train.update import resolve_precision, trainable_dtype
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.job import SetupResult, StepResult
 
@@ -55,7 +55,8 @@ class TrainingJob:
         self.steps_done = 0
         # fp16: every rank keeps the same DynamicLossScale; all see the same global gradient
         # norm, so they skip (and back off) on the same steps and never drift apart
-        self.loss_scale = fp16_loss_scale() if job.run.precision == "fp16" else None
+        self.precision = resolve_precision(model, job.run.precision)  # "auto" -> the base's
+        self.loss_scale = fp16_loss_scale() if self.precision == "fp16" else None
         model.train()
 
     @classmethod
@@ -76,6 +77,7 @@ class TrainingJob:
         from engine.model.grad_checkpoint import enable_grad_checkpoint
         from engine.model.load import load_model
         from engine.train import cast_for_compute
+        from engine.train.step import packing_for
 
         base_model_id = job.model.path
         _apply_files(job, paths)
@@ -85,7 +87,8 @@ class TrainingJob:
         apply_lora(model, job.lora, seed=job.run.seed)
         if job.run.grad_checkpoint:
             enable_grad_checkpoint(model)
-        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed)
+        packing = packing_for(model, job.data.packing)  # only where records stay apart
+        data = prepare_data(job.data, loaded.tokenizer, seed=job.run.seed, packing=packing)
         sampler = BatchSampler(data.train.lengths(), job.run.batch_size, seed=job.run.seed)
         if job.dist.mode == "mlx" and world > 1:
             _set_mlx_env(mlx_hostfile, rank, job_dir or Path("."))
@@ -99,11 +102,13 @@ class TrainingJob:
                 f"the {job.dist.mode} group has {group.size} ranks, expected {world}"
             )
         d = job.dist
-        # fp32 masters live in the optimizer; the model then computes in run.precision
+        # fp32 masters live in the optimizer (one flat vector on the device); the model's
+        # trainable weights are views of it, or bf16/fp16 copies when run.precision casts
         optimizer = DistributedAdamW(
             group, d.mode, job.optim, model.trainable_parameters(), d.compression, d.bucket_mb
         )
-        cast_for_compute(model, job.run.precision)
+        precision = cast_for_compute(model, job.run.precision)
+        _set_trainable(model, optimizer.layout.unflatten(optimizer.params), precision)
         mx.eval(model.parameters())
         log.info(
             "rank %d/%d ready in %.1fs (%s)", rank, world, time.perf_counter() - t0, job.dist.mode
@@ -150,26 +155,22 @@ class TrainingJob:
             grads = tree_map(
                 lambda p: mx.zeros(p.shape, mx.float32), self.model.trainable_parameters()
             )
-        mx.eval(loss_sum, ntok, grads)
-        grad_s = time.perf_counter() - t0  # what the balancer evens out: the data's own cost
-        local_loss, local_tokens = float(loss_sum.item()), int(ntok.item())
-        new_params, stats = self.optimizer.step(
-            grads, local_loss, local_tokens, lr, grad_scale=scale
-        )
+        # lazy until here: the optimizer evaluates the gradients bucket by bucket and sends
+        # each while the next is computed (one eval in all with one worker)
+        new_params, stats = self.optimizer.step(grads, loss_sum, ntok, lr, grad_scale=scale)
+        # what the balancer evens out: the data's own cost, before any wait on a collective
+        grad_s = (stats.grads_done_at or time.perf_counter()) - t0
         if self.loss_scale is not None:
             self.loss_scale.update(bool(np.isfinite(stats.grad_norm)))
-        dtype = DTYPES[self.job.run.precision]
-        self.model.update(
-            new_params if dtype == mx.float32 else tree_map(lambda p: p.astype(dtype), new_params)
-        )
-        mx.eval(self.model.trainable_parameters())
+        _set_trainable(self.model, new_params, self.precision)
+        local_loss, local_tokens = float(loss_sum.item()), int(ntok.item())
         t2 = time.perf_counter()
         self.steps_done = step + 1
         return StepResult(
             step=step, loss_sum=local_loss, tokens=local_tokens, grad_norm=float(stats.grad_norm),
-            compute_s=(t2 - t0) - stats.comm_s, comm_s=stats.comm_s,
+            compute_s=(t2 - t0) - stats.comm_exposed_s, comm_s=stats.comm_s,
             peak_memory_bytes=float(mx.get_peak_memory()), skipped=bool(stats.skipped), loss_scale=scale,
-            work_tokens=work, grad_s=grad_s,
+            work_tokens=work, grad_s=grad_s, comm_hidden_s=stats.comm_hidden_s,
         )  # fmt: skip
 
     def evaluate(self, max_batches: int) -> tuple[float, int]:
@@ -210,14 +211,11 @@ class TrainingJob:
             self.optimizer.load_state_dict({**meta, **tensors})
         except (KeyError, ValueError) as e:
             raise InvalidRequest(f"PutState: {e}") from None
-        dtype = DTYPES[self.job.run.precision]
         params = self.optimizer.layout.unflatten(self.optimizer.params)
-        self.model.update(
-            params if dtype == mx.float32 else tree_map(lambda p: p.astype(dtype), params)
-        )
+        _set_trainable(self.model, params, self.precision)
         # MLX streams are per thread and the next Step may run on another gRPC thread:
         # leave no lazy graph behind (same at the end of build)
-        mx.eval(self.model.parameters(), self.optimizer.state)
+        mx.eval(self.model.parameters())
         if self.loss_scale is not None and meta.get("loss_scale"):
             self.loss_scale.load_state_dict(meta["loss_scale"])
         self.steps_done = int(meta.get("step", 0))
@@ -240,9 +238,20 @@ class TrainingJob:
 
     def close(self) -> None:
         try:
+            self.optimizer.close()
             self.group.close()
         except Exception:  # noqa: BLE001 - closing must never mask the reason we stop
             log.exception("closing the group failed")
+
+
+def _set_trainable(model: Any, params: Any, precision: str) -> None:
+    """The model's trainable weights from the optimizer's fp32 masters: the views themselves
+    (no copy) unless run.precision casts them to bf16/fp16."""
+    dtype = trainable_dtype(precision)
+    model.update(params if dtype == mx.float32 else tree_map(lambda p: p.astype(dtype), params))
+    # evaluated here (views cost no copy): the next call may come on another gRPC thread,
+    # and MLX's streams are per thread, so no lazy graph is left behind
+    mx.eval(model.trainable_parameters())
 
 
 def fp16_loss_scale() -> Any:

@@ -40,8 +40,13 @@ def test_pack_first_token_of_each_item_is_not_a_target(tok):
         data.append(t, w, (r.file, r.line))
     ((packed_tokens, packed_weights),) = [pack(data, 512, seed=0)[0]]
     starts = np.flatnonzero(packed_tokens == tok.bos_token_id)
-    assert len(starts) == 3 and not packed_weights[starts].any()
-    assert packed_weights.sum() == sum(int(w.sum()) for w in data.weights)
+    # each record's first token is flagged as a record start (2), never a target (bit 0)
+    assert len(starts) == 3 and (packed_weights[starts] == 2).all()
+    assert (packed_weights & 1).sum() == sum(int(w.sum()) for w in data.weights)
+    b = collate([(packed_tokens, packed_weights)], 0)
+    seg = b.segments[0, : len(packed_tokens) - 1]
+    assert seg.tolist() == sorted(seg.tolist()) and set(seg.tolist()) == {1, 2, 3}
+    assert b.weights.sum() == (packed_weights & 1).sum()
 
 
 def test_collate_shift_and_padding():

@@ -25,6 +25,7 @@ def _rows(n):
 
 def test_demo_dataset_prepares_cleanly(tok):
     spec = JobSpec().data  # the defaults: path "demo", format auto, 10% held out
+    spec.packing = False  # count records, not packed rows
     data = prepare_data(spec, tok, seed=0)
     assert data.format == "alpaca" and data.template == "fallback" and data.problems.total == 0
     assert data.records == {"train": 324, "valid": 36}
@@ -72,7 +73,7 @@ def test_folder_with_valid_file_and_valid_path(tmp_path, tok):
 
 def test_packing_and_no_mask(tmp_path, tok):
     p = write_jsonl(tmp_path / "train.jsonl", _rows(40) + _rows(2))
-    plain = prepare_data(DataSpec(path=str(p), valid_fraction=0.0), tok, seed=0)
+    plain = prepare_data(DataSpec(path=str(p), valid_fraction=0.0, packing=False), tok, seed=0)
     assert plain.stats.duplicates == 2
     packed = prepare_data(
         DataSpec(path=str(p), valid_fraction=0.0, packing=True, max_seq_len=128), tok, seed=0
@@ -81,7 +82,7 @@ def test_packing_and_no_mask(tmp_path, tok):
     assert packed.train.num_tokens() == plain.train.num_tokens()
     assert max(packed.train.lengths()) <= 128
     unmasked = prepare_data(
-        DataSpec(path=str(p), valid_fraction=0.0, mask_prompt=False), tok, seed=0
+        DataSpec(path=str(p), valid_fraction=0.0, mask_prompt=False, packing=False), tok, seed=0
     )
     assert unmasked.train.num_trained() == unmasked.train.num_tokens() - len(unmasked.train)
 

@@ -8,7 +8,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine.dist.bucketing import FlatLayout
+from engine.dist.bucketing import FlatLayout, bucket_ranges, bucket_shards
+from engine.dist.group import as_wire, wire_to_f32
 from engine.dist.compression import decode, encode, roundtrip
 from engine.dist.mailbox import CollectiveError, Mailbox
 from engine.dist.shards import chunk_bounds, shard_bounds
@@ -103,9 +104,46 @@ def test_layout_flatten_unflatten_and_buckets():
     assert flat.size == 21 and layout.total == 21
     back = layout.unflatten(flat)
     assert np.array_equal(np.array(back["c"][0]), np.full((2, 2), 2.0))
-    buckets = layout.buckets(8 * 4)  # 8 floats: the 12-float tensor is split
+    # the views share the vector's buffer: a model holding them holds no copy
+    assert (
+        np.asarray(back["a"]["w"]).__array_interface__["data"][0]
+        == (np.asarray(flat).__array_interface__["data"][0])
+    )
+    # 8 floats: the 12-float tensor is split
+    buckets = bucket_ranges(layout, 8 * 4, min_buckets=1, min_bytes=0)
     assert buckets[0][0] == 0 and buckets[-1][1] == 21
     assert all(b - a <= 8 for a, b in buckets)
     assert all(b1 == a2 for (_, b1), (a2, _) in zip(buckets, buckets[1:], strict=False))
     with pytest.raises(ValueError, match="missing"):
         layout.flatten({"a": {"w": mx.ones((3, 4))}})
+
+
+def test_buckets_are_at_least_four_and_shards_cut_at_their_edges():
+    tree = {f"l{i}": mx.zeros((1000,)) for i in range(8)}
+    layout = FlatLayout(tree)
+    assert len(bucket_ranges(layout, 32 << 20, min_bytes=0)) == 8  # 8000 floats, 8 buckets
+    assert len(bucket_ranges(layout, 32 << 20)) == 1  # but no bucket under 1 MiB
+    assert bucket_ranges(layout, 8000, min_buckets=4, min_bytes=0) == [
+        (i * 2000, i * 2000 + 2000) for i in range(4)
+    ]
+    # rank shards of 8000 over 3 ranks: [0, 2667) [2667, 5334) [5334, 8000)
+    assert bucket_shards((2000, 4000), 8000, 3) == [(0, 667), (667, 2000), (2000, 2000)]
+    assert bucket_shards((6000, 8000), 8000, 3) == [(0, 0), (0, 0), (0, 2000)]
+    pieces = [bucket_shards(b, 8000, 3) for b in bucket_ranges(layout, 8000, min_bytes=0)]
+    assert sum(hi - lo for p in pieces for lo, hi in [p[1]]) == 2667  # rank 1 gets its whole shard
+
+
+@pytest.mark.parametrize("codec", ["none", "bf16", "fp16"])
+def test_wire_buffers_are_read_in_place(codec):
+    x = mx.random.normal((1000,))
+    dtype = {"none": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}[codec]
+    narrow = x.astype(dtype)
+    mx.eval(narrow)
+    wire = as_wire(narrow, codec)
+    assert (
+        wire.__array_interface__["data"][0]
+        == np.frombuffer(memoryview(narrow), np.uint8).ctypes.data
+    )
+    assert np.array_equal(wire_to_f32(wire, codec), np.array(narrow.astype(mx.float32)))
+    if codec != "none":  # a float32 buffer is encoded to the same bits
+        assert np.array_equal(as_wire(np.array(x), codec), wire)

@@ -91,6 +91,8 @@ def optimizer_run(group, ctx, mode, codec="none", resume_at=None):
             opt.load_state_dict(saved)
         grads, loss, ntok = synthetic_grads(ctx["rank"], step)
         params, stats = opt.step(grads, loss, ntok, lr)
-        history.append((stats.loss_sum, stats.n_tokens, stats.grad_norm, stats.comm_s))
+        history.append(
+            (stats.loss_sum, stats.n_tokens, stats.grad_norm, stats.comm_s, stats.comm_hidden_s)
+        )
     flat = {k: np.array(v) for k, v in tree_flatten(params)}
     return flat, history, opt.optimizer_state_bytes(), opt.layout.total

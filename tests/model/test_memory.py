@@ -22,8 +22,9 @@ def measure_peak(job: JobSpec, workers: int = 1) -> int:
 
 
 CASES = {
-    "fp32": ["run.batch_size=2", "data.max_seq_len=128"],
+    "auto": ["run.batch_size=2", "data.max_seq_len=128"],
     "bf16": ["run.batch_size=2", "data.max_seq_len=128", "run.precision='bf16'"],
+    "fp32": ["run.batch_size=2", "data.max_seq_len=128", "run.precision='fp32'"],
     "qlora": ["run.batch_size=2", "data.max_seq_len=128", "model.quantize=true", "model.group_size=32"],
     "long": ["run.batch_size=1", "data.max_seq_len=384"],
     "accum+workers": ["run.batch_size=8", "run.grad_accum=2", "data.max_seq_len=64"],
@@ -145,3 +146,24 @@ def test_estimate_within_0_8_to_1_25_of_a_real_step_at_42m_parameters(tmp_path):
     ratios = json.loads(run.stdout.strip().splitlines()[-1])
     print(f"memory estimate/measured at 42M: {ratios}")
     assert all(0.8 <= r <= 1.25 for r in ratios.values()), ratios
+
+
+def test_auto_precision_follows_a_bf16_base(tmp_path):
+    """The default (auto) computes a bf16 base in bf16: the estimate counts 2-byte activations
+    and base weights, and a real step's peak agrees."""
+    config = tiny_config(hidden_size=128, intermediate_size=256, num_hidden_layers=2)
+    model = build(config)
+    model.set_dtype(mx.bfloat16)
+    folder = save_folder(model, config, tmp_path / "bf16")
+    job = JobSpec().with_overrides(
+        [f"model.path='{folder}'", "run.batch_size=2", "data.max_seq_len=128"]
+    )
+    info = inspect_model(folder)
+    auto = estimate_memory(info, job)
+    fp32 = estimate_memory(info, job.with_overrides(["run.precision='fp32'"]))
+    assert auto.breakdown["base_weights"] * 2 == fp32.breakdown["base_weights"]
+    assert auto.breakdown["activations"] < fp32.breakdown["activations"]
+    measured = measure_peak(job)
+    ratio = measured / auto.total_bytes
+    print(f"memory bf16 base, auto: measured/estimated = {ratio:.2f}")
+    assert 0.5 < ratio < 2.0

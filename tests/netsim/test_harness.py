@@ -29,7 +29,9 @@ def test_a_shaped_link_measures_within_tolerance_of_its_profile(name):
     # rtt: never below the profile's; above it by at most the machine's own floor (a Python
     # ping-pong through two veths and the NFQUEUE emulator: 0.1-0.2 ms here, up to 0.35 ms on
     # a loaded 2-core CI runner), which only matters for sub-millisecond profiles
-    assert 0.75 * profile.rtt_ms <= got.rtt_ms <= profile.rtt_ms + max(0.35, 0.25 * profile.rtt_ms), got
+    assert (
+        0.75 * profile.rtt_ms <= got.rtt_ms <= profile.rtt_ms + max(0.35, 0.25 * profile.rtt_ms)
+    ), got
 
 
 def test_nothing_is_left_after_a_failure_inside(tmp_path):

@@ -28,6 +28,7 @@ def test_demo_on_two_local_workers_writes_a_complete_run_folder(tmp_path):
     assert sorted({r["worker"] for r in rows if r["kind"] == "worker"}) == [0, 1]
     assert [r["step"] for r in rows if r["kind"] == "val"] == [3, 6]
     assert all(0.0 <= r["comm_share"] <= 1.0 for r in rows if r["kind"] == "train")
+    assert all(0.0 <= r["comm_hidden_share"] <= 1.0 for r in rows if r["kind"] == "train")
     config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert config["fine_tune_type"] == "lora"
     model, _ = mlx_lm.load(resolve_model_path("demo"), adapter_path=str(run / "adapter"))

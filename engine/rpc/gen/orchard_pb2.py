@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rorchard.proto\x12\norchard.v1\"4\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"\xd0\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0c\n\x04\x63hip\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x03\x12\x13\n\x0bmlx_version\x18\x06 \x01(\t\x12\x17\n\x0forchard_version\x18\x07 \x01(\t\x12\x0c\n\x04\x62usy\x18\x08 \x01(\x08\x12\x10\n\x08platform\x18\t \x01(\t\x12\x11\n\tring_port\x18\n \x01(\r\"U\n\tFileChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04last\x18\x05 \x01(\x08\",\n\x0cPutFileReply\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\" \n\x0eHasFileRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x1f\n\x0cHasFileReply\x12\x0f\n\x07present\x18\x01 \x01(\x08\"=\n\x0fOpenFileRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\"e\n\rOpenFileReply\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x11\n\tbulk_port\x18\x03 \x01(\x05\x12\x0e\n\x06ticket\x18\x04 \x01(\x0c\x12\x10\n\x08\x62ulk_tls\x18\x05 \x01(\x08\"\xa2\x02\n\x0fSetupJobRequest\x12\x10\n\x08job_toml\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\x12\n\nworld_size\x18\x03 \x01(\x05\x12\r\n\x05peers\x18\x04 \x03(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\x35\n\x05\x66iles\x18\x06 \x03(\x0b\x32&.orchard.v1.SetupJobRequest.FilesEntry\x12\x13\n\x0bgroup_token\x18\x07 \x01(\t\x12\x14\n\x0cmlx_hostfile\x18\x08 \x01(\t\x12\x12\n\npeer_certs\x18\t \x03(\t\x12\x18\n\x10protocol_version\x18\n \x01(\t\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\rSetupJobReply\x12\x13\n\x0btrain_items\x18\x01 \x01(\x03\x12\x18\n\x10trainable_params\x18\x02 \x01(\x03\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0bStepRequest\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x15\n\rlearning_rate\x18\x02 \x01(\x02\x12\x0e\n\x06shares\x18\x03 \x03(\x05\x12\x15\n\rmicro_batches\x18\x04 \x01(\x05\"\xd6\x01\n\tStepReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x10\n\x08loss_sum\x18\x02 \x01(\x01\x12\x0e\n\x06tokens\x18\x03 \x01(\x03\x12\x11\n\tgrad_norm\x18\x04 \x01(\x01\x12\x11\n\tcompute_s\x18\x05 \x01(\x01\x12\x0e\n\x06\x63omm_s\x18\x06 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x07 \x01(\x01\x12\x0f\n\x07skipped\x18\x08 \x01(\x08\x12\x12\n\nloss_scale\x18\t \x01(\x01\x12\x13\n\x0bwork_tokens\x18\n \x01(\x03\x12\x0e\n\x06grad_s\x18\x0b \x01(\x01\"4\n\x0f\x45valuateRequest\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x13\n\x0bmax_batches\x18\x02 \x01(\x05\"1\n\rEvaluateReply\x12\x10\n\x08loss_sum\x18\x01 \x01(\x01\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\"0\n\x0fGetStateRequest\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\x08\"o\n\nStateChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x06tensor\x18\x02 \x01(\x0b\x32\x12.orchard.v1.Tensor\x12\x11\n\tmeta_json\x18\x03 \x01(\x0c\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04last\x18\x05 \x01(\x08\"\x1d\n\rPutStateReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\"\x10\n\x0eMetricsRequest\"\x19\n\tMetricRow\x12\x0c\n\x04json\x18\x01 \x01(\x0c\"\x1d\n\x0bStopRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x0b\n\tStopReply\"e\n\x0cProbeRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x15\n\rrun_benchmark\x18\x02 \x01(\x08\x12\x13\n\x0b\x62\x65nchmark_s\x18\x03 \x01(\x01\x12\x18\n\x10protocol_version\x18\x04 \x01(\t\"V\n\nProbeReply\x12\x19\n\x11\x66ree_memory_bytes\x18\x01 \x01(\x03\x12\x15\n\rmatmul_gflops\x18\x02 \x01(\x01\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x03\"\x8c\x01\n\x0f\x43ollectiveChunk\x12\x13\n\x0bgroup_token\x18\x01 \x01(\t\x12\r\n\x05op_id\x18\x02 \x01(\x03\x12\x0b\n\x03src\x18\x03 \x01(\x05\x12\x0c\n\x04part\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\r\n\x05total\x18\x06 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\r\n\x05\x64type\x18\x08 \x01(\t\"\x1e\n\rCollectiveAck\x12\r\n\x05op_id\x18\x01 \x01(\x03\"\x85\x01\n\x10PairStartRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\x12\x1a\n\x12\x63lient_fingerprint\x18\x03 \x01(\t\x12\x1a\n\x12worker_fingerprint\x18\x04 \x01(\t\x12\x11\n\tspake_msg\x18\x05 \x01(\x0c\"J\n\x0ePairStartReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x11\n\tspake_msg\x18\x03 \x01(\x0c\"?\n\x11PairFinishRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63lient_confirm\x18\x02 \x01(\x0c\")\n\x0fPairFinishReply\x12\x16\n\x0eworker_confirm\x18\x01 \x01(\x0c\x32\x89\x06\n\x06Worker\x12?\n\x08\x44\x65scribe\x12\x1b.orchard.v1.DescribeRequest\x1a\x16.orchard.v1.WorkerInfo\x12<\n\x07PutFile\x12\x15.orchard.v1.FileChunk\x1a\x18.orchard.v1.PutFileReply(\x01\x12?\n\x07HasFile\x12\x1a.orchard.v1.HasFileRequest\x1a\x18.orchard.v1.HasFileReply\x12\x42\n\x08SetupJob\x12\x1b.orchard.v1.SetupJobRequest\x1a\x19.orchard.v1.SetupJobReply\x12\x36\n\x04Step\x12\x17.orchard.v1.StepRequest\x1a\x15.orchard.v1.StepReply\x12\x42\n\x08\x45valuate\x12\x1b.orchard.v1.EvaluateRequest\x1a\x19.orchard.v1.EvaluateReply\x12\x41\n\x08GetState\x12\x1b.orchard.v1.GetStateRequest\x1a\x16.orchard.v1.StateChunk0\x01\x12?\n\x08PutState\x12\x16.orchard.v1.StateChunk\x1a\x19.orchard.v1.PutStateReply(\x01\x12\x44\n\rStreamMetrics\x12\x1a.orchard.v1.MetricsRequest\x1a\x15.orchard.v1.MetricRow0\x01\x12\x36\n\x04Stop\x12\x17.orchard.v1.StopRequest\x1a\x15.orchard.v1.StopReply\x12\x39\n\x05Probe\x12\x18.orchard.v1.ProbeRequest\x1a\x16.orchard.v1.ProbeReply\x12\x42\n\x08OpenFile\x12\x1b.orchard.v1.OpenFileRequest\x1a\x19.orchard.v1.OpenFileReply2\x8e\x01\n\nCollective\x12@\n\x04Push\x12\x1b.orchard.v1.CollectiveChunk\x1a\x19.orchard.v1.CollectiveAck(\x01\x12>\n\x04Send\x12\x1b.orchard.v1.CollectiveChunk\x1a\x19.orchard.v1.CollectiveAck2\x9a\x01\n\x07Pairing\x12\x45\n\tPairStart\x12\x1c.orchard.v1.PairStartRequest\x1a\x1a.orchard.v1.PairStartReply\x12H\n\nPairFinish\x12\x1d.orchard.v1.PairFinishRequest\x1a\x1b.orchard.v1.PairFinishReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rorchard.proto\x12\norchard.v1\"4\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"\xd0\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0c\n\x04\x63hip\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x03\x12\x13\n\x0bmlx_version\x18\x06 \x01(\t\x12\x17\n\x0forchard_version\x18\x07 \x01(\t\x12\x0c\n\x04\x62usy\x18\x08 \x01(\x08\x12\x10\n\x08platform\x18\t \x01(\t\x12\x11\n\tring_port\x18\n \x01(\r\"U\n\tFileChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04last\x18\x05 \x01(\x08\",\n\x0cPutFileReply\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\" \n\x0eHasFileRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x1f\n\x0cHasFileReply\x12\x0f\n\x07present\x18\x01 \x01(\x08\"=\n\x0fOpenFileRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\"e\n\rOpenFileReply\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x11\n\tbulk_port\x18\x03 \x01(\x05\x12\x0e\n\x06ticket\x18\x04 \x01(\x0c\x12\x10\n\x08\x62ulk_tls\x18\x05 \x01(\x08\"\xa2\x02\n\x0fSetupJobRequest\x12\x10\n\x08job_toml\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\x12\n\nworld_size\x18\x03 \x01(\x05\x12\r\n\x05peers\x18\x04 \x03(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\x35\n\x05\x66iles\x18\x06 \x03(\x0b\x32&.orchard.v1.SetupJobRequest.FilesEntry\x12\x13\n\x0bgroup_token\x18\x07 \x01(\t\x12\x14\n\x0cmlx_hostfile\x18\x08 \x01(\t\x12\x12\n\npeer_certs\x18\t \x03(\t\x12\x18\n\x10protocol_version\x18\n \x01(\t\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\rSetupJobReply\x12\x13\n\x0btrain_items\x18\x01 \x01(\x03\x12\x18\n\x10trainable_params\x18\x02 \x01(\x03\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x0bStepRequest\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x15\n\rlearning_rate\x18\x02 \x01(\x02\x12\x0e\n\x06shares\x18\x03 \x03(\x05\x12\x15\n\rmicro_batches\x18\x04 \x01(\x05\"\xed\x01\n\tStepReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x10\n\x08loss_sum\x18\x02 \x01(\x01\x12\x0e\n\x06tokens\x18\x03 \x01(\x03\x12\x11\n\tgrad_norm\x18\x04 \x01(\x01\x12\x11\n\tcompute_s\x18\x05 \x01(\x01\x12\x0e\n\x06\x63omm_s\x18\x06 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x07 \x01(\x01\x12\x0f\n\x07skipped\x18\x08 \x01(\x08\x12\x12\n\nloss_scale\x18\t \x01(\x01\x12\x13\n\x0bwork_tokens\x18\n \x01(\x03\x12\x0e\n\x06grad_s\x18\x0b \x01(\x01\x12\x15\n\rcomm_hidden_s\x18\x0c \x01(\x01\"4\n\x0f\x45valuateRequest\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x13\n\x0bmax_batches\x18\x02 \x01(\x05\"1\n\rEvaluateReply\x12\x10\n\x08loss_sum\x18\x01 \x01(\x01\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\"0\n\x0fGetStateRequest\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\x08\"o\n\nStateChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x06tensor\x18\x02 \x01(\x0b\x32\x12.orchard.v1.Tensor\x12\x11\n\tmeta_json\x18\x03 \x01(\x0c\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04last\x18\x05 \x01(\x08\"\x1d\n\rPutStateReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\"\x10\n\x0eMetricsRequest\"\x19\n\tMetricRow\x12\x0c\n\x04json\x18\x01 \x01(\x0c\"\x1d\n\x0bStopRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x0b\n\tStopReply\"e\n\x0cProbeRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x15\n\rrun_benchmark\x18\x02 \x01(\x08\x12\x13\n\x0b\x62\x65nchmark_s\x18\x03 \x01(\x01\x12\x18\n\x10protocol_version\x18\x04 \x01(\t\"V\n\nProbeReply\x12\x19\n\x11\x66ree_memory_bytes\x18\x01 \x01(\x03\x12\x15\n\rmatmul_gflops\x18\x02 \x01(\x01\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x03\"\x8c\x01\n\x0f\x43ollectiveChunk\x12\x13\n\x0bgroup_token\x18\x01 \x01(\t\x12\r\n\x05op_id\x18\x02 \x01(\x03\x12\x0b\n\x03src\x18\x03 \x01(\x05\x12\x0c\n\x04part\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\r\n\x05total\x18\x06 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\r\n\x05\x64type\x18\x08 \x01(\t\"\x1e\n\rCollectiveAck\x12\r\n\x05op_id\x18\x01 \x01(\x03\"\x85\x01\n\x10PairStartRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\x12\x1a\n\x12\x63lient_fingerprint\x18\x03 \x01(\t\x12\x1a\n\x12worker_fingerprint\x18\x04 \x01(\t\x12\x11\n\tspake_msg\x18\x05 \x01(\x0c\"J\n\x0ePairStartReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x11\n\tspake_msg\x18\x03 \x01(\x0c\"?\n\x11PairFinishRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63lient_confirm\x18\x02 \x01(\x0c\")\n\x0fPairFinishReply\x12\x16\n\x0eworker_confirm\x18\x01 \x01(\x0c\x32\x89\x06\n\x06Worker\x12?\n\x08\x44\x65scribe\x12\x1b.orchard.v1.DescribeRequest\x1a\x16.orchard.v1.WorkerInfo\x12<\n\x07PutFile\x12\x15.orchard.v1.FileChunk\x1a\x18.orchard.v1.PutFileReply(\x01\x12?\n\x07HasFile\x12\x1a.orchard.v1.HasFileRequest\x1a\x18.orchard.v1.HasFileReply\x12\x42\n\x08SetupJob\x12\x1b.orchard.v1.SetupJobRequest\x1a\x19.orchard.v1.SetupJobReply\x12\x36\n\x04Step\x12\x17.orchard.v1.StepRequest\x1a\x15.orchard.v1.StepReply\x12\x42\n\x08\x45valuate\x12\x1b.orchard.v1.EvaluateRequest\x1a\x19.orchard.v1.EvaluateReply\x12\x41\n\x08GetState\x12\x1b.orchard.v1.GetStateRequest\x1a\x16.orchard.v1.StateChunk0\x01\x12?\n\x08PutState\x12\x16.orchard.v1.StateChunk\x1a\x19.orchard.v1.PutStateReply(\x01\x12\x44\n\rStreamMetrics\x12\x1a.orchard.v1.MetricsRequest\x1a\x15.orchard.v1.MetricRow0\x01\x12\x36\n\x04Stop\x12\x17.orchard.v1.StopRequest\x1a\x15.orchard.v1.StopReply\x12\x39\n\x05Probe\x12\x18.orchard.v1.ProbeRequest\x1a\x16.orchard.v1.ProbeReply\x12\x42\n\x08OpenFile\x12\x1b.orchard.v1.OpenFileRequest\x1a\x19.orchard.v1.OpenFileReply2\x8e\x01\n\nCollective\x12@\n\x04Push\x12\x1b.orchard.v1.CollectiveChunk\x1a\x19.orchard.v1.CollectiveAck(\x01\x12>\n\x04Send\x12\x1b.orchard.v1.CollectiveChunk\x1a\x19.orchard.v1.CollectiveAck2\x9a\x01\n\x07Pairing\x12\x45\n\tPairStart\x12\x1c.orchard.v1.PairStartRequest\x1a\x1a.orchard.v1.PairStartReply\x12H\n\nPairFinish\x12\x1d.orchard.v1.PairFinishRequest\x1a\x1b.orchard.v1.PairFinishReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,45 +60,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPREQUEST']._serialized_start=1053
   _globals['_STEPREQUEST']._serialized_end=1142
   _globals['_STEPREPLY']._serialized_start=1145
-  _globals['_STEPREPLY']._serialized_end=1359
-  _globals['_EVALUATEREQUEST']._serialized_start=1361
-  _globals['_EVALUATEREQUEST']._serialized_end=1413
-  _globals['_EVALUATEREPLY']._serialized_start=1415
-  _globals['_EVALUATEREPLY']._serialized_end=1464
-  _globals['_GETSTATEREQUEST']._serialized_start=1466
-  _globals['_GETSTATEREQUEST']._serialized_end=1514
-  _globals['_STATECHUNK']._serialized_start=1516
-  _globals['_STATECHUNK']._serialized_end=1627
-  _globals['_PUTSTATEREPLY']._serialized_start=1629
-  _globals['_PUTSTATEREPLY']._serialized_end=1658
-  _globals['_METRICSREQUEST']._serialized_start=1660
-  _globals['_METRICSREQUEST']._serialized_end=1676
-  _globals['_METRICROW']._serialized_start=1678
-  _globals['_METRICROW']._serialized_end=1703
-  _globals['_STOPREQUEST']._serialized_start=1705
-  _globals['_STOPREQUEST']._serialized_end=1734
-  _globals['_STOPREPLY']._serialized_start=1736
-  _globals['_STOPREPLY']._serialized_end=1747
-  _globals['_PROBEREQUEST']._serialized_start=1749
-  _globals['_PROBEREQUEST']._serialized_end=1850
-  _globals['_PROBEREPLY']._serialized_start=1852
-  _globals['_PROBEREPLY']._serialized_end=1938
-  _globals['_COLLECTIVECHUNK']._serialized_start=1941
-  _globals['_COLLECTIVECHUNK']._serialized_end=2081
-  _globals['_COLLECTIVEACK']._serialized_start=2083
-  _globals['_COLLECTIVEACK']._serialized_end=2113
-  _globals['_PAIRSTARTREQUEST']._serialized_start=2116
-  _globals['_PAIRSTARTREQUEST']._serialized_end=2249
-  _globals['_PAIRSTARTREPLY']._serialized_start=2251
-  _globals['_PAIRSTARTREPLY']._serialized_end=2325
-  _globals['_PAIRFINISHREQUEST']._serialized_start=2327
-  _globals['_PAIRFINISHREQUEST']._serialized_end=2390
-  _globals['_PAIRFINISHREPLY']._serialized_start=2392
-  _globals['_PAIRFINISHREPLY']._serialized_end=2433
-  _globals['_WORKER']._serialized_start=2436
-  _globals['_WORKER']._serialized_end=3213
-  _globals['_COLLECTIVE']._serialized_start=3216
-  _globals['_COLLECTIVE']._serialized_end=3358
-  _globals['_PAIRING']._serialized_start=3361
-  _globals['_PAIRING']._serialized_end=3515
+  _globals['_STEPREPLY']._serialized_end=1382
+  _globals['_EVALUATEREQUEST']._serialized_start=1384
+  _globals['_EVALUATEREQUEST']._serialized_end=1436
+  _globals['_EVALUATEREPLY']._serialized_start=1438
+  _globals['_EVALUATEREPLY']._serialized_end=1487
+  _globals['_GETSTATEREQUEST']._serialized_start=1489
+  _globals['_GETSTATEREQUEST']._serialized_end=1537
+  _globals['_STATECHUNK']._serialized_start=1539
+  _globals['_STATECHUNK']._serialized_end=1650
+  _globals['_PUTSTATEREPLY']._serialized_start=1652
+  _globals['_PUTSTATEREPLY']._serialized_end=1681
+  _globals['_METRICSREQUEST']._serialized_start=1683
+  _globals['_METRICSREQUEST']._serialized_end=1699
+  _globals['_METRICROW']._serialized_start=1701
+  _globals['_METRICROW']._serialized_end=1726
+  _globals['_STOPREQUEST']._serialized_start=1728
+  _globals['_STOPREQUEST']._serialized_end=1757
+  _globals['_STOPREPLY']._serialized_start=1759
+  _globals['_STOPREPLY']._serialized_end=1770
+  _globals['_PROBEREQUEST']._serialized_start=1772
+  _globals['_PROBEREQUEST']._serialized_end=1873
+  _globals['_PROBEREPLY']._serialized_start=1875
+  _globals['_PROBEREPLY']._serialized_end=1961
+  _globals['_COLLECTIVECHUNK']._serialized_start=1964
+  _globals['_COLLECTIVECHUNK']._serialized_end=2104
+  _globals['_COLLECTIVEACK']._serialized_start=2106
+  _globals['_COLLECTIVEACK']._serialized_end=2136
+  _globals['_PAIRSTARTREQUEST']._serialized_start=2139
+  _globals['_PAIRSTARTREQUEST']._serialized_end=2272
+  _globals['_PAIRSTARTREPLY']._serialized_start=2274
+  _globals['_PAIRSTARTREPLY']._serialized_end=2348
+  _globals['_PAIRFINISHREQUEST']._serialized_start=2350
+  _globals['_PAIRFINISHREQUEST']._serialized_end=2413
+  _globals['_PAIRFINISHREPLY']._serialized_start=2415
+  _globals['_PAIRFINISHREPLY']._serialized_end=2456
+  _globals['_WORKER']._serialized_start=2459
+  _globals['_WORKER']._serialized_end=3236
+  _globals['_COLLECTIVE']._serialized_start=3239
+  _globals['_COLLECTIVE']._serialized_end=3381
+  _globals['_PAIRING']._serialized_start=3384
+  _globals['_PAIRING']._serialized_end=3538
 # @@protoc_insertion_point(module_scope)

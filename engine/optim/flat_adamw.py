@@ -1,0 +1,168 @@
+"""AdamW over one flat fp32 vector on the device: normalise, clip, skip and update in one
+compiled call, with no host round trip.
+
+Every trainer keeps its trainable parameters as one flat fp32 master vector (or a ZeRO-1
+shard of it) and hands :meth:`FlatAdamW.update` the gradient of the *token-summed* loss over
+the same range, its sum of squares over the whole vector, the global token count and the
+loss scale still in it. The update divides by ``ntok * scale``, clips by the global norm,
+and applies :func:`engine.optim.adamw.adamw_update` elementwise in one fused pass. A step
+whose norm is not finite (fp16 overflow) or that saw no target token leaves parameters,
+moments and the step counter as they were (``mx.where``), so nothing waits on the host to
+decide; the caller reads ``ok`` after its one ``mx.eval`` of the step.
+
+:func:`sumsq_pieces` is the norm's one definition: the sum of squares of each of a fixed set
+of contiguous pieces, each in float32, then summed in float32 in piece order. A ZeRO-1 worker
+holding piece ``r`` computes that piece alone with the same function, the pieces are
+gathered exactly, and every sync mode gets a bit-identical norm (and so clip factor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from engine.optim.adamw import adamw_update
+
+
+def piece_sumsq(x: mx.array) -> mx.array:
+    """Sum of squares of one 1-D piece, in float32 (the kernel every mode uses).
+
+    A dot product (BLAS on the CPU) reads the vector once and makes no squared copy, where
+    ``sum(square(x))`` would materialise one (a vector's worth of memory)."""
+    x = x.reshape(-1).astype(mx.float32)
+    if x.size == 0:
+        return mx.array(0.0, mx.float32)
+    return x @ x
+
+
+def sumsq_pieces(flat: mx.array, bounds: Sequence[tuple[int, int]]) -> mx.array:
+    """A float32 vector: the sum of squares of ``flat[a:b]`` for each ``(a, b)`` in bounds."""
+    return mx.stack([piece_sumsq(flat[a:b]) for a, b in bounds])
+
+
+def total_sumsq(pieces: mx.array) -> mx.array:
+    """The pieces summed in order, in float32 (identical wherever the pieces are)."""
+    return mx.sum(pieces)
+
+
+class FlatAdamW:
+    """AdamW state (``m``, ``v``, ``step``) for one flat range, updated on the device.
+
+    ``decay_mask`` (0/1 per element, numpy) switches weight decay off for biases and norm
+    weights; None or all ones costs no memory (a scalar), as does all zeros.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        grad_clip: float = 1.0,
+        decay_mask: np.ndarray | None = None,
+    ):
+        if grad_clip < 0:
+            raise ValueError(f"grad_clip: expected >= 0, got {grad_clip}")
+        self.size = int(size)
+        self.m: mx.array | None = None
+        self.v: mx.array | None = None
+        self.step = mx.array(0.0, mx.float32)  # updates applied (skipped ones do not count)
+        self.decay = _mask_array(decay_mask, self.size)
+        b1, b2 = float(betas[0]), float(betas[1])
+        eps, wd, clip = float(eps), float(weight_decay), float(grad_clip)
+
+        def update(param, grad, m, v, step, sumsq, ntok, inv_scale, lr, decay):
+            factor = inv_scale / mx.maximum(ntok, 1.0)
+            norm = mx.sqrt(sumsq) * factor
+            ok = mx.logical_and(mx.isfinite(norm), ntok > 0)
+            if clip > 0:
+                factor = factor * mx.minimum(clip / (norm + 1e-6), 1.0)
+            step1 = step + ok.astype(mx.float32)
+            # one fused elementwise pass: the scale and the skip are scalars folded in, so
+            # the only vectors made are the three outputs
+            new, m1, v1 = adamw_update(
+                param, grad, m, v, mx.maximum(step1, 1.0), lr, (b1, b2), eps, wd, decay,
+                grad_scale=factor, apply=ok,
+            )  # fmt: skip
+            return new, m1, v1, step1, norm, ok
+
+        self._update = mx.compile(update)
+
+    def update(
+        self,
+        param: mx.array,
+        grad: mx.array,
+        sumsq: mx.array,
+        ntok: mx.array | float,
+        inv_scale: mx.array | float,
+        lr: mx.array | float,
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """``(new_param, norm, ok)``, all lazy; the state advances only where ``ok``.
+
+        ``norm`` is the global norm of the token-averaged, unscaled gradient before clipping.
+        """
+        if param.size != self.size or grad.size != self.size:
+            raise ValueError(
+                f"FlatAdamW: expected {self.size} values, got param {param.size}, grad {grad.size}"
+            )
+        if self.m is None:
+            self.m = mx.zeros((self.size,), mx.float32)
+            self.v = mx.zeros((self.size,), mx.float32)
+        new, self.m, self.v, self.step, norm, ok = self._update(
+            param, grad, self.m, self.v, self.step, _f32(sumsq), _f32(ntok), _f32(inv_scale),
+            _f32(lr), self.decay,
+        )  # fmt: skip
+        return new, norm, ok
+
+    # ---- state -----------------------------------------------------------------------------
+    def arrays(self) -> list[mx.array]:
+        """What to evaluate with the step (moments once they exist, and the counter)."""
+        return [a for a in (self.m, self.v, self.step) if a is not None]
+
+    @property
+    def steps_applied(self) -> int:
+        return int(self.step.item())
+
+    def state_bytes(self) -> int:
+        return sum(int(a.nbytes) for a in (self.m, self.v) if a is not None)
+
+    def load(self, m: Any, v: Any, step: int) -> None:
+        """Restore moments (any array-like of ``size`` values) and the applied-step count;
+        ``step == 0`` means AdamW has not started (the moments are then dropped)."""
+        self.step = mx.array(float(step), mx.float32)
+        if step <= 0:
+            self.m = self.v = None
+            return
+        m_arr, v_arr = mx.array(np.asarray(m, np.float32)), mx.array(np.asarray(v, np.float32))
+        if m_arr.size != self.size or v_arr.size != self.size:
+            raise ValueError(
+                f"optimizer state: moments have {m_arr.size}/{v_arr.size} values, expected {self.size}"
+            )
+        self.m, self.v = m_arr.reshape(-1), v_arr.reshape(-1)
+
+    def moments_numpy(self) -> tuple[np.ndarray, np.ndarray]:
+        """fp32 numpy copies of ``m`` and ``v`` (zeros before the first update)."""
+        if self.m is None or self.v is None:
+            return np.zeros(self.size, np.float32), np.zeros(self.size, np.float32)
+        return np.array(self.m), np.array(self.v)
+
+
+def _f32(x: mx.array | float) -> mx.array:
+    return x.astype(mx.float32) if isinstance(x, mx.array) else mx.array(x, mx.float32)
+
+
+def _mask_array(mask: np.ndarray | None, size: int) -> mx.array:
+    if mask is None:
+        return mx.array(1.0, mx.float32)
+    mask = np.asarray(mask, np.float32).reshape(-1)
+    if mask.size != size:
+        raise ValueError(f"decay_mask: expected {size} values, got {mask.size}")
+    if mask.size == 0 or np.all(mask == 1.0):
+        return mx.array(1.0, mx.float32)
+    if np.all(mask == 0.0):
+        return mx.array(0.0, mx.float32)
+    return mx.array(mask)
