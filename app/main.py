@@ -11,6 +11,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.errors import ErrorReporter, install_excepthook
+from app.gc_gui_thread import GuiThreadCollector
 from app.settings import APPLICATION, ORGANIZATION
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "orchard-512.png"
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         app.setWindowIcon(QIcon(str(ICON)))
     reporter = ErrorReporter()
     install_excepthook(reporter)
+    collector = GuiThreadCollector(app)  # no Qt object is ever destroyed in a pool thread
 
     from app.main_window import MainWindow  # after QApplication: pages build widgets on import
 
@@ -54,4 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset:
         window.dataset_page.open_path(args.dataset)
     window.show()
-    return app.exec()
+    try:
+        return app.exec()
+    finally:
+        collector.close()

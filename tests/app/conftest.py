@@ -25,6 +25,18 @@ def engine_dir(monkeypatch):
         yield folder
 
 
+@pytest.fixture(autouse=True)
+def gui_thread_collector(qapp):
+    """As in the app: cycles are collected on the GUI thread only (app/gc_gui_thread.py); set
+    up before and torn down after each test's windows, so their garbage is collected here."""
+    from app.gc_gui_thread import GuiThreadCollector
+
+    collector = GuiThreadCollector()
+    yield collector
+    collector.close()
+    collector.deleteLater()
+
+
 @pytest.fixture
 def settings(tmp_path: Path):
     from app.settings import AppSettings
