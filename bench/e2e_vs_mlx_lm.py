@@ -9,7 +9,10 @@ adapter saved once at the end. Orchard runs through the engine with one local wo
 ``orchard train`` always does, at the same CPU priority as mlx-lm (``dist.worker_niceness =
 0``: the default 10 keeps a desktop responsive, and on a busy machine it would hand the
 worker's CPU to everything else). Each command is timed from spawn to exit (imports, loading,
-tokenising, training, saving all in), in alternating order, ``--rounds`` times each.
+tokenising, training, saving all in), in alternating order, ``--rounds`` times each. With
+``--warmup`` each tool first runs 5 untimed steps: on a GPU the first process to use a kernel
+compiles it (MLX caches it for later processes), which would otherwise bill whichever tool
+runs first for both.
 
 Also printed: real (non-pad) target tokens per second of training time on each side (from
 Orchard's metrics.jsonl and mlx-lm's reports) and, with ``--packing``, Orchard with
@@ -163,6 +166,14 @@ def mlx_lm_tokens(log: Path) -> tuple[float, float]:
     return tokens, seconds
 
 
+def command(name: str, args: argparse.Namespace, data: Path, out: Path) -> list[str]:
+    """The command line of one tool's run (orchard, mlx_lm or orchard_packed) into ``out``."""
+    if name == "mlx_lm":
+        return [sys.executable, "-c", MLX_LM_LORA, "-c", str(mlx_lm_config(args, data, out))]
+    job = orchard_job(args, data, out, packing=name == "orchard_packed")
+    return [sys.executable, "-m", "engine.cli.main", "train", str(job)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="model folder (scripts/make_random_model.py)")
@@ -176,6 +187,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--packing", action="store_true", help="also time Orchard with packing on")
+    p.add_argument("--warmup", action="store_true", help="5 untimed steps of each tool first")
     args = p.parse_args()
     data = DATA.get(args.data, Path(args.data)).resolve()
     args.model = str(Path(args.model).resolve())
@@ -184,6 +196,13 @@ def main() -> None:
     toks: dict[str, list[tuple[float, float]]] = {k: [] for k in walls}
     overhead: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="e2e_") as tmp:
+        if args.warmup:
+            short = argparse.Namespace(**{**vars(args), "iters": min(5, args.iters)})
+            for name in ("orchard", "mlx_lm", "orchard_packed"):
+                out = Path(tmp) / f"warmup_{name}"
+                out.mkdir()
+                cmd = command(name, short, data, out)
+                print(f"warm-up {name}: {run_timed(cmd, out / 'log.txt', env):.1f} s (untimed)")
         for r in range(args.rounds):
             order = ["orchard", "mlx_lm"] if r % 2 == 0 else ["mlx_lm", "orchard"]
             if args.packing:
@@ -191,14 +210,8 @@ def main() -> None:
             for name in order:
                 out = Path(tmp) / f"{name}{r}"
                 out.mkdir()
-                if name == "mlx_lm":
-                    cmd = [sys.executable, "-c", MLX_LM_LORA, "-c",
-                           str(mlx_lm_config(args, data, out))]  # fmt: skip
-                else:
-                    job = orchard_job(args, data, out, packing=name == "orchard_packed")
-                    cmd = [sys.executable, "-m", "engine.cli.main", "train", str(job)]
                 log = out / "log.txt"
-                wall = run_timed(cmd, log, env)
+                wall = run_timed(command(name, args, data, out), log, env)
                 walls[name].append(wall)
                 if name == "mlx_lm":
                     toks[name].append(mlx_lm_tokens(log))

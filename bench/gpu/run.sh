@@ -48,7 +48,7 @@ every=$((STEPS / 3))
 "$PY" bench/lora_vs_mlx_lm.py --model "$MODEL" --rank 64 --targets all \
   --batch 16 --seq 256 --steps "$STEPS" --every "$every" --rounds 1 2>&1 | tee "$LOG/r64_all.txt" | grep -v '^\s*\[' | tail -4
 "$PY" bench/e2e_vs_mlx_lm.py --model "$MODEL" --data wikisql --rank 64 \
-  --batch 16 --seq 512 --iters "$E2E_ITERS" --packing 2>&1 | tee "$LOG/e2e.txt" | tail -8
+  --batch 16 --seq 512 --iters "$E2E_ITERS" --packing --warmup 2>&1 | tee "$LOG/e2e.txt" | tail -8
 
 echo "== summary (GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)) =="
 echo "rank 8 attention:   $(tail -1 "$LOG/r8_attention.txt")"
