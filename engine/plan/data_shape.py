@@ -2,7 +2,7 @@
 
 A step does not compute ``max_seq_len`` tokens per sequence: the sampler buckets items by
 length (engine/data/sampler.py) and collate pads each micro-batch only to its longest item
-(rounded up to 8). So a step computes ``width`` padded tokens per sequence on average, and
+(rounded up as engine.data.collate.padded_width does). So a step computes ``width`` padded tokens per sequence on average, and
 the loss counts ``trained`` of them (targets: no padding, no masked prompt), which is what
 Orchard calls tokens/s (engine/plan/efficiency.py). Both are measured here by running the
 run's own sampler over the item lengths: no model, no MLX.
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.data.collate import PAD_MULTIPLE
+from engine.data.collate import PAD_MULTIPLE, padded_width
 from engine.data.sampler import BatchSampler, split_batch
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class ItemLengths:
     """Per training item: its token count and how many of its tokens are trained targets."""
 
     lengths: np.ndarray  # tokens per item (int64)
-    trained: np.ndarray  # trained target tokens per item: weights[1:].sum() (int64)
+    # trained target tokens per item: bit 0 of weights[1:] (bit 1 flags a packed record's start)
+    trained: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,14 @@ def at_max_seq_len(max_seq_len: int, why: str) -> DataShape:
 def item_lengths(train_set: Any) -> ItemLengths:
     """From an engine.data TokenizedSet (its items' tokens and weights)."""
     lengths = np.array([len(t) for t in train_set.tokens], dtype=np.int64)
-    trained = np.array([int(w[1:].sum()) for w in train_set.weights], dtype=np.int64)
+    trained = np.array([int((w[1:] & 1).sum()) for w in train_set.weights], dtype=np.int64)
     return ItemLengths(lengths, trained)
 
 
 def collate_width(longest_item: int, multiple: int = PAD_MULTIPLE) -> int:
     """engine.data.collate's width for a micro-batch whose longest item has this many tokens
-    (inputs are tokens[:-1], padded up to a multiple of 8, at least 8)."""
-    return max(multiple, -(-(longest_item - 1) // multiple) * multiple)
+    (inputs are tokens[:-1], padded as collate pads them: engine.data.collate.padded_width)."""
+    return padded_width(longest_item - 1, multiple)
 
 
 def shape_of(items: ItemLengths, batch_size: int, seed: int, parts: int = 1,

@@ -4,19 +4,28 @@ thread, published under its sha256 only once every byte is there and the hash ma
 The partial file stays when a stream breaks, so the next attempt resumes where this one
 stopped (the hasher first re-reads the bytes already held). It is deleted when the content
 is refused (a wrong hash, a chunk out of place, too many bytes): nothing refused is kept.
+
+Several worker processes of one Mac may share a cache folder (local workers do), and a
+coordinator sends each of them the same file at once. The partial file is locked (flock) from
+open to publish; a second process that finds it locked writes a private partial of its own
+from byte 0 (the same bytes; whichever publishes last replaces the other's identical file),
+or, asked to resume from held bytes it cannot take, says the file is busy.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import itertools
 import os
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.worker.errors import InvalidRequest
+from engine.worker.errors import InvalidRequest, OutOfOrder
 
+_private = itertools.count()
 HASH_QUEUE = 16  # buffers waiting for the hasher: bounds the memory a fast sender can fill
 _READ_BLOCK = 4 * 1024 * 1024
 
@@ -99,7 +108,16 @@ class Incoming:
         self._on_close, self._publish = on_close, publish
         self._cancel_hooks: list[Callable[[], None]] = []
         self.cancelled = self._closed = False
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = _open_locked(partial)
+        if fd is None:  # another process is receiving this file into the shared partial
+            if offset:
+                raise OutOfOrder(f"{name}: another process of this machine is receiving this "
+                                 "file; send it from byte 0 or once that transfer ends")  # fmt: skip
+            self.partial = partial = partial.with_name(
+                f"{partial.stem}.{os.getpid()}-{next(_private)}.part"
+            )
+            fd = _open_locked(partial)
+            assert fd is not None  # a name of this process's own
         try:
             os.ftruncate(fd, offset)  # a resume from fewer bytes than held drops the rest
             os.lseek(fd, offset, os.SEEK_SET)
@@ -147,13 +165,12 @@ class Incoming:
         """Check the hash, publish the file under it, return (sha256, size). A mismatch
         deletes the partial file and raises InvalidRequest naming both hashes."""
         try:
-            self._close_fd()
             actual = self._hasher.digest()
             if actual != self.sha256:
                 raise InvalidRequest(
                     f"{self.name}: sha256 mismatch (sent {self.sha256}, received {actual})"
                 )
-            self._publish(self)
+            self._publish(self)  # still locked: no other process truncates it meanwhile
         except BaseException:
             self.close(keep=False)
             raise
@@ -175,3 +192,17 @@ class Incoming:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _open_locked(path: Path) -> int | None:
+    """``path`` opened for writing under an exclusive flock, or None if another holds it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -22,7 +22,9 @@ PROBE = SimpleNamespace(matmul_gflops=50.0, free_memory_bytes=16 << 30, bandwidt
 
 @pytest.fixture(scope="module")
 def demo():
-    job = JobSpec()  # the demo: stories260K on orchard_robot.jsonl, max_seq_len 512
+    # the demo (stories260K on orchard_robot.jsonl, max_seq_len 512), records unpacked: packed
+    # rows are all about max_seq_len wide (test_packed_rows_are_planned_as_packed)
+    job = JobSpec().with_overrides(["data.packing=false"])
     tok = load_tokenizer(resolve_model_path(job.model.path))
     return job, prepare_data(job.data, tok, seed=job.run.seed)
 
@@ -34,7 +36,7 @@ def test_the_shape_is_what_collate_pads_the_samplers_batches_to(demo):
         shape = shape_of(items, job.run.batch_size, job.run.seed, parts=parts, steps=40)
         sampler = BatchSampler(data.train.lengths(), job.run.batch_size, seed=job.run.seed)
         padded = trained = seqs = widest = 0
-        for step in range(40):
+        for step in range(min(40, max(sampler.steps_per_epoch, sampler.window))):
             for micro in sampler.micro_batches(step, 0, 1, parts):
                 b = collate([data.train[i] for i in micro], data.pad_id)
                 padded, seqs = padded + b.inputs.size, seqs + len(micro)
@@ -87,7 +89,9 @@ def test_the_preflights_tokenization_is_reused(tmp_path, monkeypatch):
         f'{{"messages": [{{"role": "user", "content": "tell me {i}"}}, '
         f'{{"role": "assistant", "content": "{" ".join(["apple"] * (3 + i % 40))}"}}]}}\n'
         for i in range(60)))  # fmt: skip
-    job = JobSpec().with_overrides([f'data.path="{data}"', "data.valid_fraction=0.0"])
+    job = JobSpec().with_overrides(
+        [f'data.path="{data}"', "data.valid_fraction=0.0", "data.packing=false"]
+    )
     result = preflight(job, local_memory=64 << 30)
     assert result.ok, result.message()
     assert len(result.lengths.lengths) == result.train_items == 60
@@ -112,7 +116,7 @@ def test_a_dataset_that_cannot_be_read_plans_at_max_seq_len_and_says_why(tmp_pat
 
 
 def test_widths_follow_the_longest_item_of_each_micro_batch():
-    assert [collate_width(n) for n in (2, 9, 10, 33, 34)] == [8, 8, 16, 32, 40]  # inputs: n - 1
+    assert [collate_width(n) for n in (2, 9, 10, 33, 34, 300)] == [8, 8, 16, 32, 40, 320]  # n - 1
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 300, 500)
     items = data_shape.ItemLengths(lengths, lengths // 2)
@@ -122,3 +126,18 @@ def test_widths_follow_the_longest_item_of_each_micro_batch():
     assert one.longest == four.longest == collate_width(int(lengths.max()))
     assert one.trained == pytest.approx(four.trained)  # padding is never trained
     assert one.width < 0.7 * 300  # bucketing by length: little padding
+
+
+def test_packed_rows_are_planned_as_packed():
+    """With packing (the default) the planner sees the rows the workers train on: several
+    records to a row, each row near max_seq_len, and only the records' targets trained
+    (a record's first-token flag is not a trained token)."""
+    job = JobSpec()
+    tok = load_tokenizer(resolve_model_path(job.model.path))
+    packed = prepare_data(job.data, tok, seed=job.run.seed)
+    plain = prepare_data(job.data, tok, seed=job.run.seed, packing=False)
+    assert len(packed.train) < len(plain.train)
+    p, q = item_lengths(packed.train), item_lengths(plain.train)
+    assert p.trained.sum() == q.trained.sum()  # the same targets, however packed
+    shape = shape_of(p, job.run.batch_size, job.run.seed)
+    assert shape.width > 0.8 * job.data.max_seq_len

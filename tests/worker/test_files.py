@@ -138,3 +138,28 @@ def test_partials_nobody_resumed_for_a_day_are_dropped(tmp_path):
     os.utime(old, (time.time() - 2 * 86400,) * 2)
     FileStore(tmp_path)
     assert not old.exists() and new.exists()
+
+
+def test_two_processes_sharing_a_cache_receive_the_same_file_at_once(tmp_path):
+    """Local workers share one cache folder and are sent the same file at the same time: two
+    stores on one folder (each lock is an open file, as in two processes) interleave their
+    chunks, both succeed and the file is whole; a resume the other one holds is refused."""
+    from engine.worker.errors import OutOfOrder
+
+    a, b = FileStore(tmp_path), FileStore(tmp_path)
+    data = bytes(range(256)) * 40
+    ps = pieces(data, "train.jsonl", size=1000)
+    first = a.begin(ps[0].sha256, "train.jsonl")
+    second = b.begin(ps[0].sha256, "train.jsonl")  # the shared partial is first's
+    assert second.partial != first.partial
+    for p in ps:
+        first.write(p.data)
+        second.write(p.data)
+    assert first.finish() == second.finish() == (hashlib.sha256(data).hexdigest(), len(data))
+    assert a.path_of(ps[0].sha256).read_bytes() == data
+    assert [p.name for p in a.partials.glob("*")] == []  # no partial left behind
+    held = a.begin(ps[0].sha256, "train.jsonl")  # a new transfer holds the shared partial
+    held.write(ps[0].data)
+    with pytest.raises(OutOfOrder, match="another process of this machine"):
+        b.begin(ps[0].sha256, "train.jsonl", offset=1000)
+    held.close(keep=False)
