@@ -17,7 +17,8 @@ MEMORY = 24 * 2**30  # this machine as the table and Start see it (the cluster's
 def test_the_table_shows_the_preflights_fit_not_the_max_length_one(window, qtbot) -> None:
     window.cluster.local.memory_bytes = MEMORY
     page, table = window.model_page, window.model_page.memory
-    window.job.set("run", "batch_size", 500)  # the demo's items are far shorter than 512
+    window.job.set("data", "packing", False)  # the demo's records are far shorter than 512
+    window.job.set("run", "batch_size", 500)
     expected = preflight(window.job.snapshot(), local_memory=MEMORY)
     assert expected.ok and [f.level for f in expected.fits] == ["fits"]
     at_max_length = estimate_memory(page.info, window.job.spec, 2).total_bytes * 2
