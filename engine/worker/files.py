@@ -9,6 +9,7 @@ Bytes arrive over gRPC (PutFile, :meth:`FileStore.receive`) or the bulk socket
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -90,11 +91,23 @@ class FileStore:
         return self.path_of(sha256) is not None
 
     def held(self, sha256: str) -> int:
-        """Bytes of this file a broken stream left behind (0 if none): where a resume starts."""
+        """Bytes of this file a broken stream left behind (0 if none): where a resume starts.
+        0 too while another process of this machine writes it (a transfer here would then
+        write its own copy from byte 0: see engine/worker/incoming.py)."""
+        path = self.partials / f"{check_sha256(sha256)}.part"
         try:
-            return (self.partials / f"{check_sha256(sha256)}.part").stat().st_size
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return 0
+        try:
+            if sha256 not in self._active:  # this process's own transfer: it gives way to a new one
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return 0
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def begin(self, sha256: str, name: str, offset: int = 0, size: int | None = None) -> Incoming:
         """Start receiving a file from byte ``offset`` (0, or up to the bytes held from a

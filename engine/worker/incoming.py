@@ -101,7 +101,8 @@ class Incoming:
         self, sha256: str, name: str, partial: Path, offset: int, limit: int,
         on_close: Callable[[Incoming], None], publish: Callable[[Incoming], Path],
     ):  # fmt: skip
-        self.sha256, self.name, self.partial = sha256, name, partial
+        self.sha256, self.name = sha256, name
+        self.partial: Path | None = partial
         self.offset = offset  # bytes held before this transfer began
         self.received = 0  # bytes this transfer wrote
         self._limit = limit  # the most bytes the whole file may have
@@ -171,6 +172,7 @@ class Incoming:
                     f"{self.name}: sha256 mismatch (sent {self.sha256}, received {actual})"
                 )
             self._publish(self)  # still locked: no other process truncates it meanwhile
+            self.partial = None  # renamed away: the path may already be another transfer's
         except BaseException:
             self.close(keep=False)
             raise
@@ -184,7 +186,7 @@ class Incoming:
         self._closed = True
         self._close_fd()
         self._hasher.stop()
-        if not keep:
+        if not keep and self.partial is not None:
             self.partial.unlink(missing_ok=True)
         self._on_close(self)
 
@@ -195,8 +197,17 @@ class Incoming:
 
 
 def _open_locked(path: Path) -> int | None:
-    """``path`` opened for writing under an exclusive flock, or None if another holds it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    """``path`` opened for writing under an exclusive flock, or None if another holds it.
+    The folder is made again if another process removed it in the meantime (it removes the
+    folder once empty)."""
+    for attempt in range(5):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            break
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
