@@ -495,7 +495,8 @@ class MainWindow(QMainWindow):
         history follows on the Monitor from step 1, then its live events."""
         run = e.run
         total = run.total_steps or (self.runner.job.run.steps if self.runner.job else 1)
-        self.monitor_page.reset(total)
+        # kept: a Start refused because of this very run says why, whichever event came first
+        self.monitor_page.reset(total, keep_message=True)
         self.monitor_page.show_attached(run)
         if run.active:
             self.start_button.setEnabled(False)

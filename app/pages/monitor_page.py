@@ -146,8 +146,11 @@ class MonitorPage(Page):
         self._figures_timer.timeout.connect(self.figures.refresh)
 
     # event slots (GUI thread) ---------------------------------------------------------------
-    def reset(self, total_steps: int) -> None:
-        self.clear_message()  # the last run's failure or note is not about this one
+    def reset(self, total_steps: int, keep_message: bool = False) -> None:
+        """Empty charts for a run of ``total_steps``; the last run's failure or note goes (it
+        is not about this one) unless ``keep_message``."""
+        if not keep_message:
+            self.clear_message()
         for chart in self.charts:
             chart.clear_all()
         self.progress.setRange(0, max(total_steps, 1))
