@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.worker.errors import InvalidRequest, OutOfOrder
-from engine.worker.incoming import Incoming
+from engine.worker.incoming import Incoming, make_folder
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class FileStore:
                     f"{name}: chunk at offset {offset}, expected {min(held, limit)} or less "
                     "(the bytes of this file already held)"
                 )
-            self.partials.mkdir(parents=True, exist_ok=True)  # even if someone emptied files/
+            make_folder(self.partials)  # even if someone emptied files/
             incoming = Incoming(
                 sha256, name, self.partials / f"{sha256}.part", offset, limit,
                 on_close=self._closed, publish=self._publish,

@@ -201,11 +201,11 @@ def _open_locked(path: Path) -> int | None:
     The folder is made again if another process removed it in the meantime (it removes the
     folder once empty)."""
     for attempt in range(5):
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            make_folder(path.parent)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
             break
-        except FileNotFoundError:
+        except FileNotFoundError:  # removed between the two
             if attempt == 4:
                 raise
     try:
@@ -217,3 +217,16 @@ def _open_locked(path: Path) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def make_folder(folder: Path) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)`` that another process removing the same
+    empty folder at the same moment cannot fail (pathlib raises FileExistsError when the
+    folder it was told exists is gone by the time it checks)."""
+    for attempt in range(5):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        except FileExistsError:
+            if attempt == 4:
+                raise
