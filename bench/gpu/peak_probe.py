@@ -16,10 +16,13 @@ Variants:
                 Updater.apply_update, one mx.eval)
   orchard_f32lora  Orchard's step with the LoRA weights left in fp32 (views of the masters)
                 over the bf16 base: mlx-lm's model graph with Orchard's optimizer path
-  orchard_split the same as orchard, but the loss and gradients evaluated before the update is built
+  orchard_split Orchard's step with the loss and gradients evaluated before the update is
+                built (two evals: tells whether the one-eval order costs memory)
+  <name>_q2     any of these with MLX_MAX_OPS_PER_BUFFER=2 (see SMALL_QUEUE); default list
+                adds mlx_lm_bf16_q2 and orchard_q2
 
-The last line is ``orchard_over_mlx_lm_bf16=<steady ratio> orchard_over_mlx_lm=<ratio>``
-(same model graph against different graph: see the variants above for the split).
+The last line is ``orchard_over_mlx_lm_bf16=<x> orchard_over_mlx_lm=<y>``, ratios of steady
+peaks: x between the same model graphs, y what bench/lora_vs_mlx_lm.py compares.
 Peaks are mx.get_peak_memory after mx.reset_peak_memory, so they include whatever the
 backend keeps alive for work in flight (on a GPU, buffers of queued kernels).
 
@@ -30,6 +33,7 @@ backend keeps alive for work in flight (on a GPU, buffers of queued kernels).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +43,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 VARIANTS = ("mlx_lm", "mlx_lm_bf16", "orchard", "orchard_f32lora", "orchard_split")
+# the same, with at most 2 kernels per GPU command buffer (MLX_MAX_OPS_PER_BUFFER): on a GPU
+# the buffers a queued command uses stay alive until it completes, so a smaller queue shows
+# how much of a peak is work in flight rather than the step's own arrays
+SMALL_QUEUE = "_q2"
 GIB = 2**30
 
 
@@ -161,7 +169,8 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--precision", default="auto", help="Orchard's run.precision")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    default = [*VARIANTS, "mlx_lm_bf16" + SMALL_QUEUE, "orchard" + SMALL_QUEUE]
+    p.add_argument("--variants", default=",".join(default))
     p.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.steps < 2:
@@ -170,13 +179,19 @@ def main() -> None:
         return run_variant(args, args.only)
     steady = {}
     for name in args.variants.split(","):
-        argv = [a for a in sys.argv[1:]]
-        proc = subprocess.run([sys.executable, __file__, *argv, "--only", name],
-                              capture_output=True, text=True, check=False)  # fmt: skip
+        base, env = name.removesuffix(SMALL_QUEUE), dict(os.environ)
+        if base not in VARIANTS:
+            p.error(
+                f"--variants: unknown {name!r}; expected {', '.join(VARIANTS)} (+{SMALL_QUEUE})"
+            )
+        if base != name:
+            env["MLX_MAX_OPS_PER_BUFFER"] = "2"
+        proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", base],
+                              capture_output=True, text=True, check=False, env=env)  # fmt: skip
         line = [x for x in proc.stdout.splitlines() if x.startswith("variant=")]
         if proc.returncode or not line:
             sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
-        print(line[-1], flush=True)
+        print(line[-1].replace(f"variant={base} ", f"variant={name} "), flush=True)
         steady[name] = float(line[-1].rsplit("steady_gib=", 1)[1])
     if {"orchard", "mlx_lm", "mlx_lm_bf16"} <= set(steady):
         print(f"orchard_over_mlx_lm_bf16={steady['orchard'] / steady['mlx_lm_bf16']:.3f} "
