@@ -226,7 +226,8 @@ def main() -> None:
     if args.steps % args.every or args.steps < 2 * args.every:
         p.error("--steps must be a multiple of --every, at least twice it")
     logging.basicConfig(level=logging.WARNING)
-    _, tokenizer = mlx_lm_load(resolve_model_path(args.model))
+    # the tokenizer only: a model kept here would sit in both peaks below
+    tokenizer = mlx_lm_load(resolve_model_path(args.model))[1]
     chunks = token_chunks(tokenizer, args.seq)
     if args.peak_of:
         return _peak_of(args, chunks, args.peak_of)

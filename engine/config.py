@@ -137,8 +137,8 @@ class RunSpec:
     )
     precision: str = _f(
         "auto",
-        "Compute precision: auto computes in the base model's own dtype with fp32 LoRA "
-        "weights (as mlx-lm does); fp32/bf16/fp16 cast every weight (master weights stay fp32)",
+        "Compute precision: auto computes in the base model's own dtype, LoRA branch "
+        "included; fp32/bf16/fp16 cast every weight (master weights stay fp32 in all)",
         choices=PRECISIONS,
     )
     grad_checkpoint: bool = _f(

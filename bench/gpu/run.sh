@@ -14,6 +14,8 @@
 # Environment: MODEL_DIR (default /tmp/orchard_1b_bf16; built once, reused), PYTHON (python3),
 # STEPS (lockstep steps per trainer, default 30), E2E_ITERS (steps of each end-to-end run,
 # default 150: enough that start-up, which both tools pay, is not the whole run).
+# PEAK_PROBE=1: instead of the three benchmarks, run bench/gpu/peak_probe.py on the two
+# lockstep cases (peak memory phase by phase, Orchard's step against mlx-lm's; ~3 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE="${1:-/tmp/site}"
@@ -38,6 +40,14 @@ PY
 if [ ! -f "$MODEL/config.json" ]; then
   "$PY" scripts/make_random_model.py "$MODEL" --hidden 2048 --layers 16 --intermediate 8192 \
     --heads 32 --kv-heads 16 --vocab 512 --dtype bfloat16
+fi
+
+if [ "${PEAK_PROBE:-0}" = "1" ]; then
+  echo "== rank 8 attention, batch 8 x 512 =="
+  "$PY" bench/gpu/peak_probe.py --model "$MODEL" --rank 8 --targets attention --batch 8 --seq 512
+  echo "== rank 64 all linear, batch 16 x 256 =="
+  "$PY" bench/gpu/peak_probe.py --model "$MODEL" --rank 64 --targets all --batch 16 --seq 256
+  exit 0
 fi
 
 LOG="$(mktemp -d /tmp/orchard_gpu_bench.XXXX)"
