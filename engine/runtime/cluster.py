@@ -362,7 +362,20 @@ class Cluster:
                     raise
             progress.emit(0, "", done=True)
 
-        self.all_ranked(ship)
+        # Workers of one host may share a file cache (local workers do): a file sent to
+        # several of them at once would race on the one partial file there. The first worker
+        # of each host gets its files first; the others then find them held.
+        assert self._pool is not None, "Cluster.start() first"
+        hosts: dict[str, int] = {}
+        for r, a in enumerate(self.addresses):
+            hosts.setdefault(a.rsplit(":", 1)[0], r)
+        first = sorted(hosts.values())
+        rest = [r for r in range(self.size) if r not in hosts.values()]
+        for ranks in (first, rest):
+            futures = [self._pool.submit(ship, r, self.clients[r]) for r in ranks]
+            errors = [e for f in futures if (e := f.exception()) is not None]
+            if errors:
+                raise errors[0]
         return hashes
 
     def ring_addresses(self) -> list[str]:
@@ -393,6 +406,17 @@ class Cluster:
                 self.group_token,
                 mlx_hostfile,
                 peer_certs=self.peer_certs,
+            )
+        )
+
+    def regroup(self) -> list[dict[str, Any]]:
+        """Every worker goes on with its loaded job under the current ranks and group token
+        (after drop()): ``{"step", "regroup_s"}`` by rank. Raises WorkerCallError (code
+        UNIMPLEMENTED from a worker of an older Orchard)."""
+        peers = self.addresses
+        return self.all_ranked(
+            lambda rank, c: c.regroup(
+                rank, len(peers), peers, self.group_token, peer_certs=self.peer_certs
             )
         )
 
