@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -372,10 +373,7 @@ class Cluster:
         first = sorted(hosts.values())
         rest = [r for r in range(self.size) if r not in hosts.values()]
         for ranks in (first, rest):
-            futures = [self._pool.submit(ship, r, self.clients[r]) for r in ranks]
-            errors = [e for f in futures if (e := f.exception()) is not None]
-            if errors:
-                raise errors[0]
+            self.some_ranked(ranks, ship)
         return hashes
 
     def ring_addresses(self) -> list[str]:
@@ -391,11 +389,15 @@ class Cluster:
         return [f"{a.rsplit(':', 1)[0]}:{p}" for a, p in zip(self.addresses, ports, strict=True)]
 
     def setup(
-        self, files: dict[str, str], run_id: str, mlx_hostfile: str = ""
-    ) -> list[dict[str, Any]]:
+        self, files: dict[str, str], run_id: str, mlx_hostfile: str = "",
+        ranks: list[int] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """SetupJob on every worker (or on ``ranks`` only: newcomers beside workers that
+        regroup), each with its rank in the current group."""
         job_toml = self.job.to_toml()
         peers = self.addresses
-        return self.all_ranked(
+        call = self.all_ranked if ranks is None else partial(self.some_ranked, ranks)
+        return call(
             lambda rank, c: c.setup_job(
                 job_toml,
                 rank,
@@ -409,16 +411,26 @@ class Cluster:
             )
         )
 
-    def regroup(self) -> list[dict[str, Any]]:
-        """Every worker goes on with its loaded job under the current ranks and group token
-        (after drop()): ``{"step", "regroup_s"}`` by rank. Raises WorkerCallError (code
-        UNIMPLEMENTED from a worker of an older Orchard)."""
+    def regroup(self, ranks: list[int] | None = None) -> list[dict[str, Any]]:
+        """These workers (default all) go on with their loaded jobs under the current ranks
+        and group token (after drop() or add()): ``{"step", "regroup_s"}`` each. Raises
+        WorkerCallError (code UNIMPLEMENTED from a worker of an older Orchard)."""
         peers = self.addresses
-        return self.all_ranked(
+        return self.some_ranked(
+            range(self.size) if ranks is None else ranks,
             lambda rank, c: c.regroup(
                 rank, len(peers), peers, self.group_token, peer_certs=self.peer_certs
-            )
+            ),
         )
+
+    def some_ranked(self, ranks: Any, fn: Callable[[int, WorkerClient], T]) -> list[T]:
+        """``fn(rank, client)`` on these ranks at once; waits for all, raises the first error."""
+        assert self._pool is not None, "Cluster.start() first"
+        futures = [self._pool.submit(fn, r, self.clients[r]) for r in ranks]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
 
     def all_ranked(self, fn: Callable[[int, WorkerClient], T]) -> list[T]:
         """``fn(rank, client)`` on every worker; waits for all, then raises the most telling

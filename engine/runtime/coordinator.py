@@ -298,6 +298,30 @@ class Coordinator:
             self._note(b.regroup(cluster.addresses, done))
         return True
 
+    def _join_in_place(self, before: int, step: int) -> bool:
+        """Newcomers (ranks ``before`` and up) set the job up; the workers already in the
+        group regroup with them, keeping their loaded model (PutState follows for all).
+        False where that cannot be (mlx, a worker without Regroup): set every worker up."""
+        cluster = self.cluster
+        assert cluster is not None and self.run_dir is not None
+        if self.job.dist.mode == "mlx":
+            return False
+        cluster.setup(self._files, self.run_dir.name, ranks=list(range(before, cluster.size)))
+        try:
+            at = sorted({int(r["step"]) for r in cluster.regroup(list(range(before)))})
+        except WorkerCallError as e:
+            log.warning("the group cannot take its newcomers in place (%s): setting every "
+                        "worker up again", e)  # fmt: skip
+            return False
+        if at != [step]:
+            log.warning("workers at steps %s, the run at %d: setting every worker up again",
+                        at, step)  # fmt: skip
+            return False
+        b = self.balancer
+        if b is not None and b.addresses != cluster.addresses:
+            self._note(b.regroup(cluster.addresses, step))
+        return True
+
     def _regrouped(self, what: str, lost: WorkerLost, failed_step: int, done: int,
                    detect_s: float, t0: float) -> int:  # fmt: skip
         """Report a regroup; returns the step to go on from (nothing before it is redone)."""
@@ -352,7 +376,9 @@ class Coordinator:
         names = [m.client.address for m in back]
         try:
             self._files = cluster.ship_files()
-            self._setup_group()
+            in_place = self._join_in_place(before, step)
+            if not in_place:
+                self._setup_group()
             cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
         except Exception as e:  # noqa: BLE001 - a newcomer that fails must not end the run
             log.warning("worker %s could not rejoin: %s", ", ".join(names), e, extra=SHOWN)
@@ -362,7 +388,8 @@ class Coordinator:
             cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
             return
         msg = (f"worker {', '.join(names)} rejoined after step {step}: {cluster.size} workers "
-               f"(re-formed in {time.perf_counter() - t0:.1f}s, nothing redone)")  # fmt: skip
+               f"(re-formed in {time.perf_counter() - t0:.1f}s, nothing redone"
+               f"{'; the others kept their loaded model' if in_place else ''})")  # fmt: skip
         log.info("%s", msg, extra=SHOWN)
         self.emit(LogEvent("info", msg))
         self.emit(StateEvent("running", msg, str(self.run_dir), {

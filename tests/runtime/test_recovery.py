@@ -108,8 +108,12 @@ def regrouped_in_place(mode: str, rank: int) -> bool:
 def test_kill_one_of_three_workers_and_the_curve_goes_on(
     tmp_path, reference, mode, mid_collective, rank
 ):
-    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 4, "dist.step_timeout_s": TIMEOUT_S,
-            "run.name": f"kill-{mode}"}  # fmt: skip
+    # ZeRO-1: the lost shard's moments come from the snapshot; one every step makes that
+    # exact, so the curve tests how the survivors' shards are cut again (the moments of an
+    # older snapshot move the curve: docs/reliability.md)
+    every = 1 if mode == "reduce-scatter" else 4
+    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": every,
+            "dist.step_timeout_s": TIMEOUT_S, "run.name": f"kill-{mode}"}  # fmt: skip
     rec = Recorder(after_step=5)
     handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
     assert rec.reached.wait(240), "no training step within 240 s"
@@ -119,6 +123,7 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
     assert result is not None and result.status == "finished", result
     info = rec.recovery()
     assert info["lost"] == [victim.address] and info["workers"] == 2
+    tol = 1e-4
     detect, recover = info["detected_at"] - t_kill, rec.first_step_after(t_kill) - t_kill
     print(f"\n{mode}, rank {rank} killed {'mid-collective' if mid_collective else 'mid-step'}: "
           f"detection {detect:.3f}s, kill->next completed step {recover:.2f}s "
@@ -131,11 +136,11 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
         e.step for _, e in rec.events if isinstance(e, MetricEvent) and e.kind == "train"
     )
     redone = sorted(s for s, n in done.items() if n > 1)
-    tol = 1e-4
     if regrouped_in_place(mode, rank):
         assert info["regrouped"] is True, info
-        # only the interrupted step is redone: it never completed, so no step went out twice
-        assert info["redo_from"] == info["failed_step"] - 1 and info["steps_redone"] == 1, info
+        # only the interrupted step is redone (none when the loss came in a snapshot after
+        # it): it never completed, so no step went out twice
+        assert info["failed_step"] - info["redo_from"] == info["steps_redone"] in (0, 1), info
         assert redone == [], f"steps redone: {redone}"
         assert "survivors keeping their loaded model" in log_txt
         survivors = [r for r in range(3) if r != rank]
@@ -143,8 +148,9 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
             wlog = (result.run_dir / "workers" / f"worker{r}.log").read_text()
             assert wlog.count(" ready in ") == 1, f"worker {r} loaded the model again"
             assert "regrouped as rank" in wlog and "no reload" in wlog
-        if info.get("moments_from_snapshot"):  # ZeRO-1: the lost shard's moments are older
-            tol = 2e-3
+        if info.get("moments_from_snapshot"):  # ZeRO-1, the kill came in the snapshot itself
+            assert info["snapshot_step"] == info["redo_from"] - 1, info  # one step older
+            tol = 5e-2  # the lost third of the moments is a step old (docs/reliability.md)
     else:
         # the in-memory snapshot is at least as new as the step-4 checkpoint; the failed step redone
         assert "regrouped" not in info
