@@ -25,7 +25,14 @@ from engine.events import DownloadEvent, EventSink, ShipEvent
 from engine.machine import PROTOCOL_VERSION
 from engine.rpc.auth import TOKEN_ENV, new_token
 from engine.rpc.worker_client import WorkerCallError, WorkerClient
-from engine.runtime.local_workers import LocalWorker, start_local_worker, stop_local_workers
+from engine.runtime.local_workers import (
+    LocalWorker,
+    Pending,
+    await_local_workers,
+    kill_local_workers,
+    spawn_local_workers,
+    stop_local_workers,
+)
 from engine.worker.agent import default_data_dir
 from engine.worker.files import sha256_file
 from engine.worker.job import StepResult
@@ -192,6 +199,7 @@ class Cluster:
         self.peer_certs: list[str] = []  # paired remote workers' pinned certificates, by rank
         self._pool: ThreadPoolExecutor | None = None
         self._started = 0  # local worker processes started so far
+        self._spares: list[Pending] = []  # mlx mode: fresh processes for a re-form
         self._ended = threading.Event()
 
     @property
@@ -209,7 +217,7 @@ class Cluster:
             if not self.token:  # network workers: pinned TLS + signed calls, or a clear refusal
                 self._connect_paired(addresses)
         else:
-            self.local = [self._start_local() for _ in range(self.job.dist.workers)]
+            self.local = self._start_locals(self.job.dist.workers)
             addresses = [w.address for w in self.local]
         if not self.clients:  # local workers, or hosts that take ORCHARD_WORKER_TOKEN (--local)
             self.clients = [WorkerClient(a, self.token, timeout_s=30.0) for a in addresses]
@@ -233,13 +241,28 @@ class Cluster:
                     log.debug("keep-alive to %s: %s", c.address, e)
 
     def _start_local(self) -> LocalWorker:
-        self._started += 1  # one log file per process, replacements included
-        log_path = self.run_dir / "workers" / f"worker{self._started - 1}.log"
+        return self._start_locals(1)[0]
+
+    def _start_locals(self, count: int) -> list[LocalWorker]:
+        """``count`` local worker processes, started together (their imports overlap)."""
+        return await_local_workers(self._spawn_locals(count))
+
+    def _spawn_locals(self, count: int) -> list[Pending]:
+        logs = [self.run_dir / "workers" / f"worker{self._started + i}.log" for i in range(count)]
+        self._started += count  # one log file per process, replacements included
         d = self.job.dist
-        return start_local_worker(
-            self.token, self.data_dir, log_path, workers_on_host=d.workers,
-            niceness=d.worker_niceness,
+        return spawn_local_workers(
+            self.token, self.data_dir, logs, workers_on_host=d.workers, niceness=d.worker_niceness,
         )  # fmt: skip
+
+    def keep_spares(self) -> None:
+        """Local workers in mlx mode: hold fresh processes ready (spawned, importing the
+        training stack), so a re-form in new processes (restart_local) does not wait for
+        processes to start. Call from the run's own thread: a local worker dies with the
+        thread that started it."""
+        if self.remote or self.job.dist.mode != "mlx" or self._spares:
+            return
+        self._spares = self._spawn_locals(self.job.dist.workers)
 
     def reconnect(self, gone: Departed, timeout_s: float) -> Member:
         """A worker for the place ``gone`` left: a fresh local process, or the same remote
@@ -288,8 +311,9 @@ class Cluster:
         group (dist.mode 'mlx') initialises once per process and can only re-form this way."""
         for c in self.clients:
             c.close()
-        stop_local_workers(self.local, grace_s=0.1)
-        self.local = [self._start_local() for _ in range(count)]
+        kill_local_workers(self.local)  # stuck in MLX's collective: no grace to wait out
+        spares, self._spares = self._spares[:count], self._spares[count:]
+        self.local = await_local_workers(spares + self._spawn_locals(count - len(spares)))
         self.clients = [WorkerClient(w.address, self.token, timeout_s=30.0) for w in self.local]
         self.all(lambda c: c.wait_ready(timeout_s=30.0))
         self.group_token = new_token()
@@ -533,6 +557,9 @@ class Cluster:
             c.close()
         if self.local:
             stop_local_workers(self.local, grace_s=10.0)
+        spares, self._spares = self._spares, []
+        kill_local_workers([LocalWorker(proc=p, port=0, log_path=lp, stdin=p.stdin)
+                            for p, lp in spares])  # fmt: skip
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -169,6 +169,7 @@ class Coordinator:
                     train_loss = self._step_metrics(metrics, step, schedule(i), outs, dt, plan)
                     if note := self.balancer.observe(i, outs):
                         self._note(note)
+                    cluster.keep_spares()  # mlx, local workers: fresh processes held ready
                     self.emit(progress.event(step))
                     if r.val_every and (step % r.val_every == 0 or step == total):
                         val_loss = self._validate(metrics, step) or val_loss
@@ -284,7 +285,7 @@ class Coordinator:
             if job.dist.mode == "reduce-scatter":
                 full, stale = from_survivors(cluster.get_states(done), snap)
                 cluster.put_states(split(full, job.dist.mode, cluster.size))
-                if stale:
+                if stale and snap.step < done:  # else the snapshot is of this very step
                     self._regroup_info["moments_from_snapshot"] = stale
                     self._regroup_info["snapshot_step"] = snap.step
         except (WorkerCallError, RegroupRefused, ValueError) as e:

@@ -70,7 +70,9 @@ class ForwardingMailbox(Mailbox):
         if not self._forward(("put", op_id, src, part, offset, total, bytes(data), dtype)):
             super().put(op_id, src, part, offset, total, data, dtype)
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, token: bytes | None = None) -> None:
+        if token is not None and not self.token_ok(token):
+            return  # an older group's failure (a regroup since)
         super().fail(error)
         self._forward(("fail", str(error)))
 

@@ -125,3 +125,18 @@ def test_the_parameter_server_cannot_move_to_another_rank():
     )
     server.regroup(EchoGroup(0, 2))  # the server stays rank 0: it keeps its state
     assert (server.lo, server.hi) == (0, N)
+
+
+def test_a_late_failure_of_the_old_groups_stream_does_not_fail_the_new_group():
+    """A regroup reuses the worker's mailbox: a send of the old group that fails afterwards
+    (a peer already on the new token refused it) must not abort the new group's step."""
+    from engine.dist.mailbox import Mailbox
+
+    mailbox = Mailbox("old")
+    mailbox.set_token("new")
+    mailbox.fail(CollectiveError("send to rank 0 failed: wrong group token"), token=b"old")
+    mailbox.put(1, 0, 0, 0, 1, b"x", "uint8")
+    assert bytes(mailbox.take(1, 0, 0, timeout=1.0)[0]) == b"x"
+    mailbox.fail(CollectiveError("send to rank 0 failed"), token=b"new")
+    with pytest.raises(CollectiveError, match="aborted"):
+        mailbox.take(2, 0, 0, timeout=1.0)
