@@ -253,7 +253,7 @@ class Coordinator:
                 self.rejoiner.departed(gone)
             if not cluster.size:  # nobody left: wait (bounded) for a worker to come back
                 self._wait_for_replacement(what, kept)
-            elif not (mlx or server_lost) and self._regroup(what, done):
+            elif not (mlx or server_lost) and self._regroup(done):
                 return self._regrouped(what, lost, failed_step, done, detect_s, t0)
         self._setup_group()
         cluster.put_states(split(snap, job.dist.mode, cluster.size))
@@ -269,7 +269,7 @@ class Coordinator:
         }))  # fmt: skip
         return snap.step
 
-    def _regroup(self, what: str, done: int) -> bool:
+    def _regroup(self, done: int) -> bool:
         """The survivors go on with their loaded jobs in the smaller group (Regroup); each
         must be at step ``done``. ZeRO-1: the moment shards are cut again from the
         survivors' shards and, for the lost ones, the last snapshot. False (every survivor's
@@ -289,8 +289,9 @@ class Coordinator:
                     self._regroup_info["moments_from_snapshot"] = stale
                     self._regroup_info["snapshot_step"] = snap.step
         except (WorkerCallError, RegroupRefused, ValueError) as e:
-            log.warning("%s: the survivors cannot go on in place (%s); setting the job up again",
-                        what, e, extra=SHOWN)  # fmt: skip
+            msg = f"the survivors cannot go on in place ({e}): setting the job up again"
+            log.warning("%s", msg, extra=SHOWN)
+            self.emit(LogEvent("warning", msg))
             cluster.stop_jobs(list(range(cluster.size)), "regroup failed: setting up again")
             return False
         self._regroup_info["regroup_s"] = max(float(r["regroup_s"]) for r in replies)
