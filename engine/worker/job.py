@@ -355,8 +355,7 @@ class JobRunner:
             raise InvalidRequest(
                 f"peer_certs: expected {len(peers)} certificates, got {len(peer_certs)}"
             )
-        if job_id and job_id != self._job_id:
-            self._need_job("Regroup", job_id)  # raises: names why the job is gone
+        self._need_job("Regroup", job_id)  # no job, or another one: say so, touch nothing
         # the step in flight waits on the lost peer: fail it now (as Stop does) and let it
         # unwind; a long compute part still runs to its next collective first
         self.mailbox.fail(RuntimeError("regrouping: a peer was lost"))
