@@ -124,6 +124,7 @@ class Coordinator:
         r = job.run
         self._files = cluster.ship_files()
         self.balancer = self._start_balancer(cluster)  # probes before any model is loaded
+        cluster.keep_spares()  # mlx, local workers: their imports overlap the setup, not a step
         infos = self._setup_group()
         # survivors of a lost peer are not stopped by the Watcher: a Regroup fails their
         # step and keeps their job; only when that cannot be does _recover stop them
