@@ -94,6 +94,8 @@ class DistributedAdamW:
         mask = None
         if not optim.decay_norms_and_biases:
             mask = self.layout.decay_mask(is_no_decay_name)
+        self._decay_mask = mask
+        self.previous: dict[str, Any] | None = None  # ZeRO-1's shard before a regroup
         self.adamw = FlatAdamW(
             self.hi - self.lo,
             betas=(optim.beta1, optim.beta2),
@@ -135,13 +137,24 @@ class DistributedAdamW:
         local = mx.stack([_scalar(loss_sum), _scalar(n_tokens)])
         inv = mx.array(1.0 / float(grad_scale), mx.float32)
         lr_arr = mx.array(float(lr), mx.float32)
+        # mx arrays are values: holding the old ones costs no copy, and a step that fails
+        # (a peer lost mid-collective) puts them back, so this worker stays at the last
+        # completed step and can go on in a regrouped group (engine/runtime/coordinator.py)
+        kept = (self.params, self.adamw.state(), self.steps)
         self.steps += 1
         self._grads_done_at = 0.0
-        if self.group.size == 1:
-            return self._step_single(leaves, local, inv, lr_arr)
-        if self.mode == "mlx":
-            return self._step_mlx(leaves, local, inv, lr_arr)
-        return self._step_wire(leaves, local, inv, lr_arr)
+        try:
+            if self.group.size == 1:
+                return self._step_single(leaves, local, inv, lr_arr)
+            if self.mode == "mlx":
+                return self._step_mlx(leaves, local, inv, lr_arr)
+            return self._step_wire(leaves, local, inv, lr_arr)
+        except BaseException:
+            self._drain_lane()
+            self._set_params(kept[0])
+            self.adamw.restore(kept[1])
+            self.steps = kept[2]
+            raise
 
     def _step_single(self, leaves, local, inv, lr):
         flat = self.layout.flatten_range(leaves, 0, self.layout.total)
@@ -215,6 +228,14 @@ class DistributedAdamW:
         mx.eval(self._views, self.adamw.arrays(), norm, ok)
         return self._out(float(meta[0]), meta[1], norm.item(), not ok.item(), comm_s + post,
                          exposed + post, time.perf_counter() - t1)  # fmt: skip
+
+    def _drain_lane(self) -> None:
+        """After a failed step: wait for the collectives still queued on the lane (they fail
+        at once on the failed mailbox), so none of them outlives the step and takes a part
+        meant for a later group."""
+        if self._lane is not None:
+            self._lane.drain()
+            self._lane.reset()
 
     def _reduce_bucket(self, k: int, piece: mx.array) -> np.ndarray | None:
         """One bucket's collective (runs on the comm lane)."""
@@ -294,6 +315,40 @@ class DistributedAdamW:
         self.params = new
         self._views = self.layout.unflatten(new)
 
+    # ---- regroup ---------------------------------------------------------------------------
+    def regroup(self, group: Group) -> None:
+        """Go on in ``group`` (the survivors of a lost peer, ranks renumbered), keeping the
+        parameters and, outside ZeRO-1, the moments as of the last completed step.
+
+        reduce-scatter: the shard this rank owns changes with the world size, so the moments
+        are cut again: the old shard is kept aside (``previous``, reported by
+        :meth:`state_dict`) until the coordinator sends the rebuilt shard with PutState.
+        parameter-server: only the server holds moments, so the server must stay rank 0."""
+        n = self.layout.total
+        if self.mode == "parameter-server" and (self.group.rank == PS_ROOT) != (
+            group.rank == PS_ROOT
+        ):
+            raise ValueError(
+                "regroup: the parameter server (rank 0) holds the only optimizer state and "
+                "must stay rank 0; set the group up again from a snapshot"
+            )
+        old_group, self.group = self.group, group
+        self.pieces = shard_bounds(n, group.size)
+        self.previous = None
+        if self.mode == "reduce-scatter":
+            m, v = self.adamw.moments_numpy()
+            self.previous = {"lo": self.lo, "hi": self.hi, "m": m, "v": v}
+            self.lo, self.hi = group.shard_of(n)
+            self.adamw = self.adamw.resized(self.hi - self.lo, self._decay_slice())
+        if self._lane is None and group.size > 1 and self.mode != "mlx":
+            self._lane = CommLane()
+        if old_group is not group:
+            old_group.close()
+
+    def _decay_slice(self) -> np.ndarray | None:
+        mask = self._decay_mask
+        return None if mask is None else mask[self.lo : self.hi]
+
     # ---- memory and checkpoints -------------------------------------------------------------
     def optimizer_state_bytes(self) -> int:
         """Bytes of AdamW moments this worker holds (ZeRO-1: about 1/N of the full state)."""
@@ -302,11 +357,15 @@ class DistributedAdamW:
     def state_dict(self) -> dict[str, Any]:
         """This worker's part: full parameters, its shard of the moments, and where it lies."""
         m, v = self.adamw.moments_numpy()
-        return {
+        out = {
             "mode": self.mode, "rank": self.group.rank, "size": self.group.size,
             "lo": self.lo, "hi": self.hi, "steps": self.steps, "params": np.array(self.params),
             "adam_step": self.adamw.steps_applied, "m": m, "v": v,
         }  # fmt: skip
+        if self.previous is not None:  # ZeRO-1 after a regroup: the shard to rebuild from
+            p = self.previous
+            out.update(prev_lo=p["lo"], prev_hi=p["hi"], prev_m=p["m"], prev_v=p["v"])
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict` of the same rank in a group of the same size and mode."""
@@ -324,6 +383,7 @@ class DistributedAdamW:
         self.params = mx.array(params)
         self.steps = int(state["steps"])
         self.adamw.load(state.get("m"), state.get("v"), int(state["adam_step"]))
+        self.previous = None
         mx.eval(self.params, self.adamw.arrays())
 
     def close(self) -> None:

@@ -105,9 +105,13 @@ class Mailbox:
                     )
                 self._cond.wait(left)
 
-    def fail(self, error: BaseException) -> None:
-        """Wake every waiter with ``error`` (a send failed: the op can no longer complete)."""
+    def fail(self, error: BaseException, token: bytes | None = None) -> None:
+        """Wake every waiter with ``error`` (a send failed: the op can no longer complete).
+        ``token``: the failing group's; ignored once the mailbox serves another group (a
+        regroup), so a late failure of the old group's stream never fails the new one."""
         with self._cond:
+            if token is not None and not hmac.compare_digest(token, self._token):
+                return
             self._error = error
             self._cond.notify_all()
 

@@ -33,6 +33,10 @@ class CommLane:
         finally:
             self.busy_s += time.perf_counter() - t
 
+    def drain(self) -> None:
+        """Wait until everything submitted so far has run (results and errors dropped)."""
+        self._pool.submit(lambda: None).result()
+
     def reset(self) -> float:
         """The busy time so far (all submitted work must be done), then zero."""
         busy, self.busy_s = self.busy_s, 0.0

@@ -144,6 +144,23 @@ class FlatAdamW:
             )
         self.m, self.v = m_arr.reshape(-1), v_arr.reshape(-1)
 
+    def state(self) -> tuple[Any, Any, mx.array]:
+        """The moments and counter as they are (mx arrays are values: no copy)."""
+        return self.m, self.v, self.step
+
+    def restore(self, state: tuple[Any, Any, mx.array]) -> None:
+        """Put back what :meth:`state` returned (a step that failed half-way)."""
+        self.m, self.v, self.step = state
+
+    def resized(self, size: int, decay_mask: np.ndarray | None) -> FlatAdamW:
+        """A FlatAdamW with the same settings over ``size`` values, its moments not yet
+        loaded (zeros) but its applied-step count kept (ZeRO-1 re-cut after a regroup)."""
+        out = FlatAdamW.__new__(FlatAdamW)
+        out.__dict__.update(self.__dict__)
+        out.size, out.m, out.v = int(size), None, None
+        out.decay = _mask_array(decay_mask, out.size)
+        return out
+
     def moments_numpy(self) -> tuple[np.ndarray, np.ndarray]:
         """fp32 numpy copies of ``m`` and ``v`` (zeros before the first update)."""
         if self.m is None or self.v is None:

@@ -144,7 +144,7 @@ class GrpcTransport(Transport):
             if self._streams.get(dst) is stream:
                 del self._streams[dst]
         log.info("%s", message)  # raised to the collective waiting on it, if any
-        self.mailbox.fail(error)
+        self.mailbox.fail(error, token=self._token)
 
     def send(self, dst: int, op_id: int, part: int, data: bytes | memoryview, dtype: str) -> None:
         if dst == self.rank or not 0 <= dst < self.size:

@@ -331,6 +331,17 @@ class WorkerClient:
                     self.address, "StreamMetrics", e.code(), e.details() or ""
                 ) from None
 
+    def regroup(
+        self, rank: int, world_size: int, peers: list[str], group_token: str,
+        peer_certs: list[str] | None = None, timeout_s: float = 90.0,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The same job goes on as ``rank`` of ``world_size``: ``{"step", "regroup_s"}``.
+        A worker of an older Orchard answers UNIMPLEMENTED (WorkerCallError.code)."""
+        req = pb.RegroupRequest(rank=rank, world_size=world_size, peers=peers,
+                                group_token=group_token, peer_certs=peer_certs or [])  # fmt: skip
+        r = self._call("Regroup", req, timeout=timeout_s)
+        return {"step": r.step, "regroup_s": r.regroup_s}
+
     def stop(self, reason: str = "", timeout_s: float = 10.0) -> None:
         self._call("Stop", pb.StopRequest(reason=reason), timeout=timeout_s)
 

@@ -219,6 +219,15 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         return pb.StopReply()
 
     @_guard
+    def Regroup(self, request: pb.RegroupRequest, context: grpc.ServicerContext) -> pb.RegroupReply:
+        with self._coordinator_call("Regroup", context) as (job_id, _):
+            r = self._runner.regroup(
+                request.rank, request.world_size, list(request.peers), request.group_token,
+                list(request.peer_certs), job_id,
+            )  # fmt: skip
+        return pb.RegroupReply(step=r["step"], regroup_s=r["regroup_s"])
+
+    @_guard
     def Probe(self, request: pb.ProbeRequest, context: grpc.ServicerContext) -> pb.ProbeReply:
         r = probe(
             len(request.payload), request.run_benchmark, request.benchmark_s,

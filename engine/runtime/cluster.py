@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +25,14 @@ from engine.events import DownloadEvent, EventSink, ShipEvent
 from engine.machine import PROTOCOL_VERSION
 from engine.rpc.auth import TOKEN_ENV, new_token
 from engine.rpc.worker_client import WorkerCallError, WorkerClient
-from engine.runtime.local_workers import LocalWorker, start_local_worker, stop_local_workers
+from engine.runtime.local_workers import (
+    LocalWorker,
+    Pending,
+    await_local_workers,
+    kill_local_workers,
+    spawn_local_workers,
+    stop_local_workers,
+)
 from engine.worker.agent import default_data_dir
 from engine.worker.files import sha256_file
 from engine.worker.job import StepResult
@@ -191,6 +199,7 @@ class Cluster:
         self.peer_certs: list[str] = []  # paired remote workers' pinned certificates, by rank
         self._pool: ThreadPoolExecutor | None = None
         self._started = 0  # local worker processes started so far
+        self._spares: list[Pending] = []  # mlx mode: fresh processes for a re-form
         self._ended = threading.Event()
 
     @property
@@ -208,7 +217,7 @@ class Cluster:
             if not self.token:  # network workers: pinned TLS + signed calls, or a clear refusal
                 self._connect_paired(addresses)
         else:
-            self.local = [self._start_local() for _ in range(self.job.dist.workers)]
+            self.local = self._start_locals(self.job.dist.workers)
             addresses = [w.address for w in self.local]
         if not self.clients:  # local workers, or hosts that take ORCHARD_WORKER_TOKEN (--local)
             self.clients = [WorkerClient(a, self.token, timeout_s=30.0) for a in addresses]
@@ -232,13 +241,28 @@ class Cluster:
                     log.debug("keep-alive to %s: %s", c.address, e)
 
     def _start_local(self) -> LocalWorker:
-        self._started += 1  # one log file per process, replacements included
-        log_path = self.run_dir / "workers" / f"worker{self._started - 1}.log"
+        return self._start_locals(1)[0]
+
+    def _start_locals(self, count: int) -> list[LocalWorker]:
+        """``count`` local worker processes, started together (their imports overlap)."""
+        return await_local_workers(self._spawn_locals(count))
+
+    def _spawn_locals(self, count: int) -> list[Pending]:
+        logs = [self.run_dir / "workers" / f"worker{self._started + i}.log" for i in range(count)]
+        self._started += count  # one log file per process, replacements included
         d = self.job.dist
-        return start_local_worker(
-            self.token, self.data_dir, log_path, workers_on_host=d.workers,
-            niceness=d.worker_niceness,
+        return spawn_local_workers(
+            self.token, self.data_dir, logs, workers_on_host=d.workers, niceness=d.worker_niceness,
         )  # fmt: skip
+
+    def keep_spares(self) -> None:
+        """Local workers in mlx mode: hold fresh processes ready (spawned, importing the
+        training stack), so a re-form in new processes (restart_local) does not wait for
+        processes to start. Call from the run's own thread: a local worker dies with the
+        thread that started it."""
+        if self.remote or self.job.dist.mode != "mlx" or self._spares:
+            return
+        self._spares = self._spawn_locals(self.job.dist.workers)
 
     def reconnect(self, gone: Departed, timeout_s: float) -> Member:
         """A worker for the place ``gone`` left: a fresh local process, or the same remote
@@ -287,8 +311,9 @@ class Cluster:
         group (dist.mode 'mlx') initialises once per process and can only re-form this way."""
         for c in self.clients:
             c.close()
-        stop_local_workers(self.local, grace_s=0.1)
-        self.local = [self._start_local() for _ in range(count)]
+        kill_local_workers(self.local)  # stuck in MLX's collective: no grace to wait out
+        spares, self._spares = self._spares[:count], self._spares[count:]
+        self.local = await_local_workers(spares + self._spawn_locals(count - len(spares)))
         self.clients = [WorkerClient(w.address, self.token, timeout_s=30.0) for w in self.local]
         self.all(lambda c: c.wait_ready(timeout_s=30.0))
         self.group_token = new_token()
@@ -362,7 +387,17 @@ class Cluster:
                     raise
             progress.emit(0, "", done=True)
 
-        self.all_ranked(ship)
+        # Workers of one host may share a file cache (local workers do): a file sent to
+        # several of them at once would race on the one partial file there. The first worker
+        # of each host gets its files first; the others then find them held.
+        assert self._pool is not None, "Cluster.start() first"
+        hosts: dict[str, int] = {}
+        for r, a in enumerate(self.addresses):
+            hosts.setdefault(a.rsplit(":", 1)[0], r)
+        first = sorted(hosts.values())
+        rest = [r for r in range(self.size) if r not in hosts.values()]
+        for ranks in (first, rest):
+            self.some_ranked(ranks, ship)
         return hashes
 
     def ring_addresses(self) -> list[str]:
@@ -378,11 +413,15 @@ class Cluster:
         return [f"{a.rsplit(':', 1)[0]}:{p}" for a, p in zip(self.addresses, ports, strict=True)]
 
     def setup(
-        self, files: dict[str, str], run_id: str, mlx_hostfile: str = ""
-    ) -> list[dict[str, Any]]:
+        self, files: dict[str, str], run_id: str, mlx_hostfile: str = "",
+        ranks: list[int] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """SetupJob on every worker (or on ``ranks`` only: newcomers beside workers that
+        regroup), each with its rank in the current group."""
         job_toml = self.job.to_toml()
         peers = self.addresses
-        return self.all_ranked(
+        call = self.all_ranked if ranks is None else partial(self.some_ranked, ranks)
+        return call(
             lambda rank, c: c.setup_job(
                 job_toml,
                 rank,
@@ -395,6 +434,27 @@ class Cluster:
                 peer_certs=self.peer_certs,
             )
         )
+
+    def regroup(self, ranks: list[int] | None = None) -> list[dict[str, Any]]:
+        """These workers (default all) go on with their loaded jobs under the current ranks
+        and group token (after drop() or add()): ``{"step", "regroup_s"}`` each. Raises
+        WorkerCallError (code UNIMPLEMENTED from a worker of an older Orchard)."""
+        peers = self.addresses
+        return self.some_ranked(
+            range(self.size) if ranks is None else ranks,
+            lambda rank, c: c.regroup(
+                rank, len(peers), peers, self.group_token, peer_certs=self.peer_certs
+            ),
+        )
+
+    def some_ranked(self, ranks: Any, fn: Callable[[int, WorkerClient], T]) -> list[T]:
+        """``fn(rank, client)`` on these ranks at once; waits for all, raises the first error."""
+        assert self._pool is not None, "Cluster.start() first"
+        futures = [self._pool.submit(fn, r, self.clients[r]) for r in ranks]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
 
     def all_ranked(self, fn: Callable[[int, WorkerClient], T]) -> list[T]:
         """``fn(rank, client)`` on every worker; waits for all, then raises the most telling
@@ -497,6 +557,9 @@ class Cluster:
             c.close()
         if self.local:
             stop_local_workers(self.local, grace_s=10.0)
+        spares, self._spares = self._spares, []
+        kill_local_workers([LocalWorker(proc=p, port=0, log_path=lp, stdin=p.stdin)
+                            for p, lp in spares])  # fmt: skip
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -18,9 +18,17 @@ from pathlib import Path
 from engine.config import JobSpec
 from engine.events import EventSink, LogEvent, MetricEvent, StateEvent
 from engine.optim import make_schedule
+from engine.rpc.worker_client import WorkerCallError
 from engine.runtime import balance as bal
 from engine.runtime.cluster import Cluster, Member
-from engine.runtime.full_state import FullState, from_checkpoint, gather, split, to_checkpoint
+from engine.runtime.full_state import (
+    FullState,
+    from_checkpoint,
+    from_survivors,
+    gather,
+    split,
+    to_checkpoint,
+)
 from engine.runtime.out_of_memory import memory_failure
 from engine.runtime.recovery import StepAbandoned, Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
@@ -54,6 +62,10 @@ class RunResult:
     message: str = ""
 
 
+class RegroupRefused(RuntimeError):
+    """The survivors' state cannot be trusted to go on in place (they disagree on the step)."""
+
+
 class RunHalted(RuntimeError):
     """The run cannot go on (too many lost workers, none left); its checkpoint is intact."""
 
@@ -77,6 +89,7 @@ class Coordinator:
         self._snap_cost = 0.0  # seconds the last snapshot took
         self._snap_at = 0.0  # time.monotonic() of the last snapshot
         self._snaps = [0, 0.0]  # snapshots taken, seconds they took (reported at the end)
+        self._regroup_info: dict = {}  # the last regroup's figures, for its event
         self.tracker = None  # dist.mode auto: the plan, against measured steps (engine/plan)
 
     def run(self) -> RunResult:
@@ -111,8 +124,11 @@ class Coordinator:
         r = job.run
         self._files = cluster.ship_files()
         self.balancer = self._start_balancer(cluster)  # probes before any model is loaded
+        cluster.keep_spares()  # mlx, local workers: their imports overlap the setup, not a step
         infos = self._setup_group()
-        self.watcher = Watcher(cluster, job.dist.mode != "mlx", stop_event=self.stop_event)
+        # survivors of a lost peer are not stopped by the Watcher: a Regroup fails their
+        # step and keeps their job; only when that cannot be does _recover stop them
+        self.watcher = Watcher(cluster, abort_survivors=False, stop_event=self.stop_event)
         if job.dist.rejoin:
             self.rejoiner = Rejoiner(cluster)
         for i in infos:
@@ -154,6 +170,7 @@ class Coordinator:
                     train_loss = self._step_metrics(metrics, step, schedule(i), outs, dt, plan)
                     if note := self.balancer.observe(i, outs):
                         self._note(note)
+                    cluster.keep_spares()  # mlx, local workers: fresh processes held ready
                     self.emit(progress.event(step))
                     if r.val_every and (step % r.val_every == 0 or step == total):
                         val_loss = self._validate(metrics, step) or val_loss
@@ -167,7 +184,7 @@ class Coordinator:
                             self._rejoin(back, step)
                 except WorkerLost as lost:
                     metrics.close()
-                    step = self._recover(lost, i, began)
+                    step = self._recover(lost, i, began, done=step)
                     saved_at = min(saved_at, step)
                     metrics = MetricsLog(run_dir, self.emit, resume_step=step)
             if stopped and step != saved_at:
@@ -193,9 +210,13 @@ class Coordinator:
         )
         return RunResult(status, run_dir, step, total, train_loss, val_loss, adapter_dir)
 
-    def _recover(self, lost: WorkerLost, failed_step: int, began: float) -> int:
-        """Re-form the group without the lost workers and restart from the last snapshot;
-        returns the step to continue from. Raises RunHalted past dist.max_failures."""
+    def _recover(self, lost: WorkerLost, failed_step: int, began: float, done: int) -> int:
+        """Re-form the group without the lost workers; returns the step to continue from.
+        ``done``: steps completed when the loss was seen. The survivors keep their job and
+        state (Regroup): only the interrupted step is redone. Where that cannot be (mlx, the
+        parameter server lost, a worker without Regroup, survivors that disagree), every
+        worker sets the job up again and the run restarts from the last snapshot. Raises
+        RunHalted past dist.max_failures."""
         job, cluster, snap = self.job, self.cluster, self.snapshot
         assert cluster is not None and snap is not None
         self.failures += 1
@@ -217,20 +238,24 @@ class Coordinator:
         t0 = time.perf_counter()
         self.emit(StateEvent("recovering", what, str(self.run_dir),
                              {"lost": lost.addresses, "detected_at": lost.detected_at, "step": failed_step + 1}))  # fmt: skip
-        if job.dist.mode == "mlx" and cluster.local:  # MLX's group re-forms in new processes
+        mlx = job.dist.mode == "mlx"
+        server_lost = job.dist.mode == "parameter-server" and 0 in lost.ranks
+        if mlx and cluster.local:  # MLX's group re-forms in new processes
             back = len(lost.ranks) if job.dist.rejoin else 0  # the lost come back at once
             cluster.restart_local(cluster.size - len(lost.ranks) + back)
             self._files = cluster.ship_files()
         else:
-            if job.dist.mode == "mlx":  # survivors stuck in MLX's collective: their agents
-                cluster.stop_jobs(  # kill those job processes; SetupJob starts fresh ones
-                    [r for r in range(cluster.size) if r not in lost.ranks], "a peer was lost"
-                )
+            survivors = [r for r in range(cluster.size) if r not in lost.ranks]
+            if mlx or server_lost:  # survivors stuck in MLX's collective: their agents kill
+                # those job processes; SetupJob starts fresh ones. The server: its state is gone
+                cluster.stop_jobs(survivors, "a peer was lost")
             gone = cluster.drop(lost.ranks)
             if self.rejoiner is not None:
                 self.rejoiner.departed(gone)
             if not cluster.size:  # nobody left: wait (bounded) for a worker to come back
                 self._wait_for_replacement(what, kept)
+            elif not (mlx or server_lost) and self._regroup(done):
+                return self._regrouped(what, lost, failed_step, done, detect_s, t0)
         self._setup_group()
         cluster.put_states(split(snap, job.dist.mode, cluster.size))
         msg = (f"{what}; group re-formed with {cluster.size} workers in {time.perf_counter() - t0:.1f}s; "
@@ -244,6 +269,86 @@ class Coordinator:
             "steps_redone": failed_step + 1 - snap.step, "workers": cluster.size, "failures": self.failures,
         }))  # fmt: skip
         return snap.step
+
+    def _regroup(self, done: int) -> bool:
+        """The survivors go on with their loaded jobs in the smaller group (Regroup); each
+        must be at step ``done``. ZeRO-1: the moment shards are cut again from the
+        survivors' shards and, for the lost ones, the last snapshot. False (every survivor's
+        job stopped): set the group up again instead."""
+        job, cluster, snap = self.job, self.cluster, self.snapshot
+        assert cluster is not None and snap is not None
+        self._regroup_info = {}
+        try:
+            replies = cluster.regroup()
+            at = sorted({int(r["step"]) for r in replies})
+            if at != [done]:
+                raise RegroupRefused(f"the survivors are at steps {at}, the run at step {done}")
+            if job.dist.mode == "reduce-scatter":
+                full, stale = from_survivors(cluster.get_states(done), snap)
+                cluster.put_states(split(full, job.dist.mode, cluster.size))
+                if stale and snap.step < done:  # else the snapshot is of this very step
+                    self._regroup_info["moments_from_snapshot"] = stale
+                    self._regroup_info["snapshot_step"] = snap.step
+        except (WorkerCallError, RegroupRefused, ValueError) as e:
+            msg = f"the survivors cannot go on in place ({e}): setting the job up again"
+            log.warning("%s", msg, extra=SHOWN)
+            self.emit(LogEvent("warning", msg))
+            cluster.stop_jobs(list(range(cluster.size)), "regroup failed: setting up again")
+            return False
+        self._regroup_info["regroup_s"] = max(float(r["regroup_s"]) for r in replies)
+        b = self.balancer
+        if b is not None and b.addresses != cluster.addresses:
+            self._note(b.regroup(cluster.addresses, done))
+        return True
+
+    def _join_in_place(self, before: int, step: int) -> bool:
+        """Newcomers (ranks ``before`` and up) set the job up; the workers already in the
+        group regroup with them, keeping their loaded model (PutState follows for all).
+        False where that cannot be (mlx, a worker without Regroup): set every worker up."""
+        cluster = self.cluster
+        assert cluster is not None and self.run_dir is not None
+        if self.job.dist.mode == "mlx":
+            return False
+        cluster.setup(self._files, self.run_dir.name, ranks=list(range(before, cluster.size)))
+        try:
+            at = sorted({int(r["step"]) for r in cluster.regroup(list(range(before)))})
+        except WorkerCallError as e:
+            log.warning("the group cannot take its newcomers in place (%s): setting every "
+                        "worker up again", e)  # fmt: skip
+            return False
+        if at != [step]:
+            log.warning("workers at steps %s, the run at %d: setting every worker up again",
+                        at, step)  # fmt: skip
+            return False
+        b = self.balancer
+        if b is not None and b.addresses != cluster.addresses:
+            self._note(b.regroup(cluster.addresses, step))
+        return True
+
+    def _regrouped(self, what: str, lost: WorkerLost, failed_step: int, done: int,
+                   detect_s: float, t0: float) -> int:  # fmt: skip
+        """Report a regroup; returns the step to go on from (nothing before it is redone)."""
+        cluster, info = self.cluster, self._regroup_info
+        assert cluster is not None
+        took = time.perf_counter() - t0
+        redo = (f"redoing the interrupted step {done + 1} only" if done <= failed_step
+                else "nothing to redo")  # fmt: skip
+        stale = ""
+        if "moments_from_snapshot" in info:
+            stale = (f"; ZeRO-1: {info['moments_from_snapshot']} moment values of the lost "
+                     f"shard come from the step-{info['snapshot_step']} snapshot")  # fmt: skip
+        msg = (f"{what}; group re-formed with {cluster.size} workers in {took:.2f}s, the "
+               f"survivors keeping their loaded model and state (no reload); {redo}{stale} "
+               f"(failure {self.failures} of at most {self.job.dist.max_failures})")  # fmt: skip
+        log.warning("%s", msg, extra=SHOWN)
+        self.emit(LogEvent("warning", msg))
+        self.emit(StateEvent("running", msg, str(self.run_dir), {
+            "recovered": True, "regrouped": True, "lost": lost.addresses,
+            "detected_at": lost.detected_at, "detect_s": detect_s, "redo_from": done,
+            "failed_step": failed_step + 1, "steps_redone": max(0, failed_step + 1 - done),
+            "workers": cluster.size, "failures": self.failures, "recover_s": took, **info,
+        }))  # fmt: skip
+        return done
 
     def _wait_for_replacement(self, what: str, kept: str) -> None:
         """Every worker is gone; go on only once one is back (restarted, or answering)."""
@@ -274,7 +379,9 @@ class Coordinator:
         names = [m.client.address for m in back]
         try:
             self._files = cluster.ship_files()
-            self._setup_group()
+            in_place = self._join_in_place(before, step)
+            if not in_place:
+                self._setup_group()
             cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
         except Exception as e:  # noqa: BLE001 - a newcomer that fails must not end the run
             log.warning("worker %s could not rejoin: %s", ", ".join(names), e, extra=SHOWN)
@@ -284,7 +391,8 @@ class Coordinator:
             cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
             return
         msg = (f"worker {', '.join(names)} rejoined after step {step}: {cluster.size} workers "
-               f"(re-formed in {time.perf_counter() - t0:.1f}s, nothing redone)")  # fmt: skip
+               f"(re-formed in {time.perf_counter() - t0:.1f}s, nothing redone"
+               f"{'; the others kept their loaded model' if in_place else ''})")  # fmt: skip
         log.info("%s", msg, extra=SHOWN)
         self.emit(LogEvent("info", msg))
         self.emit(StateEvent("running", msg, str(self.run_dir), {

@@ -64,6 +64,39 @@ def gather(states: list[WorkerState]) -> FullState:
     )  # fmt: skip
 
 
+def from_survivors(states: list[WorkerState], snapshot: FullState) -> tuple[FullState, int]:
+    """ZeRO-1 after a regroup: the survivors' parameters and their old moment shards
+    (``prev_m``/``prev_v`` over ``[prev_lo, prev_hi)``, as of the last completed step), and
+    for the lost shards the moments of ``snapshot`` (an older step, unless it is the
+    current one). Returns the state and how many moment values came from the snapshot."""
+    if not states:
+        raise ValueError("from_survivors: no worker states")
+    meta0, t0 = states[0]
+    params = np.asarray(t0["params"], np.float32).copy()
+    if params.size != snapshot.params.size:
+        raise ValueError(f"from_survivors: {params.size} parameters, the snapshot has "
+                         f"{snapshot.params.size}")  # fmt: skip
+    m, v = snapshot.m.copy(), snapshot.v.copy()
+    kept = np.zeros(params.size, bool)
+    for rank, (meta, tensors) in enumerate(states):
+        if "prev_lo" not in meta:
+            raise ValueError(f"rank {rank}: no shard from before the regroup in its state")
+        lo, hi = int(meta["prev_lo"]), int(meta["prev_hi"])
+        for name, dst in (("prev_m", m), ("prev_v", v)):
+            part = np.asarray(tensors[name], np.float32)
+            if part.size != hi - lo:
+                raise ValueError(f"rank {rank}: {name} has {part.size} values, its range is "
+                                 f"[{lo}, {hi})")  # fmt: skip
+            dst[lo:hi] = part
+        kept[lo:hi] = True
+    full = FullState(
+        step=int(meta0.get("step", 0)), params=params, m=m, v=v,
+        adam_step=max(int(meta.get("adam_step", 0)) for meta, _ in states),
+        opt_steps=int(meta0.get("steps", 0)), loss_scale=meta0.get("loss_scale"),
+    )  # fmt: skip
+    return full, int((~kept).sum())
+
+
 def split(full: FullState, mode: str, world: int) -> list[WorkerState]:
     """Per-rank PutState payloads for ``world`` workers in ``mode``."""
     n = full.params.size

@@ -112,8 +112,64 @@ def start_local_worker(
     """Spawn ``python -m engine.worker --local`` and wait until it reports its port.
 
     ``niceness`` (0..19) runs the worker that many nice steps below this process."""
+    return start_local_workers(token, data_dir, [log_path], workers_on_host, timeout_s, niceness)[0]
+
+
+def start_local_workers(
+    token: str,
+    data_dir: Path,
+    log_paths: list[Path],
+    workers_on_host: int = 1,
+    timeout_s: float = START_TIMEOUT_S,
+    niceness: int = 0,
+) -> list[LocalWorker]:
+    """One worker per log path: all spawned first, then each waited for, so their imports
+    overlap (a group that re-forms in fresh processes waits for one start, not for each)."""
+    pending = spawn_local_workers(token, data_dir, log_paths, workers_on_host, niceness)
+    return await_local_workers(pending, timeout_s)
+
+
+Pending = tuple[subprocess.Popen, Path]  # a spawned worker that has not reported its port yet
+
+
+def spawn_local_workers(
+    token: str, data_dir: Path, log_paths: list[Path], workers_on_host: int = 1,
+    niceness: int = 0,
+) -> list[Pending]:  # fmt: skip
+    """Spawn one worker per log path and return at once (await_local_workers waits)."""
     if not 0 <= niceness <= MAX_NICENESS:
         raise ValueError(f"niceness is {niceness}; expected 0 to {MAX_NICENESS}")
+    spawned: list[Pending] = []
+    try:
+        for log_path in log_paths:
+            spawned.append((_spawn(token, data_dir, log_path, workers_on_host, niceness), log_path))
+    except BaseException:
+        for proc, _ in spawned:
+            _kill(proc)
+        raise
+    return spawned
+
+
+def await_local_workers(
+    pending: list[Pending], timeout_s: float = START_TIMEOUT_S
+) -> list[LocalWorker]:
+    """Each spawned worker once it reports its port (all are killed if one fails)."""
+    try:
+        out = []
+        for proc, log_path in pending:
+            port = _read_port(proc, log_path, timeout_s)
+            log.info("local worker pid %d on 127.0.0.1:%d (log %s)", proc.pid, port, log_path)
+            out.append(LocalWorker(proc=proc, port=port, log_path=log_path, stdin=proc.stdin))
+        return out
+    except BaseException:
+        for proc, _ in pending:
+            _kill(proc)
+        raise
+
+
+def _spawn(
+    token: str, data_dir: Path, log_path: Path, workers_on_host: int, niceness: int
+) -> subprocess.Popen:
     root = str(Path(engine.__file__).resolve().parent.parent)
     env = worker_env(os.environ, workers_on_host)
     env[PARENT_PID_ENV] = str(os.getpid())
@@ -133,12 +189,20 @@ def start_local_worker(
             lower_priority(proc.pid, niceness)
         proc.stdin.write(token.encode() + b"\n")
         proc.stdin.flush()
-        port = _read_port(proc, log_path, timeout_s)
     except BaseException:
         _kill(proc)
         raise
-    log.info("local worker pid %d on 127.0.0.1:%d (log %s)", proc.pid, port, log_path)
-    return LocalWorker(proc=proc, port=port, log_path=log_path, stdin=proc.stdin)
+    return proc
+
+
+def kill_local_workers(workers: list[LocalWorker]) -> None:
+    """SIGKILL every worker at once (their state is not needed: a re-form from a snapshot),
+    then reap them: no grace to wait out for a process stuck in a C++ collective."""
+    for w in workers:
+        if w.proc.poll() is None:
+            w.proc.kill()
+    for w in workers:
+        _kill(w.proc)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -61,6 +61,9 @@ CALL_WAIT_S = 5.0  # a call waits this long for the one before it (e.g. one stil
 # Stop on a job process: a call still running this long after the collective was failed is
 # stuck where nothing reaches it (MLX's own collective), so the process is killed.
 STOP_GRACE_S = 2.0
+# Regroup waits this long for the step in flight to unwind: one that is computing (not
+# waiting on the lost peer) only fails at its next collective
+REGROUP_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,49 @@ class JobRunner:
         self, meta: dict[str, Any], tensors: dict[str, np.ndarray], job_id: str = ""
     ) -> int:
         return self._locked("PutState", lambda job: job.put_state(meta, tensors), job_id)
+
+    def regroup(
+        self, rank: int, world: int, peers: list[str], group_token: str,
+        peer_certs: list[str] | None = None, job_id: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
+        """A peer was lost: the same job goes on as ``rank`` of ``world`` with these peers.
+        A step still waiting on the lost peer fails first (its state goes back to the last
+        completed step), then the collectives start afresh under ``group_token``; the model,
+        data and optimizer state stay. Returns ``{"step": steps done, "regroup_s": ...}``."""
+        if not 0 <= rank < world:
+            raise InvalidRequest(f"rank {rank}: expected 0 <= rank < world_size ({world})")
+        if len(peers) != world:
+            raise InvalidRequest(
+                f"peers: expected {world} addresses (one per rank), got {len(peers)}"
+            )
+        if world > 1 and not group_token:
+            raise InvalidRequest("group_token: required when world_size > 1")
+        if peer_certs and len(peer_certs) != len(peers):
+            raise InvalidRequest(
+                f"peer_certs: expected {len(peers)} certificates, got {len(peer_certs)}"
+            )
+        self._need_job("Regroup", job_id)  # no job, or another one: say so, touch nothing
+        # the step in flight waits on the lost peer: fail it now (as Stop does) and let it
+        # unwind; a long compute part still runs to its next collective first
+        self.mailbox.fail(RuntimeError("regrouping: a peer was lost"))
+        if not self._lock.acquire(timeout=REGROUP_WAIT_S):
+            raise OutOfOrder(
+                f"Regroup: the step in flight did not end within {REGROUP_WAIT_S:.0f}s"
+            )
+        try:
+            job = self._need_job("Regroup", job_id)
+            self.mailbox.set_token(group_token)  # drops the old group's pieces, clears the failure
+            try:
+                return job.regroup(rank, world, list(peers), group_token, peer_certs or [])
+            except Exception as e:
+                from engine.worker.job_process import JobCrashed
+
+                if isinstance(e, JobCrashed):
+                    self._remember_end(self._job_id, f"its process died: {e}")
+                    self._drop_job()
+                raise
+        finally:
+            self._lock.release()
 
     def metric_rows(self, active: Callable[[], bool]) -> Iterator[dict[str, Any]]:
         while active():

@@ -70,9 +70,17 @@ class ForwardingMailbox(Mailbox):
         if not self._forward(("put", op_id, src, part, offset, total, bytes(data), dtype)):
             super().put(op_id, src, part, offset, total, data, dtype)
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, token: bytes | None = None) -> None:
+        if token is not None and not self.token_ok(token):
+            return  # an older group's failure (a regroup since)
         super().fail(error)
         self._forward(("fail", str(error)))
+
+    def set_token(self, token: str) -> None:
+        """A regroup: the job's mailbox drops what the old group left, in the order the
+        pieces came (the same pipe), so no stale piece reaches the new group."""
+        super().set_token(token)
+        self._forward(("token", token))
 
 
 # What a spare child imports ahead of its job (engine.worker.training pulls MLX and mlx-lm).
@@ -192,6 +200,9 @@ class ProcessJob:
     def adapter_files(self) -> Any:
         return self._call("adapter_files")
 
+    def regroup(self, *args: Any) -> Any:
+        return self._call("regroup", *args)
+
     def kill(self) -> None:
         """End the child now (its coordinator is gone): a call waiting on it fails at once
         with JobCrashed, and the memory it held is freed."""
@@ -237,6 +248,8 @@ def _pump_frames(frames: Connection, mailbox: Mailbox) -> None:
                 mailbox.put(*item[1:])
             except ValueError as e:
                 log.warning("dropped a collective piece: %s", e)
+        elif item[0] == "token":
+            mailbox.set_token(item[1])
         else:
             mailbox.fail(RuntimeError(item[1]))
 

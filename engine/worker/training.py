@@ -113,7 +113,7 @@ class TrainingJob:
         log.info(
             "rank %d/%d ready in %.1fs (%s)", rank, world, time.perf_counter() - t0, job.dist.mode
         )
-        return cls(
+        out = cls(
             job,
             rank,
             world,
@@ -125,6 +125,37 @@ class TrainingJob:
             optimizer,
             base_model_id,
         )
+        out.mailbox = mailbox  # a regroup makes its new group over the same mailbox
+        return out
+
+    # ---- regroup -----------------------------------------------------------------------------
+    def regroup(self, rank: int, world: int, peers: list[str], group_token: str,
+                peer_certs: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Go on as ``rank`` of ``world`` (a peer was lost): a new gRPC group over the same
+        mailbox; the model, data and optimizer state stay (nothing is loaded again). The
+        state is that of the last completed step: a step that failed mid-collective put it
+        back (DistributedAdamW.step)."""
+        from engine.dist.factory import make_group
+
+        d = self.job.dist
+        if d.mode == "mlx":
+            raise OutOfOrder("Regroup: MLX's own group cannot re-form in its process; "
+                             "set the job up again")  # fmt: skip
+        t0 = time.perf_counter()
+        group = make_group(
+            d.mode, rank, peers or ["self"], group_token, getattr(self, "mailbox", None),
+            compression=d.compression, timeout_s=d.step_timeout_s, peer_certs=peer_certs or (),
+        )  # fmt: skip
+        try:
+            self.optimizer.regroup(group)
+        except ValueError as e:
+            group.close()
+            raise OutOfOrder(f"Regroup: {e}") from None
+        self.group, self.rank, self.world = group, rank, world
+        took = time.perf_counter() - t0
+        log.info("regrouped as rank %d/%d in %.3fs at step %d, the model kept (no reload)",
+                 rank, world, took, self.steps_done)  # fmt: skip
+        return {"step": self.steps_done, "regroup_s": took}
 
     # ---- plain calls -----------------------------------------------------------------------
     def describe(self) -> SetupResult:

@@ -1,6 +1,6 @@
 """A worker killed with SIGKILL (mid-step or while its peers wait in a collective) is noticed
-fast, the group re-forms with the survivors from the last snapshot, and the loss curve goes
-on exactly as a run that never failed; past dist.max_failures the run stops with its
+fast, the survivors regroup in place (or, where they cannot, the group re-forms from the last
+snapshot), and the loss curve goes on as a run that never failed; past dist.max_failures the run stops with its
 checkpoint intact. Detection and recovery times are printed (run with -s to see them)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,23 @@ class Recorder:
         )
 
 
+# ZeRO-1: the lost shard's moments come from the last snapshot; one a step or two old moves
+# this tiny run's curve by ~3% (lr 0.01, 12 steps); docs/reliability.md row 9
+STALE_MOMENTS_RTOL = 5e-2
+
+
+def assert_on_curve(losses: np.ndarray, reference: np.ndarray, recoveries: list[dict]) -> float:
+    """Exact (1e-4) up to the first loss; after it too, unless a ZeRO-1 regroup took the
+    lost shard's moments from an older snapshot (the event says so). Returns the worst."""
+    rel = np.abs(losses - reference) / np.abs(reference)
+    first = min(d["redo_from"] for d in recoveries)
+    assert rel[:first].max(initial=0) < 1e-4, rel[:first]
+    stale = any(d.get("moments_from_snapshot") for d in recoveries)
+    tol = STALE_MOMENTS_RTOL if stale else 1e-4
+    assert rel.max() < tol, f"worst step {rel.argmax() + 1}: rel diff {rel.max():.2e} ({tol:g})"
+    return float(rel.max())
+
+
 def kill(pid: int, mid_collective: bool) -> float:
     """SIGKILL ``pid``; returns the kill time. Mid-collective: freeze it first, so its peers
     are certainly blocked in a collective waiting for its part when it dies."""
@@ -81,17 +99,21 @@ def kill(pid: int, mid_collective: bool) -> float:
     return t
 
 
-# (mode, killed while its peers wait in a collective, rank killed); rank 0 in parameter-server
-# mode is the server itself: its optimizer state comes back from the snapshot. reduce-scatter
-# killed mid-step is left out for time: mid-collective is the harder case, and
-# test_two_failures_in_a_row kills reduce-scatter workers mid-run twice
+# (mode, killed while its peers wait in a collective, rank killed). The survivors regroup in
+# place (Regroup: no model reloaded) and redo only the interrupted step, except where rank 0
+# of parameter-server mode dies: it is the server, and its optimizer state comes back from
+# the snapshot (the group is set up again, as in mlx mode).
 CASES = [
-    ("all-reduce", False, 1),
     ("all-reduce", True, 1),
     ("reduce-scatter", True, 1),
     ("ring", False, 2),
+    ("parameter-server", False, 2),
     ("parameter-server", True, 0),
 ]
+
+
+def regrouped_in_place(mode: str, rank: int) -> bool:
+    return not (mode == "parameter-server" and rank == 0)
 
 
 @pytest.mark.timeout(600)
@@ -103,8 +125,8 @@ CASES = [
 def test_kill_one_of_three_workers_and_the_curve_goes_on(
     tmp_path, reference, mode, mid_collective, rank
 ):
-    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 4, "dist.step_timeout_s": TIMEOUT_S,
-            "run.name": f"kill-{mode}"}  # fmt: skip
+    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 4,
+            "dist.step_timeout_s": TIMEOUT_S, "run.name": f"kill-{mode}"}  # fmt: skip
     rec = Recorder(after_step=5)
     handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
     assert rec.reached.wait(240), "no training step within 240 s"
@@ -114,21 +136,42 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
     assert result is not None and result.status == "finished", result
     info = rec.recovery()
     assert info["lost"] == [victim.address] and info["workers"] == 2
-    # the in-memory snapshot is at least as new as the step-4 checkpoint; the failed step redone
-    assert 4 <= info["redo_from"] < info["failed_step"]
-    assert info["steps_redone"] == info["failed_step"] - info["redo_from"]
     detect, recover = info["detected_at"] - t_kill, rec.first_step_after(t_kill) - t_kill
     print(f"\n{mode}, rank {rank} killed {'mid-collective' if mid_collective else 'mid-step'}: "
           f"detection {detect:.3f}s, kill->next completed step {recover:.2f}s "
           f"(step deadline {TIMEOUT_S:.0f}s; {recover / TIMEOUT_S:.3f} of it)")  # fmt: skip
     assert recover < TIMEOUT_S  # nobody waited out a deadline
-    losses = train_losses(result.run_dir)
-    assert losses.shape == reference.shape == (STEPS,)
-    rel = np.abs(losses - reference) / np.abs(reference)
-    assert rel.max() < 1e-4, f"worst step {rel.argmax() + 1}: rel diff {rel.max():.2e}"
     log_txt = (result.run_dir / "log.txt").read_text()
     assert f"worker {victim.address} lost during step" in log_txt
-    assert f"redoing steps {info['redo_from'] + 1}.." in log_txt
+    # each step's metrics went out once, but those redone from a snapshot
+    done = Counter(
+        e.step for _, e in rec.events if isinstance(e, MetricEvent) and e.kind == "train"
+    )
+    redone = sorted(s for s, n in done.items() if n > 1)
+    if regrouped_in_place(mode, rank):
+        assert info["regrouped"] is True, info
+        # only the interrupted step is redone (none when the loss came in a snapshot after
+        # it): it never completed, so no step went out twice
+        assert info["failed_step"] - info["redo_from"] == info["steps_redone"] in (0, 1), info
+        assert redone == [], f"steps redone: {redone}"
+        assert "survivors keeping their loaded model" in log_txt
+        survivors = [r for r in range(3) if r != rank]
+        for r in survivors:  # each survivor loaded the model once, and regrouped in place
+            wlog = (result.run_dir / "workers" / f"worker{r}.log").read_text()
+            assert wlog.count(" ready in ") == 1, f"worker {r} loaded the model again"
+            assert "regrouped as rank" in wlog and "no reload" in wlog
+        if info.get("moments_from_snapshot"):  # ZeRO-1: the lost shard's, from an older one
+            assert mode == "reduce-scatter" and info["snapshot_step"] < info["redo_from"], info
+    else:
+        # the in-memory snapshot is at least as new as the step-4 checkpoint; the failed step redone
+        assert "regrouped" not in info
+        assert 4 <= info["redo_from"] < info["failed_step"]
+        assert info["steps_redone"] == info["failed_step"] - info["redo_from"]
+        assert f"redoing steps {info['redo_from'] + 1}.." in log_txt
+    losses = train_losses(result.run_dir)
+    assert losses.shape == reference.shape == (STEPS,)
+    worst = assert_on_curve(losses, reference, [info])
+    print(f"worst rel diff from a run that never failed: {worst:.1e}")
     assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
 
 
@@ -254,7 +297,8 @@ def test_a_lost_remote_host_is_dropped_too(tmp_path, reference, monkeypatch):
         print(
             f"\nremote host, killed mid-collective: detection {info['detected_at'] - t_kill:.3f}s"
         )
-        np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+        assert info["regrouped"]
+        assert_on_curve(train_losses(result.run_dir), reference, [info])
     finally:
         stop_local_workers(workers, grace_s=10)
 
@@ -277,7 +321,8 @@ def test_two_failures_in_a_row_go_down_to_one_worker_on_the_same_curve(tmp_path,
         e.detail for _, e in first.events if isinstance(e, StateEvent) and e.detail.get("recovered")
     ]
     assert [(d["workers"], d["failures"]) for d in done] == [(2, 1), (1, 2)]
-    np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+    assert all(d["regrouped"] for d in done)
+    assert_on_curve(train_losses(result.run_dir), reference, done)
 
 
 @pytest.mark.timeout(300)

@@ -70,7 +70,12 @@ def test_a_killed_local_worker_is_restarted_and_rejoins_on_the_same_curve(tmp_pa
     assert per_step[STEPS] == 3 and per_step[back[0]["step"] + 1] == 3, per_step
     print(f"\nlocal worker killed after step 5: back after step {back[0]['step']}")
     np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
-    assert "rejoined after step" in (result.run_dir / "log.txt").read_text()
+    log_txt = (result.run_dir / "log.txt").read_text()
+    assert "rejoined after step" in log_txt and "the others kept their loaded model" in log_txt
+    assert lost[0]["regrouped"]
+    for r in (0, 2):  # the survivors loaded the model once: at the loss and at the rejoin
+        wlog = (result.run_dir / "workers" / f"worker{r}.log").read_text()  # they regrouped
+        assert wlog.count(" ready in ") == 1 and wlog.count("regrouped as rank") == 2
     everyone = [w.pid for w in first + handle._coordinator.cluster.local]
     assert wait_gone(everyone, 15) == []
 

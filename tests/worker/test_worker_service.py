@@ -56,7 +56,9 @@ def test_put_file_round_trip_and_refusals(local_worker, tmp_path):
 def test_calls_out_of_order_fail_with_a_clear_message(local_worker):
     worker, token = local_worker
     with WorkerClient(worker.address, token, timeout_s=10) as c:
-        for call in (lambda: c.step(0, 1e-3), lambda: c.evaluate(0, 1), lambda: c.get_state(0)):
+        calls = (lambda: c.step(0, 1e-3), lambda: c.evaluate(0, 1), lambda: c.get_state(0),
+                 lambda: c.regroup(0, 1, ["a"], "t"))  # fmt: skip
+        for call in calls:
             with pytest.raises(WorkerCallError) as e:
                 call()
             assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION

@@ -247,6 +247,28 @@ class StopReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class RegroupRequest(_message.Message):
+    __slots__ = ("rank", "world_size", "peers", "group_token", "peer_certs")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PEER_CERTS_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    world_size: int
+    peers: _containers.RepeatedScalarFieldContainer[str]
+    group_token: str
+    peer_certs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rank: _Optional[int] = ..., world_size: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., group_token: _Optional[str] = ..., peer_certs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegroupReply(_message.Message):
+    __slots__ = ("step", "regroup_s")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    REGROUP_S_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    regroup_s: float
+    def __init__(self, step: _Optional[int] = ..., regroup_s: _Optional[float] = ...) -> None: ...
+
 class ProbeRequest(_message.Message):
     __slots__ = ("payload", "run_benchmark", "benchmark_s", "protocol_version")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]

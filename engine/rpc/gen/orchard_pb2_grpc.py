@@ -87,6 +87,11 @@ class WorkerStub:
                 request_serializer=orchard__pb2.StopRequest.SerializeToString,
                 response_deserializer=orchard__pb2.StopReply.FromString,
                 _registered_method=True)
+        self.Regroup = channel.unary_unary(
+                '/orchard.v1.Worker/Regroup',
+                request_serializer=orchard__pb2.RegroupRequest.SerializeToString,
+                response_deserializer=orchard__pb2.RegroupReply.FromString,
+                _registered_method=True)
         self.Probe = channel.unary_unary(
                 '/orchard.v1.Worker/Probe',
                 request_serializer=orchard__pb2.ProbeRequest.SerializeToString,
@@ -165,6 +170,13 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Regroup(self, request, context):
+        """a peer was lost: same job, new ranks and peers
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Probe(self, request, context):
         """works without a job: free memory, speed, link
         """
@@ -232,6 +244,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Stop,
                     request_deserializer=orchard__pb2.StopRequest.FromString,
                     response_serializer=orchard__pb2.StopReply.SerializeToString,
+            ),
+            'Regroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Regroup,
+                    request_deserializer=orchard__pb2.RegroupRequest.FromString,
+                    response_serializer=orchard__pb2.RegroupReply.SerializeToString,
             ),
             'Probe': grpc.unary_unary_rpc_method_handler(
                     servicer.Probe,
@@ -517,6 +534,33 @@ class Worker:
             '/orchard.v1.Worker/Stop',
             orchard__pb2.StopRequest.SerializeToString,
             orchard__pb2.StopReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Regroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchard.v1.Worker/Regroup',
+            orchard__pb2.RegroupRequest.SerializeToString,
+            orchard__pb2.RegroupReply.FromString,
             options,
             channel_credentials,
             insecure,
