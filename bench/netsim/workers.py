@@ -49,13 +49,14 @@ def _main(rank: int, ns: str | None, ip: str, token: str, conn: Any, cpu_path: s
             mode, codec, params, steps, idle_s = args
             group = groups[(mode, codec)]
             opt = DistributedAdamW(group, mode, OptimSpec(), {"lora": mx.zeros((params,))}, codec)
-            grads = {"lora": np.random.default_rng(rank).standard_normal(params).astype(np.float32)}
+            grad = mx.array(np.random.default_rng(rank).standard_normal(params).astype(np.float32))
+            mx.eval(grad)
             times = []
             for _ in range(steps):
                 group.barrier()  # both ranks start the step together
                 time.sleep(idle_s)  # the step's compute: the links go idle meanwhile
                 t0 = time.perf_counter()
-                opt.step(grads, 1.0, 100, 1e-4)
+                opt.step({"lora": grad}, 1.0, 100, 1e-4)  # a step consumes its dict
                 times.append(time.perf_counter() - t0)
             conn.send(("ok", times))
         for g in groups.values():
