@@ -104,3 +104,6 @@ EventSink = Callable[[Event], None]
 
 def event_to_dict(event: Event) -> dict[str, Any]:
     return {"type": type(event).__name__, **asdict(event)}
+
+
+SHOWN = {"shown_as_event": True}  # log extra: a record whose text also goes out as an event

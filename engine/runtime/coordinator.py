@@ -16,23 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import JobSpec
-from engine.events import EventSink, LogEvent, MetricEvent, StateEvent
+from engine.events import SHOWN, EventSink, LogEvent, MetricEvent, StateEvent
 from engine.optim import make_schedule
-from engine.rpc.worker_client import WorkerCallError
 from engine.runtime import balance as bal
-from engine.runtime.cluster import Cluster, Member
+from engine.runtime.cluster import Cluster
 from engine.runtime.full_state import (
     FullState,
     from_checkpoint,
-    from_survivors,
     gather,
     split,
     to_checkpoint,
 )
+from engine.runtime.lost_workers import LostWorkers, RunHalted, checkpoint_note
 from engine.runtime.out_of_memory import memory_failure
 from engine.runtime.recovery import StepAbandoned, Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
-from engine.train.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
+from engine.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import METRICS_FILE, MetricsLog, Progress, read_metrics
 from engine.train.run_dir import (
     ADAPTER_DIR,
@@ -45,9 +44,7 @@ from engine.train.trainer import total_steps_for
 
 log = logging.getLogger(__name__)
 
-REPLACEMENT_WAIT_S = 120.0  # with every worker lost, how long to wait for one to come back
 SNAPSHOT_SHARE = 0.005  # in-memory snapshots may take this share of the run's time
-SHOWN = {"shown_as_event": True}  # a log record whose text also goes out as an event
 
 
 @dataclass
@@ -62,15 +59,7 @@ class RunResult:
     message: str = ""
 
 
-class RegroupRefused(RuntimeError):
-    """The survivors' state cannot be trusted to go on in place (they disagree on the step)."""
-
-
-class RunHalted(RuntimeError):
-    """The run cannot go on (too many lost workers, none left); its checkpoint is intact."""
-
-
-class Coordinator:
+class Coordinator(LostWorkers):
     def __init__(self, job: JobSpec, sink: EventSink | None, stop_event: threading.Event,
                  resume_from: str | Path | None = None, data_dir: Path | None = None):  # fmt: skip
         self.job = job
@@ -210,195 +199,6 @@ class Coordinator:
         )
         return RunResult(status, run_dir, step, total, train_loss, val_loss, adapter_dir)
 
-    def _recover(self, lost: WorkerLost, failed_step: int, began: float, done: int) -> int:
-        """Re-form the group without the lost workers; returns the step to continue from.
-        ``done``: steps completed when the loss was seen. The survivors keep their job and
-        state (Regroup): only the interrupted step is redone. Where that cannot be (mlx, the
-        parameter server lost, a worker without Regroup, survivors that disagree), every
-        worker sets the job up again and the run restarts from the last snapshot. Raises
-        RunHalted past dist.max_failures."""
-        job, cluster, snap = self.job, self.cluster, self.snapshot
-        assert cluster is not None and snap is not None
-        self.failures += 1
-        detect_s = max(0.0, lost.detected_at - began)
-        what = (f"worker {', '.join(lost.addresses)} lost during step {failed_step + 1} "
-                f"({lost.cause}); detected {detect_s:.2f}s into the step")  # fmt: skip
-        log.warning("%s", what, extra=SHOWN)
-        kept = _checkpoint_note(self.run_dir)
-        if self.failures > job.dist.max_failures:
-            raise RunHalted(f"{what}. That is failure {self.failures}, more than dist.max_failures="
-                            f"{job.dist.max_failures}: the run stopped. {kept}")  # fmt: skip
-        if job.dist.mode == "mlx" and cluster.remote and cluster.token:
-            raise RunHalted(f"{what}. dist.mode 'mlx' cannot re-form on workers reached with a "
-                            f"shared token: they run MLX in their own process, which a survivor "
-                            f"stuck in MLX's collective cannot leave (paired `orchard worker` "
-                            f"agents can: each job is a process of its own). {kept}")  # fmt: skip
-        if cluster.size - len(lost.ranks) < 1 and not job.dist.rejoin:
-            raise RunHalted(f"{what}. No worker is left. {kept}")
-        t0 = time.perf_counter()
-        self.emit(StateEvent("recovering", what, str(self.run_dir),
-                             {"lost": lost.addresses, "detected_at": lost.detected_at, "step": failed_step + 1}))  # fmt: skip
-        mlx = job.dist.mode == "mlx"
-        server_lost = job.dist.mode == "parameter-server" and 0 in lost.ranks
-        if mlx and cluster.local:  # MLX's group re-forms in new processes
-            back = len(lost.ranks) if job.dist.rejoin else 0  # the lost come back at once
-            cluster.restart_local(cluster.size - len(lost.ranks) + back)
-            self._files = cluster.ship_files()
-        else:
-            survivors = [r for r in range(cluster.size) if r not in lost.ranks]
-            if mlx or server_lost:  # survivors stuck in MLX's collective: their agents kill
-                # those job processes; SetupJob starts fresh ones. The server: its state is gone
-                cluster.stop_jobs(survivors, "a peer was lost")
-            gone = cluster.drop(lost.ranks)
-            if self.rejoiner is not None:
-                self.rejoiner.departed(gone)
-            if not cluster.size:  # nobody left: wait (bounded) for a worker to come back
-                self._wait_for_replacement(what, kept)
-            elif not (mlx or server_lost) and self._regroup(done):
-                return self._regrouped(what, lost, failed_step, done, detect_s, t0)
-        self._setup_group()
-        cluster.put_states(split(snap, job.dist.mode, cluster.size))
-        msg = (f"{what}; group re-formed with {cluster.size} workers in {time.perf_counter() - t0:.1f}s; "
-               f"redoing steps {snap.step + 1}..{failed_step + 1} from the step-{snap.step} state "
-               f"(failure {self.failures} of at most {job.dist.max_failures})")  # fmt: skip
-        log.warning("%s", msg, extra=SHOWN)
-        self.emit(LogEvent("warning", msg))
-        self.emit(StateEvent("running", msg, str(self.run_dir), {
-            "recovered": True, "lost": lost.addresses, "detected_at": lost.detected_at,
-            "detect_s": detect_s, "redo_from": snap.step, "failed_step": failed_step + 1,
-            "steps_redone": failed_step + 1 - snap.step, "workers": cluster.size, "failures": self.failures,
-        }))  # fmt: skip
-        return snap.step
-
-    def _regroup(self, done: int) -> bool:
-        """The survivors go on with their loaded jobs in the smaller group (Regroup); each
-        must be at step ``done``. ZeRO-1: the moment shards are cut again from the
-        survivors' shards and, for the lost ones, the last snapshot. False (every survivor's
-        job stopped): set the group up again instead."""
-        job, cluster, snap = self.job, self.cluster, self.snapshot
-        assert cluster is not None and snap is not None
-        self._regroup_info = {}
-        try:
-            replies = cluster.regroup()
-            at = sorted({int(r["step"]) for r in replies})
-            if at != [done]:
-                raise RegroupRefused(f"the survivors are at steps {at}, the run at step {done}")
-            if job.dist.mode == "reduce-scatter":
-                full, stale = from_survivors(cluster.get_states(done), snap)
-                cluster.put_states(split(full, job.dist.mode, cluster.size))
-                if stale and snap.step < done:  # else the snapshot is of this very step
-                    self._regroup_info["moments_from_snapshot"] = stale
-                    self._regroup_info["snapshot_step"] = snap.step
-        except (WorkerCallError, RegroupRefused, ValueError) as e:
-            msg = f"the survivors cannot go on in place ({e}): setting the job up again"
-            log.warning("%s", msg, extra=SHOWN)
-            self.emit(LogEvent("warning", msg))
-            cluster.stop_jobs(list(range(cluster.size)), "regroup failed: setting up again")
-            return False
-        self._regroup_info["regroup_s"] = max(float(r["regroup_s"]) for r in replies)
-        b = self.balancer
-        if b is not None and b.addresses != cluster.addresses:
-            self._note(b.regroup(cluster.addresses, done))
-        return True
-
-    def _join_in_place(self, before: int, step: int) -> bool:
-        """Newcomers (ranks ``before`` and up) set the job up; the workers already in the
-        group regroup with them, keeping their loaded model (PutState follows for all).
-        False where that cannot be (mlx, a worker without Regroup): set every worker up."""
-        cluster = self.cluster
-        assert cluster is not None and self.run_dir is not None
-        if self.job.dist.mode == "mlx":
-            return False
-        cluster.setup(self._files, self.run_dir.name, ranks=list(range(before, cluster.size)))
-        try:
-            at = sorted({int(r["step"]) for r in cluster.regroup(list(range(before)))})
-        except WorkerCallError as e:
-            log.warning("the group cannot take its newcomers in place (%s): setting every "
-                        "worker up again", e)  # fmt: skip
-            return False
-        if at != [step]:
-            log.warning("workers at steps %s, the run at %d: setting every worker up again",
-                        at, step)  # fmt: skip
-            return False
-        b = self.balancer
-        if b is not None and b.addresses != cluster.addresses:
-            self._note(b.regroup(cluster.addresses, step))
-        return True
-
-    def _regrouped(self, what: str, lost: WorkerLost, failed_step: int, done: int,
-                   detect_s: float, t0: float) -> int:  # fmt: skip
-        """Report a regroup; returns the step to go on from (nothing before it is redone)."""
-        cluster, info = self.cluster, self._regroup_info
-        assert cluster is not None
-        took = time.perf_counter() - t0
-        redo = (f"redoing the interrupted step {done + 1} only" if done <= failed_step
-                else "nothing to redo")  # fmt: skip
-        stale = ""
-        if "moments_from_snapshot" in info:
-            stale = (f"; ZeRO-1: {info['moments_from_snapshot']} moment values of the lost "
-                     f"shard come from the step-{info['snapshot_step']} snapshot")  # fmt: skip
-        msg = (f"{what}; group re-formed with {cluster.size} workers in {took:.2f}s, the "
-               f"survivors keeping their loaded model and state (no reload); {redo}{stale} "
-               f"(failure {self.failures} of at most {self.job.dist.max_failures})")  # fmt: skip
-        log.warning("%s", msg, extra=SHOWN)
-        self.emit(LogEvent("warning", msg))
-        self.emit(StateEvent("running", msg, str(self.run_dir), {
-            "recovered": True, "regrouped": True, "lost": lost.addresses,
-            "detected_at": lost.detected_at, "detect_s": detect_s, "redo_from": done,
-            "failed_step": failed_step + 1, "steps_redone": max(0, failed_step + 1 - done),
-            "workers": cluster.size, "failures": self.failures, "recover_s": took, **info,
-        }))  # fmt: skip
-        return done
-
-    def _wait_for_replacement(self, what: str, kept: str) -> None:
-        """Every worker is gone; go on only once one is back (restarted, or answering)."""
-        assert self.rejoiner is not None and self.cluster is not None
-        deadline = time.monotonic() + REPLACEMENT_WAIT_S
-        while not (back := self.rejoiner.ready()):
-            if time.monotonic() > deadline or self.stop_event.is_set():
-                raise RunHalted(f"{what}. No worker is left, and none came back within "
-                                f"{REPLACEMENT_WAIT_S:.0f}s. {kept}")  # fmt: skip
-            time.sleep(0.2)
-        self.cluster.add(back)
-        self._files = self.cluster.ship_files()
-
-    def _rejoin(self, back: list[Member], step: int) -> None:
-        """Workers that came back join between two steps: they get the group's current state,
-        so nothing is redone. A worker that fails to join is left out again."""
-        job, cluster = self.job, self.cluster
-        assert cluster is not None
-        t0 = time.perf_counter()
-        try:
-            self._take_snapshot(step)
-        except WorkerLost:
-            for m in back:
-                cluster.discard(m)
-            raise
-        before = cluster.size
-        cluster.add(back)
-        names = [m.client.address for m in back]
-        try:
-            self._files = cluster.ship_files()
-            in_place = self._join_in_place(before, step)
-            if not in_place:
-                self._setup_group()
-            cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
-        except Exception as e:  # noqa: BLE001 - a newcomer that fails must not end the run
-            log.warning("worker %s could not rejoin: %s", ", ".join(names), e, extra=SHOWN)
-            self.emit(LogEvent("warning", f"worker {', '.join(names)} could not rejoin: {e}"))
-            cluster.drop(list(range(before, cluster.size)))
-            self._setup_group()
-            cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
-            return
-        msg = (f"worker {', '.join(names)} rejoined after step {step}: {cluster.size} workers "
-               f"(re-formed in {time.perf_counter() - t0:.1f}s, nothing redone"
-               f"{'; the others kept their loaded model' if in_place else ''})")  # fmt: skip
-        log.info("%s", msg, extra=SHOWN)
-        self.emit(LogEvent("info", msg))
-        self.emit(StateEvent("running", msg, str(self.run_dir), {
-            "rejoined": names, "step": step, "workers": cluster.size,
-        }))  # fmt: skip
-
     def _resolve_auto(self, cluster: Cluster, run_dir: Path) -> JobSpec:
         """dist.mode "auto" -> the planner's concrete choice, before any worker sets up; the
         run folder's job.toml then names it, so a resume sees the same concrete job."""
@@ -408,8 +208,7 @@ class Coordinator:
         if job is not self.job:
             self.job = cluster.job = job
             (run_dir / JOB_FILE).write_text(job.to_toml(), encoding="utf-8")
-            log.info("%s", msg, extra=SHOWN)
-            self.emit(LogEvent("info", msg))
+            self._note(msg)
         return job
 
     def _plan_details(self) -> dict:
@@ -461,10 +260,13 @@ class Coordinator:
         rows = read_metrics(path) if path.is_file() else []
         self.balancer.replay(bal.recorded_splits(rows, start, self.cluster.size))
 
-    def _note(self, message: str) -> None:
-        """A line for the log and the event stream."""
-        log.info("%s", message, extra=SHOWN)
-        self.emit(LogEvent("info", message))
+    def _note(self, message: str, level: str = "info", running: dict | None = None) -> None:
+        """A line for the log and the event stream; with ``running``, also the run's state
+        event carrying that detail (a recovery, a rejoin)."""
+        log.log(logging.getLevelName(level.upper()), "%s", message, extra=SHOWN)
+        self.emit(LogEvent(level, message))
+        if running is not None:
+            self.emit(StateEvent("running", message, str(self.run_dir), running))
 
     def _step_metrics(
         self, metrics: MetricsLog, step: int, lr: float, outs: list, dt: float, plan: bal.Split
@@ -559,7 +361,7 @@ class Coordinator:
         assert snap is not None and self.run_dir is not None
         if snap.step > saved_at:
             self._save_checkpoint(total)
-        kept = _checkpoint_note(self.run_dir)
+        kept = checkpoint_note(self.run_dir)
         msg = f"stopped: {e}; the workers were stopped. {kept}"
         log.warning("%s", msg, extra=SHOWN)
         self.emit(StateEvent("stopped", msg, str(self.run_dir), {"step": snap.step}))
@@ -610,10 +412,3 @@ class Coordinator:
 def call_deadline(job: JobSpec) -> float:
     """The deadline of one Step/Evaluate call: past it the worker counts as hung."""
     return job.dist.step_timeout_s
-
-
-def _checkpoint_note(run_dir: Path | None) -> str:
-    found = list_checkpoints(run_dir) if run_dir else []
-    if not found:
-        return "No checkpoint was written yet."
-    return f"Its last checkpoint ({found[0].name}) is intact: resume it to go on."
