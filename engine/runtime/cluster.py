@@ -387,9 +387,9 @@ class Cluster:
                     raise
             progress.emit(0, "", done=True)
 
-        # Workers of one host may share a file cache (local workers do): a file sent to
-        # several of them at once would race on the one partial file there. The first worker
-        # of each host gets its files first; the others then find them held.
+        # Workers of one host may share a file cache (local workers do). The first worker of
+        # each host gets its files first; the others then find them held, so the bytes cross
+        # once per host (the cache itself takes concurrent copies safely: worker/incoming.py).
         assert self._pool is not None, "Cluster.start() first"
         hosts: dict[str, int] = {}
         for r, a in enumerate(self.addresses):
