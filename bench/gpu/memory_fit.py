@@ -74,8 +74,13 @@ def build(folder: Path, layers: int, vocab: int, heads: int) -> None:
 def measure(args) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}  # fmt: skip
     deadline = time.monotonic() + args.budget_s
+    done = set()  # cases already in --out: a second call goes on where the first stopped
+    if args.out.is_file():
+        done = {json.loads(x)["case"] for x in args.out.read_text().splitlines() if x.strip()}
     with open(args.out, "a") as out:
         for name, model, overrides in grid():
+            if name in done:
+                continue
             if time.monotonic() > deadline:
                 print(f"budget spent: stopped before {name}", flush=True)
                 break
