@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from engine.rpc.auth import new_token  # noqa: E402
 from engine.rpc.worker_client import WorkerClient  # noqa: E402
 from engine.worker.agent import PARENT_PID_ENV, PORT_LINE  # noqa: E402
+from engine.worker.checksum import file_checksum  # noqa: E402
 
 MIB = 1024 * 1024
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -73,6 +74,16 @@ while True:
             n += len(chunk)
         conn.sendall(str(n).encode())
 """
+# tbf rate and burst (a burst must hold what the rate sends in a timer tick or two)
+SHAPED = {"veth-1gbit": ("1gbit", "256kb"), "veth-10gbit": ("10gbit", "4mb")}
+MODELS = {
+    "loopback": "a local worker on the coordinator's Mac (127.0.0.1)",
+    "veth": "an unshaped veth pair into a namespace: as fast as this machine's CPUs let it be",
+    "veth-1gbit": "a veth shaped to 1 Gbit/s with tbf: a wired gigabit LAN between Macs",
+    "veth-10gbit": "a veth shaped to 10 Gbit/s with tbf: 10 GbE, or a Thunderbolt bridge "
+    "between Macs (this machine's CPUs may not fill it)",
+}
+LINKS = ["loopback", "veth", "veth-1gbit", "veth-10gbit", "veth-tls", "veth-10gbit-tls"]
 _WORKER_LINE = re.compile(r"^Orchard worker \S+ on port (\d+) ")
 _CODE_LINE = re.compile(r"^Pairing code: ([0-9A-Z]{4}-[0-9A-Z]{4})")
 
@@ -112,8 +123,8 @@ def make_link(name: str) -> Link | None:
             ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
         ):
             subprocess.run(cmd, check=True, capture_output=True)
-        if base == "veth-1gbit":  # shape both directions like a gigabit LAN
-            tbf = ["tbf", "rate", "1gbit", "burst", "256kb", "latency", "50ms"]
+        if base in SHAPED:  # shape both directions like the link it models
+            tbf = ["tbf", "rate", SHAPED[base][0], "burst", SHAPED[base][1], "latency", "50ms"]
             subprocess.run(["tc", "qdisc", "add", "dev", a, "root", *tbf], check=True, capture_output=True)  # fmt: skip
             subprocess.run([*link.prefix, "tc", "qdisc", "add", "dev", b, "root", *tbf],
                            check=True, capture_output=True)  # fmt: skip
@@ -224,10 +235,13 @@ def tcp_send(host: str, port: int, path: Path, size: int) -> None:
     assert got == size, (got, size)
 
 
-def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float | None:
+def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool, sha256: bool) -> float | None:  # fmt: skip
     link = make_link(name)
     if link is None:
         return None
+    base = name.removesuffix("-tls")
+    tls = " (a paired worker: gRPC and the bulk socket over TLS; raw TCP stays plain)"
+    print(f"# {name}: {MODELS[base]}{tls if name.endswith('-tls') else ''}", flush=True)
     procs: list[subprocess.Popen] = []
     clients: list[WorkerClient] = []
     try:
@@ -253,10 +267,14 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
         assert recv.stdout is not None
         rport = int(recv.stdout.readline())
 
-        def ship(use_bulk: bool) -> Callable[[], None]:
+        def ship(use_bulk: bool, fast: bool = True) -> Callable[[], None]:
             def send() -> None:
                 client.use_bulk = use_bulk
-                assert client.put_file(data, digest, name="model.safetensors") == size
+                # the coordinator's checksum pass is timed: a Hugging Face blob's (a folder's
+                # file gets it free with the sha256, which, like `digest`, is remembered)
+                checksum = file_checksum(data) if use_bulk and fast else ""
+                assert client.put_file(data, digest, name="model.safetensors",
+                                       checksum=checksum) == size  # fmt: skip
 
             return send
 
@@ -266,6 +284,8 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
         }
         if grpc:
             methods["grpc"] = (worker.pid, ship(False))
+        if sha256:
+            methods["sha256"] = (worker.pid, ship(True, fast=False))
         runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
         order = list(methods)
         for r in range(rounds):  # interleaved, each round in another order, best of each
@@ -286,7 +306,7 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
             f"{m}={min(r[1] for r in rs) / gib:.2f}/{min(r[2] for r in rs) / gib:.2f}"
             for m, rs in runs.items()
         )
-        grpc_part = f" grpc_mb_s={best['grpc']:.0f}" if grpc else ""
+        grpc_part = "".join(f" {m}_mb_s={best[m]:.0f}" for m in ("grpc", "sha256") if m in best)
         print(f"link={name} mb={mb} ship_mb_s={best['ship']:.0f}{grpc_part} "
               f"tcp_mb_s={best['tcp']:.0f} ratio={ratio:.2f}", flush=True)  # fmt: skip
         print(f"#   rounds ship/tcp: {per_round} (median {statistics.median(paired):.2f}); "
@@ -305,12 +325,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mb", type=int, default=256, help="file size in MiB")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--links", nargs="+", default=["loopback", "veth", "veth-1gbit", "veth-tls"])
+    p.add_argument("--links", nargs="+", default=LINKS, choices=[*MODELS, *(f"{m}-tls" for m in MODELS)])  # fmt: skip
     p.add_argument("--no-grpc", action="store_true", help="skip the PutFile-only transfers")
+    p.add_argument("--sha256", action="store_true",
+                   help="also the bulk socket without the checksum (the worker hashes sha256)")  # fmt: skip
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="orchard-ship-") as tmp:
         ratios = [r for name in args.links
-                  if (r := bench_link(name, args.mb, args.rounds, Path(tmp), not args.no_grpc)) is not None]  # fmt: skip
+                  if (r := bench_link(name, args.mb, args.rounds, Path(tmp), not args.no_grpc, args.sha256)) is not None]  # fmt: skip
     if not ratios:
         print("ship_vs_tcp=nan")
         return 1

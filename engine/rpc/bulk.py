@@ -93,6 +93,8 @@ class _Ticket:
     size: int
     offset: int
     expires: float
+    checksum: str | None  # xxh3-128 hex to check the file against (None: its sha256)
+    caller: str  # whose word the sha256 is when the checksum is checked (engine/worker/files.py)
 
 
 class BulkServer:
@@ -110,9 +112,12 @@ class BulkServer:
     def tls(self) -> bool:
         return self._tls is not None
 
-    def expect(self, sha256: str, name: str, size: int, offset: int) -> tuple[int, bytes]:
+    def expect(
+        self, sha256: str, name: str, size: int, offset: int, checksum: str | None = None,
+        caller: str = "",
+    ) -> tuple[int, bytes]:  # fmt: skip
         """A ticket admitting one connection that sends this file from ``offset``:
-        (port, ticket)."""
+        (port, ticket). ``checksum``/``caller``: see FileStore.begin."""
         port = self._listen()
         ticket = secrets.token_bytes(TICKET_BYTES)
         now = time.monotonic()
@@ -121,7 +126,9 @@ class BulkServer:
                 del self._tickets[key]
             while len(self._tickets) >= MAX_TICKETS:
                 del self._tickets[next(iter(self._tickets))]
-            self._tickets[_key(ticket)] = _Ticket(sha256, name, size, offset, now + TICKET_TTL_S)
+            self._tickets[_key(ticket)] = _Ticket(
+                sha256, name, size, offset, now + TICKET_TTL_S, checksum, caller
+            )
         return port, ticket
 
     def close(self) -> None:
@@ -183,7 +190,8 @@ class BulkServer:
                 _reply(conn, "ERR UNAUTHENTICATED unknown or expired ticket: ask OpenFile again")
                 return
             try:
-                incoming = self.store.begin(ticket.sha256, ticket.name, ticket.offset, ticket.size)
+                incoming = self.store.begin(ticket.sha256, ticket.name, ticket.offset,
+                                            ticket.size, ticket.checksum, ticket.caller)  # fmt: skip
             except InvalidRequest as e:
                 _reply(conn, f"ERR INVALID_ARGUMENT {e}")
                 return
@@ -214,7 +222,9 @@ def _receive(incoming: Incoming, conn: socket.socket, size: int) -> str:
     """Read the rest of the file from ``conn`` into ``incoming``; the reply for the sender."""
     # shut the socket itself (not the TLS layer another thread is reading): the read ends
     incoming.on_cancel(lambda: socket.socket.shutdown(conn, socket.SHUT_RDWR))
-    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    # last in, first out: the buffer hashed last (at once, with a checksum) is the one still
+    # in the CPU's cache
+    free: queue.LifoQueue[bytearray] = queue.LifoQueue()
     for _ in range(BUFFERS):
         free.put(bytearray(BUFFER_BYTES))
     keep = True

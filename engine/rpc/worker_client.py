@@ -137,9 +137,13 @@ class WorkerClient:
         sha256: str,
         name: str | None = None,
         on_progress: Callable[[int], None] | None = None,
+        checksum: str = "",
     ) -> int:
         """Send a file; the worker verifies the hash. Returns the size it stored.
-        ``on_progress(bytes of the file sent so far)`` is called as it goes.
+        ``on_progress(bytes of the file sent so far)`` is called as it goes. ``checksum``: the
+        file's tagged xxh3-128, computed with its sha256 (engine/worker/checksum.py): the
+        worker checks a bulk stream against it instead of hashing sha256 as the bytes come
+        (empty: it checks the sha256).
 
         A large file goes over the worker's bulk socket (engine/rpc/bulk.py), resuming where
         a broken stream stopped; a small one, or one to a worker without a bulk socket (or
@@ -150,7 +154,7 @@ class WorkerClient:
         offset = 0
         if size >= BULK_MIN_BYTES:
             for attempt in range(1, BULK_ATTEMPTS + 1):
-                opened = self._open_file(sha256, fname, size)
+                opened = self._open_file(sha256, fname, size, checksum)
                 if opened is None:
                     break  # a worker from before OpenFile
                 if opened.present:
@@ -184,10 +188,12 @@ class WorkerClient:
                     log.warning("worker %s: %s; resuming", self.address, e)
         return self._put_stream(path, sha256, fname, offset, size, on_progress)
 
-    def _open_file(self, sha256: str, name: str, size: int) -> pb.OpenFileReply | None:
+    def _open_file(
+        self, sha256: str, name: str, size: int, checksum: str
+    ) -> pb.OpenFileReply | None:
         try:
             return self._stub.OpenFile(
-                pb.OpenFileRequest(sha256=sha256, name=name, size=size),
+                pb.OpenFileRequest(sha256=sha256, name=name, size=size, checksum=checksum),
                 timeout=self.timeout_s, metadata=self._metadata(),
             )  # fmt: skip
         except grpc.RpcError as e:

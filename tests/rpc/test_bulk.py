@@ -79,6 +79,23 @@ def test_a_wrong_hash_is_refused_and_nothing_is_kept(server, blob):
     assert not _files(store) and store.held("0" * 64) == 0
 
 
+def test_the_checksum_checks_the_stream_and_the_file_is_the_callers(server, blob):
+    import xxhash
+
+    srv, store = server
+    path, data, digest = blob
+    good = xxhash.xxh3_128(data).hexdigest()
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0, "0" * 32, "laptop")
+    with pytest.raises(BulkRefused) as e:
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None, timeout_s=30)
+    assert e.value.code == "INVALID_ARGUMENT" and "xxh3-128 mismatch" in e.value.details
+    assert not _files(store) and store.held(digest) == 0
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0, good, "laptop")
+    assert send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None,
+                     timeout_s=30) == len(data)  # fmt: skip
+    assert store.path_of(digest, "laptop").read_bytes() == data and not store.has(digest)
+
+
 def test_without_a_valid_ticket_nothing_touches_the_disk(server, blob, monkeypatch):
     srv, store = server
     _, data, digest = blob

@@ -79,14 +79,16 @@ class HasFileReply(_message.Message):
     def __init__(self, present: _Optional[bool] = ...) -> None: ...
 
 class OpenFileRequest(_message.Message):
-    __slots__ = ("sha256", "name", "size")
+    __slots__ = ("sha256", "name", "size", "checksum")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     name: str
     size: int
-    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    checksum: str
+    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
 
 class OpenFileReply(_message.Message):
     __slots__ = ("present", "offset", "bulk_port", "ticket", "bulk_tls")
