@@ -69,8 +69,8 @@ class WorkerClient:
         bulk: bool = True,
     ):
         """``channel``: an already authenticated channel (remote workers: pinned TLS with
-        signed calls, engine/rpc/paired_client.py) and ``pin``, the fingerprint it pins (the
-        bulk socket is pinned to it too); else plain TCP with ``token``. ``bulk=False``
+        signed calls, engine/rpc/paired_client.py) and ``pin``, the fingerprint it pins (its
+        bulk socket then takes sealed streams only); else plain TCP with ``token``. ``bulk=False``
         sends every file over the PutFile stream."""
         self.address = address
         self.timeout_s = timeout_s
@@ -167,7 +167,7 @@ class WorkerClient:
                 try:
                     return send_file(
                         self._host, opened.bulk_port, opened.ticket, path, offset, size,
-                        pin=self._pin if opened.bulk_tls else None, timeout_s=self.timeout_s,
+                        sealed=opened.bulk_sealed, timeout_s=self.timeout_s,
                         on_progress=on_progress,
                     )  # fmt: skip
                 except BulkRefused as e:
@@ -205,12 +205,13 @@ class WorkerClient:
 
     def _bulk_fits(self, opened: pb.OpenFileReply) -> bool:
         """Use the bulk socket only as safe as this client's channel: plain beside a plain
-        token channel, TLS pinned to the paired certificate beside a pinned channel."""
-        if not (self.use_bulk and opened.bulk_port and opened.ticket):
+        token channel, sealed (its keys from a ticket only the pinned channel carried) beside a
+        pinned one. A worker of an older Orchard (TLS on its bulk socket) gets PutFile."""
+        if not (self.use_bulk and opened.bulk_port and opened.ticket) or opened.bulk_tls:
             return False
         if self._pin is not None:
-            return opened.bulk_tls
-        return self._md is not None and not opened.bulk_tls
+            return opened.bulk_sealed
+        return self._md is not None and not opened.bulk_sealed
 
     def _put_stream(
         self, path: Path, sha256: str, fname: str, offset: int, size: int,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -88,10 +87,10 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         self._info = info
         self._bulk: BulkServer | None = None
 
-    def attach_bulk(self, host: str, tls: ssl.SSLContext | None) -> BulkServer:
-        """Offer the bulk socket (engine/rpc/bulk.py) on ``host``; engine/rpc/server.py calls
-        this, since it knows the host and the TLS identity the gRPC server uses."""
-        self._bulk = BulkServer(self._store, host, tls)
+    def attach_bulk(self, host: str, sealed: bool) -> BulkServer:
+        """Offer the bulk socket (engine/rpc/bulk.py) on ``host``, taking sealed streams beside
+        a TLS server; engine/rpc/server.py calls this, since it knows the host and whether."""
+        self._bulk = BulkServer(self._store, host, sealed)
         return self._bulk
 
     @contextmanager
@@ -137,7 +136,7 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
             return pb.OpenFileReply(offset=offset)
         port, ticket = self._bulk.expect(sha256, name, request.size, offset, checksum, caller)
         return pb.OpenFileReply(
-            offset=offset, bulk_port=port, ticket=ticket, bulk_tls=self._bulk.tls
+            offset=offset, bulk_port=port, ticket=ticket, bulk_sealed=self._bulk.sealed
         )
 
     @_guard

@@ -166,7 +166,11 @@ class Incoming:
             fd = _open_locked(partial)
             assert fd is not None  # a name of this process's own
         try:
-            os.ftruncate(fd, offset)  # a resume from fewer bytes than held drops the rest
+            # a resume from fewer bytes than held drops the rest. Only then: ext4 (auto_da_alloc)
+            # writes a file truncated to 0 out to disk as it is closed, which cost a 256 MiB
+            # file ~0.1 s of the transfer (a new partial is empty already)
+            if os.fstat(fd).st_size != offset:
+                os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
         except OSError:
             os.close(fd)
