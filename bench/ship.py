@@ -1,33 +1,40 @@
 """Model shipping throughput: Orchard's file transfer against raw TCP on the same link.
 
 The coordinator ships model files to a worker with ``WorkerClient.put_file``: a large file
-goes over the worker's bulk socket (engine/rpc/bulk.py: sendfile on this side; the worker
-writes, hashes on its own thread and verifies), a small one over the gRPC PutFile stream.
-Each round also sends the file over PutFile alone (``grpc``: what every file took before the
-bulk socket, and still the fallback). The baseline is raw TCP on the same link:
-``socket.sendfile`` to a plain receiver that writes the bytes to a new file on the same
-filesystem. Receivers are separate processes. Each transfer's file is deleted right after it
-(the worker's cache is emptied), so none pays for another's dirty pages; rounds are
-interleaved in a rotating order (a noisy neighbour hits every method alike) and each method
-keeps its best.
+goes over the worker's bulk socket (engine/rpc/bulk.py: ``sendfile`` to a local worker, a
+sealed stream, AES-256-GCM, to a paired one; the worker writes and checks the xxh3-128 the
+coordinator computed with the sha256, engine/worker/checksum.py), a small one over the gRPC
+PutFile stream. The ``ship`` time includes the coordinator's checksum pass over the file (a
+Hugging Face blob's, named by its sha256; a folder's file gets it free with its sha256,
+which, like the digest here, is computed once before). Each round also sends the file over
+PutFile alone (``grpc``: what every file took before the bulk socket, and still the
+fallback), and with ``--sha256`` over the bulk socket without the checksum (``sha256``: the
+worker hashes sha256 as the bytes come, as before the checksum). The baseline is raw TCP on
+the same link: ``socket.sendfile`` to a plain receiver that writes the bytes to a new file on
+the same filesystem, unencrypted on every link. Receivers are separate processes. Each
+transfer's file is deleted right after it (the worker's cache is emptied), so none pays for
+another's dirty pages; rounds are interleaved in a rotating order (a noisy neighbour hits
+every method alike) and each method keeps its best.
 
-Links:
+Links (each prints what it models):
 - ``loopback``: 127.0.0.1, a local worker (plain TCP, the run token)
 - ``veth``: a veth pair into a network namespace (needs root; skipped otherwise)
-- ``veth-1gbit``: the same, shaped to 1 Gbit/s with tbf (a wired LAN between Macs)
-- ``veth-tls``: a paired network worker (`orchard worker`) across the veth: gRPC and the
-  bulk socket both over TLS pinned to its certificate; the baseline stays plain TCP, so the
-  ratio includes what TLS costs
+- ``veth-1gbit``, ``veth-10gbit``: the same, shaped with tbf (a gigabit LAN; 10 GbE or a
+  Thunderbolt bridge between Macs)
+- ``veth-tls``, ``veth-10gbit-tls``: a paired network worker (`orchard worker`) across the
+  veth: gRPC over TLS pinned to its certificate, the bulk socket sealed; the baseline stays
+  plain TCP, so the ratio includes what encryption costs
 - ``loopback-tls``, ``veth-1gbit-tls``: the same on the other links (not run by default)
 
 Each case prints ``link=<l> mb=<n> ship_mb_s=<x> grpc_mb_s=<g> tcp_mb_s=<y> ratio=<x/y>``
 (best of the rounds each), then the ratio of each round and their median (how noisy it
 was) and the CPU seconds per GiB each method cost the receiving process and the sending one
 (this process, kernel time included), ``rx/tx``: these hardly move with the machine's load,
-and show what bounds a CPU-bound link (one sha256 per file, on one core, is the floor). The
-last line is the worst ratio, ``ship_vs_tcp=<x>`` (target >= 0.7).
+and show what bounds a CPU-bound link (on a 2-core machine sender and receiver share the
+cores; between two Macs each has its own). The last line is the worst ratio,
+``ship_vs_tcp=<x>`` (target >= 0.7).
 
-Run: python bench/ship.py [--mb 256] [--rounds 3] [--links loopback veth veth-1gbit veth-tls]
+Run: python bench/ship.py [--mb 256] [--rounds 3] [--links ...] [--sha256] [--no-grpc]
 """
 
 from __future__ import annotations
