@@ -35,6 +35,7 @@ cores; between two Macs each has its own). The last line is the worst ratio,
 ``ship_vs_tcp=<x>`` (target >= 0.7).
 
 Run: python bench/ship.py [--mb 256] [--rounds 3] [--links ...] [--sha256] [--no-grpc]
+[--split-cpus] (the sender on one core, the receivers on another: two machines' CPUs)
 """
 
 from __future__ import annotations
@@ -197,6 +198,13 @@ def start_paired_worker(link: Link, work: Path) -> tuple[subprocess.Popen, Worke
     return proc, client
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (the threads it starts later inherit them)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
+
+
 def cpu_s(pid: int | None) -> float:
     """CPU seconds (user + system) of a process, or of this one (all threads) when None."""
     if pid is None:
@@ -242,10 +250,12 @@ def tcp_send(host: str, port: int, path: Path, size: int) -> None:
     assert got == size, (got, size)
 
 
-def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool, sha256: bool) -> float | None:  # fmt: skip
+def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool, sha256: bool,
+               split: bool) -> float | None:  # fmt: skip
     link = make_link(name)
     if link is None:
         return None
+    cpus = os.sched_getaffinity(0)
     base = name.removesuffix("-tls")
     tls = " (a paired worker: gRPC and the bulk socket over TLS; raw TCP stays plain)"
     print(f"# {name}: {MODELS[base]}{tls if name.endswith('-tls') else ''}", flush=True)
@@ -273,6 +283,10 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool, sha256: 
         procs.append(recv)
         assert recv.stdout is not None
         rport = int(recv.stdout.readline())
+        if split:  # the sender on one core, the receivers on another: two machines' CPUs
+            pin(os.getpid(), {0})
+            for pid in (worker.pid, recv.pid):
+                pin(pid, {os.cpu_count() - 1})  # type: ignore[operator]
 
         def ship(use_bulk: bool, fast: bool = True) -> Callable[[], None]:
             def send() -> None:
@@ -320,6 +334,7 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool, sha256: 
               f"cpu s/GiB rx/tx: {cpu}", flush=True)  # fmt: skip
         return ratio
     finally:
+        pin(os.getpid(), cpus)
         for c in clients:
             c.close()
         for p in procs:
@@ -336,10 +351,16 @@ def main() -> int:
     p.add_argument("--no-grpc", action="store_true", help="skip the PutFile-only transfers")
     p.add_argument("--sha256", action="store_true",
                    help="also the bulk socket without the checksum (the worker hashes sha256)")  # fmt: skip
+    p.add_argument("--split-cpus", action="store_true",
+                   help="the sender on the first core, the receivers on the last (Linux): as "
+                   "two machines, each with a core of its own, rather than one sharing them")  # fmt: skip
     args = p.parse_args()
+    if args.split_cpus:
+        print("# split cpus: the sender on core 0, the receivers on core "
+              f"{os.cpu_count() - 1} (each side has one; other load shares them)")  # type: ignore[operator]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="orchard-ship-") as tmp:
         ratios = [r for name in args.links
-                  if (r := bench_link(name, args.mb, args.rounds, Path(tmp), not args.no_grpc, args.sha256)) is not None]  # fmt: skip
+                  if (r := bench_link(name, args.mb, args.rounds, Path(tmp), not args.no_grpc, args.sha256, args.split_cpus)) is not None]  # fmt: skip
     if not ratios:
         print("ship_vs_tcp=nan")
         return 1

@@ -112,6 +112,44 @@ def test_a_silent_connection_is_dropped_before_the_ticket(server, monkeypatch):
         assert time.monotonic() - t0 < 5
 
 
+def test_a_stream_gone_silent_ends_at_the_idle_timeout_and_keeps_its_bytes(server, blob, monkeypatch):  # fmt: skip
+    srv, store = server
+    _, data, digest = blob
+    monkeypatch.setattr(bulk, "IDLE_TIMEOUT_S", 0.3)
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(MAGIC + ticket)
+        assert s.recv(100) == b"GO\n"
+        s.sendall(data[:1000])  # and then nothing, the connection open
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # the worker gave up on it
+        assert time.monotonic() - t0 < 5
+    assert store.held(digest) == 1000 and not store.has(digest)
+
+
+def test_a_worker_gone_silent_fails_the_sender_at_its_timeout(blob, monkeypatch):
+    path, data, _ = blob
+    monkeypatch.setattr(bulk, "LATE_REPLY_S", 0.1)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    held = []
+
+    def silent_worker() -> None:  # takes the ticket, says GO, then reads nothing more
+        conn, _ = listener.accept()
+        held.append(conn)
+        conn.recv(len(MAGIC) + 32)
+        conn.sendall(b"GO\n")
+
+    threading.Thread(target=silent_worker, daemon=True).start()
+    t0 = time.monotonic()
+    with listener, pytest.raises(BulkBroken):
+        send_file("127.0.0.1", listener.getsockname()[1], os.urandom(32), path, 0, len(data),
+                  sealed=False, timeout_s=0.5)  # fmt: skip
+    assert time.monotonic() - t0 < 10
+    for conn in held:
+        conn.close()
+
+
 def test_a_broken_stream_resumes_from_the_bytes_kept(server, blob):
     srv, store = server
     path, data, digest = blob
