@@ -187,7 +187,7 @@ class BulkServer:
                 if opened is None:  # no reply: without the key, nothing can be said safely
                     return
                 ticket, sealed = opened
-                reply: Callable[[str], None] = sealed.send_line
+                reply: Callable[[str], None] = partial(_send_line, sealed.send)
                 read: Callable[[memoryview], int] = sealed.receive_into
             else:
                 ticket = self._take(ticket_id(_recv_exactly(conn, TICKET_BYTES)))
@@ -195,7 +195,7 @@ class BulkServer:
                     log.warning("bulk: %s showed no valid ticket", peer[0])
                     _reply(conn, "ERR UNAUTHENTICATED unknown or expired ticket: ask OpenFile again")  # fmt: skip
                     return
-                reply, read = partial(_reply, conn), conn.recv_into
+                reply, read = partial(_send_line, conn.sendall), conn.recv_into
             try:
                 incoming = self.store.begin(ticket.sha256, ticket.name, ticket.offset,
                                             ticket.size, ticket.checksum, ticket.caller)  # fmt: skip
@@ -301,8 +301,13 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes:
 
 
 def _reply(conn: socket.socket, line: str) -> None:
+    _send_line(conn.sendall, line)
+
+
+def _send_line(send: Callable[[bytes], None], line: str) -> None:
+    """One reply line, within what the sender reads (MAX_REPLY_BYTES), plain or sealed."""
     data = (" ".join(line.split()) + "\n").encode()[: MAX_REPLY_BYTES - 1]
-    conn.sendall(data if data.endswith(b"\n") else data + b"\n")
+    send(data if data.endswith(b"\n") else data + b"\n")
 
 
 # ---- the sender (the coordinator) ---------------------------------------------------------

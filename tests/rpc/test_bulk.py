@@ -209,6 +209,9 @@ def test_a_sealed_stream_arrives_and_plain_bytes_are_refused(sealed_server, blob
     assert send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=True, timeout_s=30,
                      on_progress=seen.append) == len(data)  # fmt: skip
     assert store.path_of(digest).read_bytes() == data and seen[-1] == len(data)
+    port, ticket = srv.expect(digest, "x/" + "y" * 5000, len(data), 0)  # a long refusal
+    with pytest.raises(BulkRefused, match="file name 'x/yyy"):
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=True, timeout_s=30)
 
 
 def test_a_sealed_ticket_is_spent_only_by_who_holds_its_key(sealed_server, blob):
