@@ -107,9 +107,8 @@ _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 def _digest(path: Path, kind: str) -> str:
     """``kind`` ("sha256" or "checksum") of a file, remembered per (path, size, mtime) for this
     process. One read of a file gives both (engine/worker/checksum.py); a Hugging Face cache
-    blob of an LFS file is named by its sha256 already (checked at download, and again by the
-    worker on receipt), so a multi-gigabyte shard is read only for its checksum, and only when
-    a worker needs it."""
+    blob of an LFS file is named by its sha256 already (checked at download), so a
+    multi-gigabyte shard is read only for its checksum, and only when a worker lacks it."""
     real = path.resolve()
     blob_sha = real.name if _SHA256_NAME.match(real.name) and real.parent.name == "blobs" else None
     if kind == "sha256" and blob_sha:
