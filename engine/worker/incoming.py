@@ -1,7 +1,8 @@
-"""One file arriving at the worker's cache: appended to a partial file, hashed on its own
-thread, published under its sha256 only once every byte is there and the hash matches: the
-sha256 itself, or the xxh3-128 checksum the coordinator computed with it
-(engine/worker/checksum.py; the file is then kept as that coordinator's, engine/worker/files.py).
+"""One file arriving at the worker's cache: appended to a partial file, hashed as it comes,
+published under its sha256 only once every byte is there and the hash matches: the sha256
+itself (on a thread of its own), or the xxh3-128 checksum the coordinator computed with it
+(engine/worker/checksum.py; in the receiving thread; the file is then kept as that
+coordinator's, engine/worker/files.py).
 
 The partial file stays when a stream breaks, so the next attempt resumes where this one
 stopped (the hasher first re-reads the bytes already held). It is deleted when the content
