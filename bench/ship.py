@@ -1,33 +1,41 @@
 """Model shipping throughput: Orchard's file transfer against raw TCP on the same link.
 
 The coordinator ships model files to a worker with ``WorkerClient.put_file``: a large file
-goes over the worker's bulk socket (engine/rpc/bulk.py: sendfile on this side; the worker
-writes, hashes on its own thread and verifies), a small one over the gRPC PutFile stream.
-Each round also sends the file over PutFile alone (``grpc``: what every file took before the
-bulk socket, and still the fallback). The baseline is raw TCP on the same link:
-``socket.sendfile`` to a plain receiver that writes the bytes to a new file on the same
-filesystem. Receivers are separate processes. Each transfer's file is deleted right after it
-(the worker's cache is emptied), so none pays for another's dirty pages; rounds are
-interleaved in a rotating order (a noisy neighbour hits every method alike) and each method
-keeps its best.
+goes over the worker's bulk socket (engine/rpc/bulk.py: ``sendfile`` to a local worker, a
+sealed stream, AES-256-GCM, to a paired one; the worker writes and checks the xxh3-128 the
+coordinator computed with the sha256, engine/worker/checksum.py), a small one over the gRPC
+PutFile stream. The ``ship`` time includes the coordinator's checksum pass over the file (a
+Hugging Face blob's, named by its sha256; a folder's file gets it free with its sha256,
+which, like the digest here, is computed once before). Each round also sends the file over
+PutFile alone (``grpc``: what every file took before the bulk socket, and still the
+fallback), and with ``--sha256`` over the bulk socket without the checksum (``sha256``: the
+worker hashes sha256 as the bytes come, as before the checksum). The baseline is raw TCP on
+the same link: ``socket.sendfile`` to a plain receiver that writes the bytes to a new file on
+the same filesystem, unencrypted on every link. Receivers are separate processes. Each
+transfer's file is deleted right after it (the worker's cache is emptied), so none pays for
+another's dirty pages; rounds are interleaved in a rotating order (a noisy neighbour hits
+every method alike) and each method keeps its best.
 
-Links:
+Links (each prints what it models):
 - ``loopback``: 127.0.0.1, a local worker (plain TCP, the run token)
 - ``veth``: a veth pair into a network namespace (needs root; skipped otherwise)
-- ``veth-1gbit``: the same, shaped to 1 Gbit/s with tbf (a wired LAN between Macs)
-- ``veth-tls``: a paired network worker (`orchard worker`) across the veth: gRPC and the
-  bulk socket both over TLS pinned to its certificate; the baseline stays plain TCP, so the
-  ratio includes what TLS costs
+- ``veth-1gbit``, ``veth-10gbit``: the same, shaped with tbf (a gigabit LAN; 10 GbE or a
+  Thunderbolt bridge between Macs)
+- ``veth-tls``, ``veth-10gbit-tls``: a paired network worker (`orchard worker`) across the
+  veth: gRPC over TLS pinned to its certificate, the bulk socket sealed; the baseline stays
+  plain TCP, so the ratio includes what encryption costs
 - ``loopback-tls``, ``veth-1gbit-tls``: the same on the other links (not run by default)
 
 Each case prints ``link=<l> mb=<n> ship_mb_s=<x> grpc_mb_s=<g> tcp_mb_s=<y> ratio=<x/y>``
 (best of the rounds each), then the ratio of each round and their median (how noisy it
 was) and the CPU seconds per GiB each method cost the receiving process and the sending one
 (this process, kernel time included), ``rx/tx``: these hardly move with the machine's load,
-and show what bounds a CPU-bound link (one sha256 per file, on one core, is the floor). The
-last line is the worst ratio, ``ship_vs_tcp=<x>`` (target >= 0.7).
+and show what bounds a CPU-bound link (on a 2-core machine sender and receiver share the
+cores; between two Macs each has its own). The last line is the worst ratio,
+``ship_vs_tcp=<x>`` (target >= 0.7).
 
-Run: python bench/ship.py [--mb 256] [--rounds 3] [--links loopback veth veth-1gbit veth-tls]
+Run: python bench/ship.py [--mb 256] [--rounds 3] [--links ...] [--sha256] [--no-grpc]
+[--split-cpus] (the sender on one core, the receivers on another: two machines' CPUs)
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 from engine.rpc.auth import new_token  # noqa: E402
 from engine.rpc.worker_client import WorkerClient  # noqa: E402
 from engine.worker.agent import PARENT_PID_ENV, PORT_LINE  # noqa: E402
+from engine.worker.checksum import file_checksum  # noqa: E402
 
 MIB = 1024 * 1024
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -73,6 +82,16 @@ while True:
             n += len(chunk)
         conn.sendall(str(n).encode())
 """
+# tbf rate and burst (a burst must hold what the rate sends in a timer tick or two)
+SHAPED = {"veth-1gbit": ("1gbit", "256kb"), "veth-10gbit": ("10gbit", "4mb")}
+MODELS = {
+    "loopback": "a local worker on the coordinator's Mac (127.0.0.1)",
+    "veth": "an unshaped veth pair into a namespace: as fast as this machine's CPUs let it be",
+    "veth-1gbit": "a veth shaped to 1 Gbit/s with tbf: a wired gigabit LAN between Macs",
+    "veth-10gbit": "a veth shaped to 10 Gbit/s with tbf: 10 GbE, or a Thunderbolt bridge "
+    "between Macs (this machine's CPUs may not fill it)",
+}
+LINKS = ["loopback", "veth", "veth-1gbit", "veth-10gbit", "veth-tls", "veth-10gbit-tls"]
 _WORKER_LINE = re.compile(r"^Orchard worker \S+ on port (\d+) ")
 _CODE_LINE = re.compile(r"^Pairing code: ([0-9A-Z]{4}-[0-9A-Z]{4})")
 
@@ -112,8 +131,8 @@ def make_link(name: str) -> Link | None:
             ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
         ):
             subprocess.run(cmd, check=True, capture_output=True)
-        if base == "veth-1gbit":  # shape both directions like a gigabit LAN
-            tbf = ["tbf", "rate", "1gbit", "burst", "256kb", "latency", "50ms"]
+        if base in SHAPED:  # shape both directions like the link it models
+            tbf = ["tbf", "rate", SHAPED[base][0], "burst", SHAPED[base][1], "latency", "50ms"]
             subprocess.run(["tc", "qdisc", "add", "dev", a, "root", *tbf], check=True, capture_output=True)  # fmt: skip
             subprocess.run([*link.prefix, "tc", "qdisc", "add", "dev", b, "root", *tbf],
                            check=True, capture_output=True)  # fmt: skip
@@ -179,6 +198,13 @@ def start_paired_worker(link: Link, work: Path) -> tuple[subprocess.Popen, Worke
     return proc, client
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (the threads it starts later inherit them)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
+
+
 def cpu_s(pid: int | None) -> float:
     """CPU seconds (user + system) of a process, or of this one (all threads) when None."""
     if pid is None:
@@ -224,10 +250,15 @@ def tcp_send(host: str, port: int, path: Path, size: int) -> None:
     assert got == size, (got, size)
 
 
-def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float | None:
+def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool, sha256: bool,
+               split: bool) -> float | None:  # fmt: skip
     link = make_link(name)
     if link is None:
         return None
+    cpus = os.sched_getaffinity(0)
+    base = name.removesuffix("-tls")
+    tls = " (a paired worker: gRPC and the bulk socket over TLS; raw TCP stays plain)"
+    print(f"# {name}: {MODELS[base]}{tls if name.endswith('-tls') else ''}", flush=True)
     procs: list[subprocess.Popen] = []
     clients: list[WorkerClient] = []
     try:
@@ -252,11 +283,19 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
         procs.append(recv)
         assert recv.stdout is not None
         rport = int(recv.stdout.readline())
+        if split:  # the sender on one core, the receivers on another: two machines' CPUs
+            pin(os.getpid(), {0})
+            for pid in (worker.pid, recv.pid):
+                pin(pid, {os.cpu_count() - 1})  # type: ignore[operator]
 
-        def ship(use_bulk: bool) -> Callable[[], None]:
+        def ship(use_bulk: bool, fast: bool = True) -> Callable[[], None]:
             def send() -> None:
                 client.use_bulk = use_bulk
-                assert client.put_file(data, digest, name="model.safetensors") == size
+                # the coordinator's checksum pass is timed: a Hugging Face blob's (a folder's
+                # file gets it free with the sha256, which, like `digest`, is remembered)
+                checksum = file_checksum(data) if use_bulk and fast else ""
+                assert client.put_file(data, digest, name="model.safetensors",
+                                       checksum=checksum) == size  # fmt: skip
 
             return send
 
@@ -266,6 +305,8 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
         }
         if grpc:
             methods["grpc"] = (worker.pid, ship(False))
+        if sha256:
+            methods["sha256"] = (worker.pid, ship(True, fast=False))
         runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
         order = list(methods)
         for r in range(rounds):  # interleaved, each round in another order, best of each
@@ -286,13 +327,14 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool) -> float
             f"{m}={min(r[1] for r in rs) / gib:.2f}/{min(r[2] for r in rs) / gib:.2f}"
             for m, rs in runs.items()
         )
-        grpc_part = f" grpc_mb_s={best['grpc']:.0f}" if grpc else ""
+        grpc_part = "".join(f" {m}_mb_s={best[m]:.0f}" for m in ("grpc", "sha256") if m in best)
         print(f"link={name} mb={mb} ship_mb_s={best['ship']:.0f}{grpc_part} "
               f"tcp_mb_s={best['tcp']:.0f} ratio={ratio:.2f}", flush=True)  # fmt: skip
         print(f"#   rounds ship/tcp: {per_round} (median {statistics.median(paired):.2f}); "
               f"cpu s/GiB rx/tx: {cpu}", flush=True)  # fmt: skip
         return ratio
     finally:
+        pin(os.getpid(), cpus)
         for c in clients:
             c.close()
         for p in procs:
@@ -305,12 +347,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mb", type=int, default=256, help="file size in MiB")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--links", nargs="+", default=["loopback", "veth", "veth-1gbit", "veth-tls"])
+    p.add_argument("--links", nargs="+", default=LINKS, choices=[*MODELS, *(f"{m}-tls" for m in MODELS)])  # fmt: skip
     p.add_argument("--no-grpc", action="store_true", help="skip the PutFile-only transfers")
+    p.add_argument("--sha256", action="store_true",
+                   help="also the bulk socket without the checksum (the worker hashes sha256)")  # fmt: skip
+    p.add_argument("--split-cpus", action="store_true",
+                   help="the sender on the first core, the receivers on the last (Linux): as "
+                   "two machines, each with a core of its own, rather than one sharing them")  # fmt: skip
     args = p.parse_args()
+    if args.split_cpus:
+        print("# split cpus: the sender on core 0, the receivers on core "
+              f"{os.cpu_count() - 1} (each side has one; other load shares them)")  # type: ignore[operator]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="orchard-ship-") as tmp:
         ratios = [r for name in args.links
-                  if (r := bench_link(name, args.mb, args.rounds, Path(tmp), not args.no_grpc)) is not None]  # fmt: skip
+                  if (r := bench_link(name, args.mb, args.rounds, Path(tmp), not args.no_grpc, args.sha256, args.split_cpus)) is not None]  # fmt: skip
     if not ratios:
         print("ship_vs_tcp=nan")
         return 1

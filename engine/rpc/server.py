@@ -15,11 +15,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from engine.rpc.auth import TokenInterceptor
-from engine.rpc.bulk import BulkServer, server_tls
+from engine.rpc.bulk import BulkServer
 from engine.rpc.channel import channel_options, server_options
 from engine.rpc.collective_service import CollectiveServicer, add_collective_to_server
 from engine.rpc.gen import orchard_pb2_grpc
-from engine.trust.identity import Identity
 from engine.trust.responder import PairingResponder
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,6 @@ def serve(
     credentials: grpc.ServerCredentials | None = None,
     auth: grpc.ServerInterceptor | None = None,
     pairing: PairingResponder | None = None,
-    identity: Identity | None = None,
 ) -> RunningServer:
     """Start serving on ``host:port`` (port 0 picks a free one) and return the bound port.
 
@@ -74,8 +72,7 @@ def serve(
     which replaces the token) and the Pairing service over ``pairing``.
 
     The Worker service's bulk socket (engine/rpc/bulk.py) listens on the same host: plain
-    TCP beside a plain server, TLS with ``identity`` (the one in ``credentials``) beside a
-    TLS one, and none beside a TLS server given no identity."""
+    TCP beside a plain server, sealed streams (engine/rpc/sealed.py) beside a TLS one."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="orchard-rpc"),
         interceptors=[auth if auth is not None else TokenInterceptor(token)],
@@ -89,8 +86,8 @@ def serve(
     if worker is not None:
         orchard_pb2_grpc.add_WorkerServicer_to_server(worker, server)
         attach = getattr(worker, "attach_bulk", None)
-        if attach is not None and (credentials is None or identity is not None):
-            bulk = attach(host, server_tls(identity) if identity is not None else None)
+        if attach is not None:
+            bulk = attach(host, sealed=credentials is not None)
     if collective is not None:
         add_collective_to_server(collective, server)  # zero-copy frames (engine/dist's servicer)
     health_servicer = health.HealthServicer()

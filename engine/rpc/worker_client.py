@@ -69,8 +69,8 @@ class WorkerClient:
         bulk: bool = True,
     ):
         """``channel``: an already authenticated channel (remote workers: pinned TLS with
-        signed calls, engine/rpc/paired_client.py) and ``pin``, the fingerprint it pins (the
-        bulk socket is pinned to it too); else plain TCP with ``token``. ``bulk=False``
+        signed calls, engine/rpc/paired_client.py) and ``pin``, the fingerprint it pins (its
+        bulk socket then takes sealed streams only); else plain TCP with ``token``. ``bulk=False``
         sends every file over the PutFile stream."""
         self.address = address
         self.timeout_s = timeout_s
@@ -137,9 +137,13 @@ class WorkerClient:
         sha256: str,
         name: str | None = None,
         on_progress: Callable[[int], None] | None = None,
+        checksum: str = "",
     ) -> int:
         """Send a file; the worker verifies the hash. Returns the size it stored.
-        ``on_progress(bytes of the file sent so far)`` is called as it goes.
+        ``on_progress(bytes of the file sent so far)`` is called as it goes. ``checksum``: the
+        file's tagged xxh3-128, computed with its sha256 (engine/worker/checksum.py): the
+        worker checks a bulk stream against it instead of hashing sha256 as the bytes come
+        (empty: it checks the sha256).
 
         A large file goes over the worker's bulk socket (engine/rpc/bulk.py), resuming where
         a broken stream stopped; a small one, or one to a worker without a bulk socket (or
@@ -150,7 +154,7 @@ class WorkerClient:
         offset = 0
         if size >= BULK_MIN_BYTES:
             for attempt in range(1, BULK_ATTEMPTS + 1):
-                opened = self._open_file(sha256, fname, size)
+                opened = self._open_file(sha256, fname, size, checksum)
                 if opened is None:
                     break  # a worker from before OpenFile
                 if opened.present:
@@ -163,7 +167,7 @@ class WorkerClient:
                 try:
                     return send_file(
                         self._host, opened.bulk_port, opened.ticket, path, offset, size,
-                        pin=self._pin if opened.bulk_tls else None, timeout_s=self.timeout_s,
+                        sealed=opened.bulk_sealed, timeout_s=self.timeout_s,
                         on_progress=on_progress,
                     )  # fmt: skip
                 except BulkRefused as e:
@@ -184,10 +188,12 @@ class WorkerClient:
                     log.warning("worker %s: %s; resuming", self.address, e)
         return self._put_stream(path, sha256, fname, offset, size, on_progress)
 
-    def _open_file(self, sha256: str, name: str, size: int) -> pb.OpenFileReply | None:
+    def _open_file(
+        self, sha256: str, name: str, size: int, checksum: str
+    ) -> pb.OpenFileReply | None:
         try:
             return self._stub.OpenFile(
-                pb.OpenFileRequest(sha256=sha256, name=name, size=size),
+                pb.OpenFileRequest(sha256=sha256, name=name, size=size, checksum=checksum),
                 timeout=self.timeout_s, metadata=self._metadata(),
             )  # fmt: skip
         except grpc.RpcError as e:
@@ -199,12 +205,13 @@ class WorkerClient:
 
     def _bulk_fits(self, opened: pb.OpenFileReply) -> bool:
         """Use the bulk socket only as safe as this client's channel: plain beside a plain
-        token channel, TLS pinned to the paired certificate beside a pinned channel."""
-        if not (self.use_bulk and opened.bulk_port and opened.ticket):
+        token channel, sealed (its keys from a ticket only the pinned channel carried) beside a
+        pinned one. A worker of an older Orchard (TLS on its bulk socket) gets PutFile."""
+        if not (self.use_bulk and opened.bulk_port and opened.ticket) or opened.bulk_tls:
             return False
         if self._pin is not None:
-            return opened.bulk_tls
-        return self._md is not None and not opened.bulk_tls
+            return opened.bulk_sealed
+        return self._md is not None and not opened.bulk_sealed
 
     def _put_stream(
         self, path: Path, sha256: str, fname: str, offset: int, size: int,

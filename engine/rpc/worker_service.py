@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +25,9 @@ from engine.config import ConfigError
 from engine.rpc.bulk import BulkServer
 from engine.rpc.gen import orchard_pb2 as pb
 from engine.rpc.gen import orchard_pb2_grpc
+from engine.rpc.paired_auth import CLIENT_HEADER
 from engine.rpc.state_stream import decode_state, encode_state
+from engine.worker.checksum import parse_checksum
 from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
 from engine.worker.files import MAX_FILE_BYTES, FileStore, Piece, check_name, check_sha256
 from engine.worker.job import JobRunner
@@ -75,7 +76,7 @@ def _metadata(context: grpc.ServicerContext, key: str) -> str:
 
 def _caller(context: grpc.ServicerContext) -> str:
     """The coordinator as log lines name it: its paired client id (if any) and address."""
-    client = _metadata(context, "x-orchard-client")
+    client = _metadata(context, CLIENT_HEADER)
     return f"{client[:64]} at {context.peer()}" if client else context.peer()
 
 
@@ -86,10 +87,10 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         self._info = info
         self._bulk: BulkServer | None = None
 
-    def attach_bulk(self, host: str, tls: ssl.SSLContext | None) -> BulkServer:
-        """Offer the bulk socket (engine/rpc/bulk.py) on ``host``; engine/rpc/server.py calls
-        this, since it knows the host and the TLS identity the gRPC server uses."""
-        self._bulk = BulkServer(self._store, host, tls)
+    def attach_bulk(self, host: str, sealed: bool) -> BulkServer:
+        """Offer the bulk socket (engine/rpc/bulk.py) on ``host``, taking sealed streams beside
+        a TLS server; engine/rpc/server.py calls this, since it knows the host and whether."""
+        self._bulk = BulkServer(self._store, host, sealed)
         return self._bulk
 
     @contextmanager
@@ -125,20 +126,23 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
             raise InvalidRequest(
                 f"{name}: size {request.size}: expected 0 to {MAX_FILE_BYTES} bytes"
             )
-        if self._store.has(sha256):
+        caller = _metadata(context, CLIENT_HEADER)  # authenticated by PairedAuthInterceptor
+        checksum = parse_checksum(request.checksum)
+        if self._store.has(sha256, caller):
             return pb.OpenFileReply(present=True)
         held = self._store.held(sha256)
         offset = held if held <= request.size else 0  # more than the file: not this file's
         if self._bulk is None:
             return pb.OpenFileReply(offset=offset)
-        port, ticket = self._bulk.expect(sha256, name, request.size, offset)
+        port, ticket = self._bulk.expect(sha256, name, request.size, offset, checksum, caller)
         return pb.OpenFileReply(
-            offset=offset, bulk_port=port, ticket=ticket, bulk_tls=self._bulk.tls
+            offset=offset, bulk_port=port, ticket=ticket, bulk_sealed=self._bulk.sealed
         )
 
     @_guard
     def HasFile(self, request: pb.HasFileRequest, context: grpc.ServicerContext) -> pb.HasFileReply:
-        return pb.HasFileReply(present=self._store.has(request.sha256))
+        caller = _metadata(context, CLIENT_HEADER)
+        return pb.HasFileReply(present=self._store.has(request.sha256, caller))
 
     @_guard
     def SetupJob(
@@ -157,6 +161,7 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
                 mlx_hostfile=request.mlx_hostfile,
                 peer_certs=list(request.peer_certs),
                 coordinator=_caller(context),
+                caller=_metadata(context, CLIENT_HEADER),
             )
             if ticket is not None:
                 ticket.job_id = r.job_id  # a coordinator gone during setup ends the new job

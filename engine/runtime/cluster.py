@@ -34,7 +34,7 @@ from engine.runtime.local_workers import (
     stop_local_workers,
 )
 from engine.worker.agent import default_data_dir
-from engine.worker.files import sha256_file
+from engine.worker.checksum import file_checksum, file_digests
 from engine.worker.job import StepResult
 
 log = logging.getLogger(__name__)
@@ -98,27 +98,49 @@ def resolve_model(
     return ensure_model(path, on_progress=progress, cancel=cancel)
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+_DIGESTS: dict[tuple[str, int, int], dict[str, str]] = {}  # (path, size, mtime_ns) -> what's known
 _HASH_LOCK = threading.Lock()
+_HASHING: dict[tuple[str, int, int], threading.Lock] = {}  # one pass per file, however many ask
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
-def content_hash(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) for this process. A Hugging Face
-    cache blob of an LFS file is named by its sha256 already (checked at download, and again
-    by the worker on receipt), so a multi-gigabyte shard is not read twice."""
+def _digest(path: Path, kind: str) -> str:
+    """``kind`` ("sha256" or "checksum") of a file, remembered per (path, size, mtime) for this
+    process. One read of a file gives both (engine/worker/checksum.py); a Hugging Face cache
+    blob of an LFS file is named by its sha256 already (checked at download), so a
+    multi-gigabyte shard is read only for its checksum, and only when a worker lacks it."""
     real = path.resolve()
-    if _SHA256_NAME.match(real.name) and real.parent.name == "blobs":
-        return real.name
+    blob_sha = real.name if _SHA256_NAME.match(real.name) and real.parent.name == "blobs" else None
+    if kind == "sha256" and blob_sha:
+        return blob_sha
     st = real.stat()
     key = (str(real), st.st_size, st.st_mtime_ns)
     with _HASH_LOCK:
-        known = _HASHES.get(key)
-    if known is None:
-        known = sha256_file(real)
+        busy = _HASHING.setdefault(key, threading.Lock())
+    with busy:  # a shard shipped to several workers at once is read once
         with _HASH_LOCK:
-            _HASHES[key] = known
-    return known
+            known = _DIGESTS.get(key, {})
+        if kind not in known:
+            if blob_sha:
+                known = {"sha256": blob_sha, "checksum": file_checksum(real)}
+            else:
+                sha, checksum = file_digests(real)
+                known = {"sha256": sha, "checksum": checksum}
+            with _HASH_LOCK:
+                _DIGESTS[key] = known
+    with _HASH_LOCK:
+        _HASHING.pop(key, None)
+    return known[kind]
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file (its name in a worker's cache); see _digest."""
+    return _digest(path, "sha256")
+
+
+def wire_checksum(path: Path) -> str:
+    """The tagged xxh3-128 a worker checks the file's bulk stream against; see _digest."""
+    return _digest(path, "checksum")
 
 
 class ShipProgress:
@@ -365,7 +387,8 @@ class Cluster:
                     progress.emit(n, name)
 
                 try:
-                    c.put_file(path, hashes[role], name=name, on_progress=sent)
+                    c.put_file(path, hashes[role], name=name, on_progress=sent,
+                               checksum=wire_checksum(path))  # fmt: skip
                 except Exception as e:
                     if not stopped():
                         raise

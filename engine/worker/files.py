@@ -1,9 +1,16 @@
-"""The worker's file cache: files arrive in chunks, are verified by sha256, kept by hash.
+"""The worker's file cache: files arrive in chunks, are verified, kept by sha256.
 
 Names are plain file names chosen by a remote caller, so anything that could leave the
 worker's folder (a slash, '..', an absolute path) is refused before it touches the disk.
 Bytes arrive over gRPC (PutFile, :meth:`FileStore.receive`) or the bulk socket
 (engine/rpc/bulk.py); both write through :meth:`FileStore.begin` (engine/worker/incoming.py).
+
+A file whose sha256 the worker checked itself (PutFile) is kept under ``files/<sha256>/``, held
+for every caller. One checked against the xxh3-128 checksum its coordinator sent with the
+sha256 (the bulk socket, engine/worker/checksum.py) is kept on that caller's word, under
+``files/.vouched/<caller>/<sha256>/``: held for that caller only, so one paired coordinator
+can never put bytes under a sha256 that another one's jobs then load (that one ships its own
+copy). A caller is a paired coordinator's client id, or "" for a local worker's token holder.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_FILE_BYTES = 512 * 1024**3  # a refusal point for runaway streams, far above real models
 PARTIALS = ".incoming"  # under files/: a dot name is never a sha256 folder
+VOUCHED = ".vouched"  # under files/: files kept on a caller's word, one folder per caller
 PARTIAL_TTL_S = 24 * 3600.0
 SUPERSEDE_S = 10.0  # how long a new transfer waits for a cancelled one of the same file
 
@@ -79,16 +87,25 @@ class FileStore:
         self._active: dict[str, Incoming] = {}  # sha256 -> the transfer writing its partial
         self._sweep_partials()
 
-    def path_of(self, sha256: str) -> Path | None:
-        """The cached file with this hash, or None."""
-        folder = self.files / check_sha256(sha256)
-        if not folder.is_dir():
-            return None
-        names = [p for p in folder.iterdir() if not p.name.startswith(".")]
-        return names[0] if names else None
+    def path_of(self, sha256: str, caller: str = "") -> Path | None:
+        """The cached file with this hash that ``caller``'s jobs may load: one whose sha256
+        this worker checked, else one kept on that caller's own word; None if neither."""
+        check_sha256(sha256)
+        for folder in (self.files / sha256, self.vouched(caller) / sha256):
+            if folder.is_dir():
+                names = [p for p in folder.iterdir() if not p.name.startswith(".")]
+                if names:
+                    return names[0]
+        return None
 
-    def has(self, sha256: str) -> bool:
-        return self.path_of(sha256) is not None
+    def has(self, sha256: str, caller: str = "") -> bool:
+        return self.path_of(sha256, caller) is not None
+
+    def vouched(self, caller: str) -> Path:
+        """The folder of the files kept on ``caller``'s word (named by a hash of the caller:
+        a client id is any string)."""
+        key = hashlib.sha256(caller.encode()).hexdigest()[:16]
+        return self.files / VOUCHED / key
 
     def held(self, sha256: str) -> int:
         """Bytes of this file a broken stream left behind (0 if none): where a resume starts.
@@ -109,10 +126,15 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def begin(self, sha256: str, name: str, offset: int = 0, size: int | None = None) -> Incoming:
+    def begin(
+        self, sha256: str, name: str, offset: int = 0, size: int | None = None,
+        checksum: str | None = None, caller: str = "",
+    ) -> Incoming:  # fmt: skip
         """Start receiving a file from byte ``offset`` (0, or up to the bytes held from a
         broken stream); ``size`` is the whole file's, when the sender announced it. A transfer
-        of the same file still running is cancelled first (the newer one is the live one)."""
+        of the same file still running is cancelled first (the newer one is the live one).
+        ``checksum``: the xxh3-128 hex digest to check the whole file against instead of its
+        sha256; the file is then kept as ``caller``'s (see the module's docstring)."""
         check_sha256(sha256)
         check_name(name)
         limit = MAX_FILE_BYTES if size is None else size
@@ -133,7 +155,7 @@ class FileStore:
             make_folder(self.partials)  # even if someone emptied files/
             incoming = Incoming(
                 sha256, name, self.partials / f"{sha256}.part", offset, limit,
-                on_close=self._closed, publish=self._publish,
+                on_close=self._closed, publish=self._publish, checksum=checksum, caller=caller,
             )  # fmt: skip
             self._active[sha256] = incoming
         return incoming
@@ -148,13 +170,16 @@ class FileStore:
             self._changed.notify_all()
 
     def _publish(self, incoming: Incoming) -> Path:
-        folder = self.files / incoming.sha256
+        checked = incoming.checksum is None  # the worker checked the sha256 itself
+        top = self.files if checked else self.vouched(incoming.caller)
+        folder = top / incoming.sha256
         folder.mkdir(parents=True, exist_ok=True)
         dest = folder / incoming.name
         os.replace(incoming.partial, dest)
         log.info(
-            "stored %s (%d bytes, sha256 %s)", incoming.name, incoming.size, incoming.sha256[:12]
-        )
+            "stored %s (%d bytes, sha256 %s%s)", incoming.name, incoming.size,
+            incoming.sha256[:12], "" if checked else ", by its xxh3-128: the caller's word",
+        )  # fmt: skip
         return dest
 
     def receive(
@@ -213,15 +238,18 @@ class FileStore:
         with contextlib.suppress(OSError):
             self.partials.rmdir()
 
-    def materialize(self, files: dict[str, str], job_dir: str | Path) -> dict[str, Path]:
+    def materialize(
+        self, files: dict[str, str], job_dir: str | Path, caller: str = ""
+    ) -> dict[str, Path]:
         """Lay out a job's files: role ``model/<name>`` goes to ``job_dir/model/<name>``.
 
-        Other roles ("dataset", "valid") resolve to the cached file itself. Returns role -> path.
+        Other roles ("dataset", "valid") resolve to the cached file itself. Only files held
+        for ``caller`` (see :meth:`path_of`) count. Returns role -> path.
         """
         out: dict[str, Path] = {}
         job_dir = Path(job_dir)
         for role, digest in files.items():
-            src = self.path_of(digest)
+            src = self.path_of(digest, caller)
             if src is None:
                 raise InvalidRequest(f"file for {role!r} (sha256 {digest[:12]}…) was never sent")
             kind, _, rest = role.partition("/")

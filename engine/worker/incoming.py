@@ -1,5 +1,8 @@
-"""One file arriving at the worker's cache: appended to a partial file, hashed on its own
-thread, published under its sha256 only once every byte is there and the hash matches.
+"""One file arriving at the worker's cache: appended to a partial file, hashed as it comes,
+published under its sha256 only once every byte is there and the hash matches: the sha256
+itself (on a thread of its own), or the xxh3-128 checksum the coordinator computed with it
+(engine/worker/checksum.py; in the receiving thread; the file is then kept as that
+coordinator's, engine/worker/files.py).
 
 The partial file stays when a stream breaks, so the next attempt resumes where this one
 stopped (the hasher first re-reads the bytes already held). It is deleted when the content
@@ -22,7 +25,9 @@ import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from engine.worker.checksum import ALGORITHM, new_checksum
 from engine.worker.errors import InvalidRequest, OutOfOrder
 
 _private = itertools.count()
@@ -49,7 +54,7 @@ class Hasher:
     def _run(self) -> None:
         try:
             if self._prefix is not None and self._prefix_bytes:
-                self._hash_prefix()
+                _hash_prefix(self._h, self._prefix, self._prefix_bytes)
         except BaseException as e:  # noqa: BLE001 - reported by digest()
             self._error = e
         while (item := self._q.get()) is not None:  # drain even after an error: never block
@@ -61,21 +66,6 @@ class Hasher:
                     self._error = e
             if release is not None:
                 release()
-
-    def _hash_prefix(self) -> None:
-        """The bytes a broken stream left behind: read back from disk before the new ones."""
-        left = self._prefix_bytes
-        buf = bytearray(min(_READ_BLOCK, left))
-        view = memoryview(buf)
-        with open(self._prefix, "rb", buffering=0) as f:  # type: ignore[arg-type]
-            while left:
-                n = f.readinto(view[: min(len(buf), left)])
-                if not n:
-                    raise OSError(
-                        f"{self._prefix}: shorter than the {self._prefix_bytes} bytes held"
-                    )
-                self._h.update(view[:n])
-                left -= n
 
     def update(self, data: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
         """Hash ``data`` (which must not change until ``release`` is called) after the rest."""
@@ -94,14 +84,71 @@ class Hasher:
             self._thread.join()
 
 
+class InlineHasher:
+    """The checksum (engine/worker/checksum.py, ~30 GB/s a core) in the receiving thread, as
+    :class:`Hasher`'s interface: handing each buffer to another thread costs more than hashing
+    it (measured with py-spy: the queue's wake-ups and the GIL's hand-overs took a fifth of the
+    receiving thread's time). The bytes a broken stream left behind are read back at the first
+    update, in the receiving thread, never under the store's lock."""
+
+    def __init__(self, prefix: Path | None = None, prefix_bytes: int = 0):
+        self._h = new_checksum()
+        self._error: BaseException | None = None
+        self._prefix, self._prefix_bytes = prefix, prefix_bytes
+
+    def update(self, data: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
+        try:
+            if self._error is None:
+                self._catch_up()
+                self._h.update(data)
+        except BaseException as e:  # noqa: BLE001 - reported by digest(), as Hasher does
+            self._error = e
+        finally:
+            if release is not None:
+                release()
+
+    def _catch_up(self) -> None:
+        if self._prefix is not None and self._prefix_bytes:
+            held, self._prefix_bytes = self._prefix_bytes, 0
+            _hash_prefix(self._h, self._prefix, held)
+
+    def digest(self) -> str:
+        if self._error is None:
+            self._catch_up()
+        if self._error is not None:
+            raise self._error
+        return self._h.hexdigest()
+
+    def stop(self) -> None:
+        pass
+
+
+def _hash_prefix(h: Any, path: Path, nbytes: int) -> None:
+    """The bytes a broken stream left behind: read back from disk before the new ones."""
+    left = nbytes
+    buf = bytearray(min(_READ_BLOCK, left))
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while left:
+            n = f.readinto(view[: min(len(buf), left)])
+            if not n:
+                raise OSError(f"{path}: shorter than the {nbytes} bytes held")
+            h.update(view[:n])
+            left -= n
+
+
 class Incoming:
     """A file being received into ``partial``; made by :meth:`FileStore.begin`."""
 
     def __init__(
         self, sha256: str, name: str, partial: Path, offset: int, limit: int,
         on_close: Callable[[Incoming], None], publish: Callable[[Incoming], Path],
+        checksum: str | None = None, caller: str = "",
     ):  # fmt: skip
+        """``checksum``: the xxh3-128 hex digest to check instead of the sha256 (which is then
+        ``caller``'s word: the file is kept as theirs)."""
         self.sha256, self.name = sha256, name
+        self.checksum, self.caller = checksum, caller
         self.partial: Path | None = partial
         self.offset = offset  # bytes held before this transfer began
         self.received = 0  # bytes this transfer wrote
@@ -120,13 +167,17 @@ class Incoming:
             fd = _open_locked(partial)
             assert fd is not None  # a name of this process's own
         try:
-            os.ftruncate(fd, offset)  # a resume from fewer bytes than held drops the rest
+            # a resume from fewer bytes than held drops the rest. Only then: ext4 (auto_da_alloc)
+            # writes a file truncated to 0 out to disk as it is closed, which cost a 256 MiB
+            # file ~0.1 s of the transfer (a new partial is empty already)
+            if os.fstat(fd).st_size != offset:
+                os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
         except OSError:
             os.close(fd)
             raise
         self._fd: int | None = fd
-        self._hasher = Hasher(partial, offset)
+        self._hasher = (InlineHasher if checksum else Hasher)(partial, offset)
 
     @property
     def size(self) -> int:
@@ -163,13 +214,16 @@ class Incoming:
         self._hasher.update(data, release)
 
     def finish(self) -> tuple[str, int]:
-        """Check the hash, publish the file under it, return (sha256, size). A mismatch
-        deletes the partial file and raises InvalidRequest naming both hashes."""
+        """Check the hash, publish the file under its sha256, return (sha256, size). A
+        mismatch deletes the partial file and raises InvalidRequest naming both hashes."""
         try:
             actual = self._hasher.digest()
-            if actual != self.sha256:
+            expected, kind = (
+                (self.checksum, ALGORITHM) if self.checksum else (self.sha256, "sha256")
+            )
+            if actual != expected:
                 raise InvalidRequest(
-                    f"{self.name}: sha256 mismatch (sent {self.sha256}, received {actual})"
+                    f"{self.name}: {kind} mismatch (sent {expected}, received {actual})"
                 )
             self._publish(self)  # still locked: no other process truncates it meanwhile
             self.partial = None  # renamed away: the path may already be another transfer's

@@ -224,9 +224,11 @@ class JobRunner:
     def setup(
         self, job_toml: str, rank: int, world: int, peers: list[str], files: dict[str, str],
         run_id: str = "", group_token: str = "", mlx_hostfile: str = "",
-        peer_certs: list[str] | None = None, coordinator: str = "",
+        peer_certs: list[str] | None = None, coordinator: str = "", caller: str = "",
     ) -> SetupResult:  # fmt: skip
-        """``coordinator`` names the caller in log lines (its address and client id)."""
+        """``coordinator`` names the caller in log lines (its address and client id);
+        ``caller`` is its paired client id ("" for a local worker's token holder): the files
+        kept on its word are its job's to load (engine/worker/files.py)."""
         if not 0 <= rank < world:
             raise InvalidRequest(f"rank {rank}: expected 0 <= rank < world_size ({world})")
         if world > 1 and len(peers) != world:
@@ -256,7 +258,7 @@ class JobRunner:
             job_dir = (
                 self.data_dir / "jobs" / f"{check_name(run_id or 'run')}.rank{rank}.{os.getpid()}"
             )
-            paths = self.store.materialize(files, job_dir)
+            paths = self.store.materialize(files, job_dir, caller)
             self.mailbox.set_token(group_token)
             args = dict(
                 job_toml=job_toml, rank=rank, world=world, peers=peers, paths=paths,

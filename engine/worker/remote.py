@@ -107,7 +107,6 @@ def serve_remote(args: argparse.Namespace, data_dir: Path, done: threading.Event
             host=host,
             port=port,
             credentials=server_credentials(home.identity),
-            identity=home.identity,  # the bulk socket's TLS: the same certificate
             auth=PairedAuthInterceptor(clients),
             pairing=home.responder(),
         )

@@ -209,6 +209,7 @@ def test_open_file_and_the_bulk_socket_refuse_paths_sizes_and_bad_tickets(worker
     )
     reply = pb.OpenFileReply.FromString(out.reply)
     assert out.code == OK and reply.bulk_port and len(reply.ticket) == 32 and not reply.bulk_tls
+    assert not reply.bulk_sealed  # a local worker's: plain TCP
     host = w.address.rpartition(":")[0]
     for hello in (b"OBK1" + bytes(32), b"OBK1" + reply.ticket[::-1], b"nonsense" * 8):
         with socket.create_connection((host, reply.bulk_port), timeout=10) as s:

@@ -1,23 +1,16 @@
-"""The bulk socket on real sockets: tickets, TLS pinning, refusals, limits and resumes."""
+"""The bulk socket on real sockets: tickets, sealed streams, refusals, limits and resumes."""
 
 import hashlib
 import os
 import socket
+import threading
 import time
+import types
 
 import pytest
 
-from engine.rpc import bulk
-from engine.rpc.bulk import (
-    MAGIC,
-    BulkBroken,
-    BulkRefused,
-    BulkServer,
-    BulkUnavailable,
-    send_file,
-    server_tls,
-)
-from engine.trust.identity import load_or_create_identity
+from engine.rpc import bulk, sealed
+from engine.rpc.bulk import MAGIC, BulkBroken, BulkRefused, BulkServer, BulkUnavailable, send_file
 from engine.worker.files import FileStore
 
 
@@ -60,12 +53,12 @@ def test_a_file_arrives_verified_and_its_ticket_works_once(server, blob):
     path, data, digest = blob
     port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
     seen = []
-    size = send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None, timeout_s=30,
+    size = send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False, timeout_s=30,
                      on_progress=seen.append)  # fmt: skip
     assert size == len(data) and seen[-1] == len(data)
     assert store.path_of(digest).read_bytes() == data
     with pytest.raises(BulkRefused) as e:  # the same ticket again
-        send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None, timeout_s=30)
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False, timeout_s=30)
     assert e.value.code == "UNAUTHENTICATED" and "ticket" in e.value.details
 
 
@@ -74,9 +67,26 @@ def test_a_wrong_hash_is_refused_and_nothing_is_kept(server, blob):
     path, data, _ = blob
     port, ticket = srv.expect("0" * 64, "model.safetensors", len(data), 0)
     with pytest.raises(BulkRefused) as e:
-        send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None, timeout_s=30)
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False, timeout_s=30)
     assert e.value.code == "INVALID_ARGUMENT" and "sha256 mismatch" in e.value.details
     assert not _files(store) and store.held("0" * 64) == 0
+
+
+def test_the_checksum_checks_the_stream_and_the_file_is_the_callers(server, blob):
+    import xxhash
+
+    srv, store = server
+    path, data, digest = blob
+    good = xxhash.xxh3_128(data).hexdigest()
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0, "0" * 32, "laptop")
+    with pytest.raises(BulkRefused) as e:
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False, timeout_s=30)
+    assert e.value.code == "INVALID_ARGUMENT" and "xxh3-128 mismatch" in e.value.details
+    assert not _files(store) and store.held(digest) == 0
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0, good, "laptop")
+    assert send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False,
+                     timeout_s=30) == len(data)  # fmt: skip
+    assert store.path_of(digest, "laptop").read_bytes() == data and not store.has(digest)
 
 
 def test_without_a_valid_ticket_nothing_touches_the_disk(server, blob, monkeypatch):
@@ -102,6 +112,44 @@ def test_a_silent_connection_is_dropped_before_the_ticket(server, monkeypatch):
         assert time.monotonic() - t0 < 5
 
 
+def test_a_stream_gone_silent_ends_at_the_idle_timeout_and_keeps_its_bytes(server, blob, monkeypatch):  # fmt: skip
+    srv, store = server
+    _, data, digest = blob
+    monkeypatch.setattr(bulk, "IDLE_TIMEOUT_S", 0.3)
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(MAGIC + ticket)
+        assert s.recv(100) == b"GO\n"
+        s.sendall(data[:1000])  # and then nothing, the connection open
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # the worker gave up on it
+        assert time.monotonic() - t0 < 5
+    assert store.held(digest) == 1000 and not store.has(digest)
+
+
+def test_a_worker_gone_silent_fails_the_sender_at_its_timeout(blob, monkeypatch):
+    path, data, _ = blob
+    monkeypatch.setattr(bulk, "LATE_REPLY_S", 0.1)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    held = []
+
+    def silent_worker() -> None:  # takes the ticket, says GO, then reads nothing more
+        conn, _ = listener.accept()
+        held.append(conn)
+        conn.recv(len(MAGIC) + 32)
+        conn.sendall(b"GO\n")
+
+    threading.Thread(target=silent_worker, daemon=True).start()
+    t0 = time.monotonic()
+    with listener, pytest.raises(BulkBroken):
+        send_file("127.0.0.1", listener.getsockname()[1], os.urandom(32), path, 0, len(data),
+                  sealed=False, timeout_s=0.5)  # fmt: skip
+    assert time.monotonic() - t0 < 10
+    for conn in held:
+        conn.close()
+
+
 def test_a_broken_stream_resumes_from_the_bytes_kept(server, blob):
     srv, store = server
     path, data, digest = blob
@@ -112,7 +160,7 @@ def test_a_broken_stream_resumes_from_the_bytes_kept(server, blob):
         time.sleep(0.01)
     assert store.held(digest) == 1_000_000 and not store.has(digest)
     port, ticket = srv.expect(digest, "model.safetensors", len(data), 1_000_000)
-    assert send_file("127.0.0.1", port, ticket, path, 1_000_000, len(data), pin=None,
+    assert send_file("127.0.0.1", port, ticket, path, 1_000_000, len(data), sealed=False,
                      timeout_s=30) == len(data)  # fmt: skip
     assert store.path_of(digest).read_bytes() == data
 
@@ -143,26 +191,92 @@ def test_a_name_that_leaves_the_cache_is_refused(server, blob):
     assert not _files(store) and not (store.root / "escape.bin").exists()
 
 
-def test_tls_needs_the_pinned_certificate(tmp_path, blob):
+@pytest.fixture
+def sealed_server(tmp_path):
+    store = FileStore(tmp_path / "sealed-worker")
+    srv = BulkServer(store, "127.0.0.1", sealed=True)
+    yield srv, store
+    srv.close()
+
+
+def test_a_sealed_stream_arrives_and_plain_bytes_are_refused(sealed_server, blob):
+    srv, store = sealed_server
     path, data, digest = blob
-    identity = load_or_create_identity(tmp_path / "id")
-    other = load_or_create_identity(tmp_path / "other")
-    store = FileStore(tmp_path / "worker")
-    srv = BulkServer(store, "127.0.0.1", server_tls(identity))
-    try:
-        port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
-        with pytest.raises(BulkUnavailable, match="another certificate"):
-            send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=other.fingerprint,
-                      timeout_s=30)  # fmt: skip
-        with pytest.raises((BulkBroken, BulkUnavailable)):  # plain bytes to a TLS socket
-            send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None, timeout_s=30)
-        assert not _files(store)
-        # the ticket was never shown to the impostor check above, so it still works
-        assert send_file("127.0.0.1", port, ticket, path, 0, len(data),
-                         pin=identity.fingerprint, timeout_s=30) == len(data)  # fmt: skip
-        assert store.path_of(digest).read_bytes() == data
-    finally:
-        srv.close()
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
+    with pytest.raises(BulkRefused, match="not an Orchard bulk stream"):
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False, timeout_s=30)
+    seen = []
+    assert send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=True, timeout_s=30,
+                     on_progress=seen.append) == len(data)  # fmt: skip
+    assert store.path_of(digest).read_bytes() == data and seen[-1] == len(data)
+    port, ticket = srv.expect(digest, "x/" + "y" * 5000, len(data), 0)  # a long refusal
+    with pytest.raises(BulkRefused, match="file name 'x/yyy"):
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=True, timeout_s=30)
+
+
+def test_a_sealed_ticket_is_spent_only_by_who_holds_its_key(sealed_server, blob):
+    srv, store = sealed_server
+    path, data, digest = blob
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
+    with pytest.raises(BulkBroken):  # a ticket never issued: the worker just closes
+        send_file("127.0.0.1", port, os.urandom(32), path, 0, len(data), sealed=True,
+                  timeout_s=30)  # fmt: skip
+    # an eavesdropper saw the ticket's id go by, and names it without the key
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(sealed.MAGIC_SEALED + sealed.ticket_id(ticket))
+        sealed.Sealed(s, os.urandom(32), "coordinator").send_line("OBS1")
+        assert s.recv(100) == b""  # closed, nothing said, the ticket not spent
+    assert not _files(store) and not store.partials.exists()
+    assert send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=True,
+                     timeout_s=30) == len(data)  # fmt: skip
+
+
+def test_a_stand_in_for_the_worker_is_found_out(blob):
+    """Something else at the bulk port (a spoofed address) cannot seal GO without the ticket:
+    the sender stops and puts the file over gRPC, whose channel is pinned."""
+    path, data, digest = blob
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def stand_in() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(100)
+            sealed.Sealed(conn, os.urandom(32), "worker").send_line("GO")
+            while conn.recv(100):  # until the sender hangs up
+                pass
+
+    threading.Thread(target=stand_in, daemon=True).start()
+    with listener, pytest.raises(BulkUnavailable, match="not the paired worker"):
+        send_file("127.0.0.1", listener.getsockname()[1], os.urandom(32), path, 0, len(data),
+                  sealed=True, timeout_s=30)  # fmt: skip
+
+
+def test_an_altered_record_ends_the_stream_and_the_bytes_before_it_stay(sealed_server, blob):
+    srv, store = sealed_server
+    path, data, digest = blob
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
+    record = sealed.RECORD_BYTES
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(sealed.MAGIC_SEALED + sealed.ticket_id(ticket))
+        stream = sealed.Sealed(s, ticket, "coordinator")
+        stream.send_line("OBS1")
+        assert stream.receive_line(100) == "GO"
+        stream.send(data[:record])
+        stream.sock = types.SimpleNamespace(  # one bit flipped on the way
+            sendall=lambda b: s.sendall(bytes(b[:100]) + bytes([b[100] ^ 1]) + bytes(b[101:])),
+            recv_into=s.recv_into,
+        )
+        stream.send(data[record : 2 * record])
+        with pytest.raises((EOFError, ConnectionError)):
+            stream.receive_line(100)  # the worker closed without a word
+    deadline = time.monotonic() + 10
+    while store.held(digest) != record and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.held(digest) == record and not store.has(digest)
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), record)
+    assert send_file("127.0.0.1", port, ticket, path, record, len(data), sealed=True,
+                     timeout_s=30) == len(data)  # fmt: skip
+    assert store.path_of(digest).read_bytes() == data
 
 
 def test_a_stuck_stream_is_taken_over_by_a_newer_one(server, blob):
@@ -174,7 +288,7 @@ def test_a_stuck_stream_is_taken_over_by_a_newer_one(server, blob):
         assert stuck.recv(100) == b"GO\n"
         stuck.sendall(data[:500_000])  # and then nothing: a link gone silent
         port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
-        assert send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None,
+        assert send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False,
                          timeout_s=30) == len(data)  # fmt: skip
         rest = b""
         while chunk := stuck.recv(4096):  # the worker shut the stuck one down
@@ -202,6 +316,6 @@ def test_a_full_disk_is_named_and_the_bytes_written_are_kept(server, blob, monke
     monkeypatch.setattr(incoming, "os", types.SimpleNamespace(**{**vars(os), "write": write}))
     port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
     with pytest.raises(BulkRefused) as e:
-        send_file("127.0.0.1", port, ticket, path, 0, len(data), pin=None, timeout_s=30)
+        send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False, timeout_s=30)
     assert e.value.code == "RESOURCE_EXHAUSTED" and "No space left" in e.value.details
     assert store.held(digest) == sum(written) and not store.has(digest)

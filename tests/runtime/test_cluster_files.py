@@ -60,6 +60,29 @@ def test_content_hash_names_a_cache_blob_by_its_name_and_remembers_the_rest(tmp_
     assert content_hash(plain) == digest == sha256_file(plain)
 
 
+def test_the_wire_checksum_comes_from_the_sha256_pass_or_one_read_of_a_blob(tmp_path, monkeypatch):  # fmt: skip
+    import xxhash
+
+    from engine.runtime import cluster
+
+    reads = []
+    for name in ("file_digests", "file_checksum"):
+        real = getattr(cluster, name)
+        monkeypatch.setattr(cluster, name, lambda p, real=real, name=name: reads.append(name) or real(p))  # fmt: skip
+    data = b"weights" * 1000
+    want = f"xxh3-128:{xxhash.xxh3_128(data).hexdigest()}"
+    blob = tmp_path / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir()
+    blob.write_bytes(data)
+    plain = tmp_path / "train.jsonl"
+    plain.write_bytes(data)
+    assert cluster.content_hash(blob) == blob.name and reads == []  # named by it: not read
+    assert cluster.wire_checksum(blob) == want and reads == ["file_checksum"]
+    assert cluster.content_hash(plain) == blob.name and reads[-1] == "file_digests"
+    assert cluster.wire_checksum(plain) == want and cluster.wire_checksum(blob) == want
+    assert reads == ["file_checksum", "file_digests"]  # both remembered
+
+
 def test_ship_progress_reports_each_file_and_the_end():
     events = []
     p = ShipProgress(events.append, "w:1", 1, [10, 20], held=5, every_s=0.0)

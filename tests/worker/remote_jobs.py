@@ -21,7 +21,7 @@ def set_up_job(
     """Ship the files and set up stories260K (``rank`` of ``peers``, else rank 0 of one
     worker; ``mode`` for another dist.mode); returns the job id the worker gave the client."""
     from engine.runtime.cluster import files_to_ship
-    from engine.worker.files import sha256_file
+    from engine.worker.checksum import file_digests
     from tests.runtime.helpers import tiny_job
 
     peers = peers or [client.address]
@@ -30,9 +30,11 @@ def set_up_job(
     job = tiny_job(out, steps, **over, **({"dist.mode": mode} if mode else {}))
     hashes = {}
     for role, path in files_to_ship(job, remote=True).items():
-        hashes[role] = sha256_file(path)
+        # with the checksum, as Cluster ships: a network worker keeps the file as this
+        # caller's, and SetupJob finds it only for that caller
+        hashes[role], checksum = file_digests(path)
         name = role.split("/", 1)[1] if role.startswith("model/") else path.name
-        client.put_file(path, hashes[role], name=name)
+        client.put_file(path, hashes[role], name=name, checksum=checksum)
     client.setup_job(job.to_toml(), rank, len(peers), peers, run_id, hashes, "group-token",
                      mlx_hostfile)  # fmt: skip
     return client.job_id

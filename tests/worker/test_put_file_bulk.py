@@ -21,17 +21,17 @@ class Cut(Exception):
 
 @pytest.fixture
 def sends(monkeypatch):
-    """Every bulk send_file call: (offset, pin, outcome)."""
+    """Every bulk send_file call: (offset, sealed, outcome)."""
     calls = []
     real = worker_client.send_file
 
-    def spy(host, port, ticket, path, offset, size, *, pin, **kw):
+    def spy(host, port, ticket, path, offset, size, *, sealed, **kw):
         try:
-            out = real(host, port, ticket, path, offset, size, pin=pin, **kw)
+            out = real(host, port, ticket, path, offset, size, sealed=sealed, **kw)
         except BaseException as e:
-            calls.append((offset, pin, e))
+            calls.append((offset, sealed, e))
             raise
-        calls.append((offset, pin, out))
+        calls.append((offset, sealed, out))
         return out
 
     monkeypatch.setattr(worker_client, "send_file", spy)
@@ -71,7 +71,7 @@ def test_a_large_file_goes_over_the_bulk_socket_once(local_worker, tmp_path, sen
     with WorkerClient(worker.address, token, timeout_s=30) as c:
         assert c.put_file(path, digest, on_progress=seen.append) == len(data)
         assert c.has_file(digest) and seen[-1] == len(data)
-        assert sends == [(0, None, len(data))]  # plain TCP beside a token channel
+        assert sends == [(0, False, len(data))]  # plain TCP beside a token channel
         assert c.put_file(path, digest) == len(data)  # held: nothing is sent
         assert len(sends) == 1
         with pytest.raises(WorkerCallError) as e:
@@ -93,7 +93,7 @@ def test_a_broken_stream_resumes_where_it_stopped(local_worker, tmp_path, sends,
             c.put_file(path, digest, on_progress=_cut_after(2))
         assert _held(c, digest, len(data), 2 * MIB) == 2 * MIB
         assert c.put_file(path, digest) == len(data)
-        assert sends[-1] == (2 * MIB, None, len(data))  # the bulk socket took it from there
+        assert sends[-1] == (2 * MIB, False, len(data))  # the bulk socket took it from there
         # the gRPC stream resumes too (a worker whose bulk socket cannot be reached)
         path2, data2, digest2 = _blob(tmp_path, "other.bin")
         with pytest.raises(Cut):
@@ -107,10 +107,10 @@ def test_a_broken_stream_resumes_where_it_stopped(local_worker, tmp_path, sends,
 
 
 @pytest.mark.slow
-def test_a_paired_worker_gets_files_over_tls_pinned_to_its_certificate(paired, tmp_path, sends):
+def test_a_paired_worker_gets_files_over_a_sealed_stream(paired, tmp_path, sends):
     _, client = paired("agent", "--no-warm-spare")
     path, data, digest = _blob(tmp_path)
     assert client.put_file(path, digest) == len(data)
-    ((offset, pin, out),) = sends
-    assert offset == 0 and out == len(data) and pin and pin == client._pin
+    ((offset, sealed, out),) = sends
+    assert offset == 0 and out == len(data) and sealed is True
     assert client.has_file(digest)
