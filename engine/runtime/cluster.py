@@ -170,6 +170,7 @@ class Member:
     client: WorkerClient
     peer_cert: str = ""
     local: LocalWorker | None = None
+    ready_at: float = 0.0  # time.time() when it answered again (engine/runtime/rejoin.py)
 
 
 class ProtocolMismatch(RuntimeError):
@@ -479,8 +480,26 @@ class Cluster:
     def get_states(self, step: int) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
         return self.all(lambda c: c.get_state(step))
 
-    def put_states(self, states: list[tuple[dict[str, Any], dict[str, np.ndarray]]]) -> list[int]:
+    def put_states(
+        self, states: list[tuple[dict[str, Any], dict[str, np.ndarray]]],
+        ranks: list[int] | None = None,
+    ) -> list[int]:  # fmt: skip
+        """PutState by rank (``states[r]`` to rank r), to every worker or to ``ranks``."""
+        if ranks is not None:
+            return self.some_ranked(ranks, lambda r, c: c.put_state(*states[r]))
         return self.all_ranked(lambda r, c: c.put_state(*states[r]))
+
+    def pull_states(self, pulls: dict[int, Any], step: int, state_bytes: int) -> list[dict]:
+        """Worker.PullState on the ranks of ``pulls`` (engine/runtime/join_plan.py's Pull by
+        rank) at once: each takes its state of ``step`` from its peers, worker to worker.
+        ``state_bytes``: one worker's whole state, which sizes the deadline."""
+        from engine.rpc.worker_client import SECONDS_PER_MIB
+
+        timeout = 30.0 + SECONDS_PER_MIB * state_bytes / 2**20
+        return self.some_ranked(
+            sorted(pulls),
+            lambda r, c: c.pull_state(step, pulls[r].params_from, pulls[r].moments, timeout),
+        )
 
     def adapter_files(self, step: int) -> dict[str, bytes]:
         """The adapter folder's files from rank 0 (every rank holds the same weights)."""
@@ -545,6 +564,12 @@ class Cluster:
             self.peer_certs = [p for r, p in enumerate(self.peer_certs) if r not in gone]
         self.group_token = new_token()
         return departed
+
+    def leave_out(self, before: int, group_token: str) -> None:
+        """Newcomers (ranks ``before`` and up) that could not join go again, and the group
+        goes on under its old token: the others never left it (nothing to set up again)."""
+        self.drop(list(range(before, self.size)))
+        self.group_token = group_token
 
     def stop(self, reason: str) -> None:
         """Stop every worker (best effort: a dead one must not block the others)."""

@@ -31,6 +31,7 @@ from engine.runtime.lost_workers import LostWorkers, RunHalted, checkpoint_note
 from engine.runtime.out_of_memory import memory_failure
 from engine.runtime.recovery import StepAbandoned, Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
+from engine.runtime.returning_workers import ReturningWorkers
 from engine.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import METRICS_FILE, MetricsLog, Progress, read_metrics
 from engine.train.run_dir import (
@@ -59,7 +60,7 @@ class RunResult:
     message: str = ""
 
 
-class Coordinator(LostWorkers):
+class Coordinator(LostWorkers, ReturningWorkers):
     def __init__(self, job: JobSpec, sink: EventSink | None, stop_event: threading.Event,
                  resume_from: str | Path | None = None, data_dir: Path | None = None):  # fmt: skip
         self.job = job

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from engine.runtime.cluster import Cluster, Departed, Member
 
@@ -82,6 +83,7 @@ class Rejoiner:
             with self._lock:
                 self._seeking.append((gone, attempts))
             return
+        member.ready_at = time.time()  # a rejoin is measured from here (bench/rejoin.py)
         with self._lock:
             taken = not self._closed
             if taken:
