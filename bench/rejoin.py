@@ -2,29 +2,32 @@
 
 For each model and sync mode, a run on three local worker processes (dist.rejoin on) has
 rank 1 killed (SIGKILL) after step ``--kill-after``: the survivors regroup, the engine
-restarts the worker, and it joins at the next step boundary with the current state. Each
-configuration runs twice, side by side: with the state taken from a peer, worker to worker
-(the default) and with the coordinator's path (``ReturningWorkers.peer_state`` off: a fresh
-snapshot of every worker's state into the coordinator, then PutState to every worker, as
-before). Models: ``tiny`` (the bundled stories260K, 8,960 LoRA parameters at rank 4) and
-``big`` (a random Llama, hidden 512, 4 layers, built by scripts/make_random_model.py, with
-LoRA rank 256 on q/k/v/o: 4.2M LoRA parameters, so a worker's state (parameters and two
-AdamW moments, fp32) is 48 MiB).
+restarts the worker, and it joins at a step boundary with the current state. Each
+configuration runs twice, side by side:
+- ``peer`` (now): the restarted worker is set up (files, model, data) while the group trains
+  on, then at the join all regroup and it takes the state from a peer, worker to worker;
+- ``snapshot`` (before; ``ReturningWorkers.peer_state`` off, the path mlx still takes): at
+  the join the coordinator takes a snapshot of every worker's state, the worker sets up
+  while the others wait, and PutState sends the snapshot to every worker.
+Models: ``tiny`` (the bundled stories260K, 8,960 LoRA parameters at rank 4) and ``big`` (a
+random Llama, hidden 512, 4 layers, built by scripts/make_random_model.py, with LoRA rank
+256 on q/k/v/o: 4.2M LoRA parameters, so a worker's state, parameters and two AdamW moments
+in fp32, is 48 MiB).
 
-Measured from the run's events: ``rejoin_s``, the coordinator's time between two steps while
-the others wait (ship files, the newcomer's SetupJob, Regroup, the state); ``back_to_step_s``,
+Measured from the run's events: ``rejoin_s``, the coordinator's time at the join while the
+others wait (= setup: files and the newcomer's SetupJob, or its Regroup when it was set up
+ahead, + state: snapshot, Regroup and PutState, or Regroup and PullState); ``back_to_step_s``,
 from the moment the restarted worker answered to the first step completed with it in the
 group; the state bytes moved (through the coordinator, or worker to worker); and the two
-runs' losses against each other (the same state: the same curve). While nobody has
-rejoined yet each step is held ``--pace`` s (a restarted process needs seconds to import),
-so the run is not over before the worker is back.
-
-The restarted process imports MLX and mlx-lm at its SetupJob, so on a loaded machine the
-setup part is mostly that import, the same in both paths; the state part is what differs.
+runs' losses against each other (the same state: the same curve). After the kill each step
+is held until the restarted worker is back (peer: and set up), so the run cannot end before
+it rejoins. On a loaded machine a restarted process spends seconds importing MLX and mlx-lm
+before its SetupJob, in both paths: that, and the model load, is what the others no longer
+wait for.
 
 Usage: python bench/rejoin.py [--models tiny,big] [--modes all-reduce,reduce-scatter]
-Last line: ``state_s_coordinator_tiny=.. back_to_step_s_coordinator_tiny=.. state_s_peer_tiny=..
-back_to_step_s_peer_tiny=..`` and the same for big (the worst over the modes).
+Last line: ``rejoin_s_snapshot_tiny=.. rejoin_s_peer_tiny=.. state_s_.. back_to_step_s_..``
+for each path and model (the worst over the modes).
 """
 
 from __future__ import annotations
@@ -68,17 +71,24 @@ def job(out: Path, model: str, mode: str, steps: int, name: str) -> JobSpec:
 
 
 class Recorder:
-    def __init__(self, after_step: int, pace_s: float):
+    """The run's events, timed; after the kill it holds each step until the restarted worker
+    is back (and, on the peer path, set up), so the run cannot end before it rejoins."""
+
+    def __init__(self, after_step: int):
         self.events: list[tuple[float, object]] = []
-        self.after_step, self.pace_s, self.reached = after_step, pace_s, threading.Event()
+        self.after_step, self.reached = after_step, threading.Event()
+        self.handle = None
 
     def __call__(self, event: object) -> None:
         self.events.append((time.time(), event))
         if isinstance(event, MetricEvent) and event.kind == "train":
             if event.step >= self.after_step:
                 self.reached.set()
-            if self.reached.is_set() and not self.detail("rejoined"):
-                time.sleep(self.pace_s)
+            if event.step > self.after_step and not self.detail("rejoined"):
+                rejoiner = self.handle._coordinator.rejoiner
+                deadline = time.monotonic() + 600
+                while not rejoiner.waiting and time.monotonic() < deadline:
+                    time.sleep(0.02)
 
     def detail(self, key: str) -> dict | None:
         return next((e.detail for _, e in self.events
@@ -92,9 +102,10 @@ def losses(run_dir: Path) -> np.ndarray:
 
 def run_once(out: Path, model: str, mode: str, peer: bool, args: argparse.Namespace) -> dict:
     ReturningWorkers.peer_state = peer
-    rec = Recorder(args.kill_after, args.pace)
+    rec = Recorder(args.kill_after)
     name = f"{Path(model).name}-{mode}-{'peer' if peer else 'coordinator'}"
-    handle = start_run(job(out, model, mode, args.steps, name), rec, data_dir=out / "cache")
+    handle = rec.handle = start_run(job(out, model, mode, args.steps, name), rec,
+                                    data_dir=out / "cache")  # fmt: skip
     if not rec.reached.wait(600):
         raise RuntimeError(f"{name}: no step {args.kill_after} within 600 s")
     os.kill(handle._coordinator.cluster.local[1].pid, signal.SIGKILL)
@@ -118,7 +129,6 @@ def main() -> None:
     p.add_argument("--modes", default="all-reduce,reduce-scatter", help="comma-separated")
     p.add_argument("--steps", type=int, default=14)
     p.add_argument("--kill-after", type=int, default=3)
-    p.add_argument("--pace", type=float, default=0.3)
     p.add_argument("--keep", action="store_true", help="keep the run folders (printed)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
@@ -134,8 +144,8 @@ def main() -> None:
             subprocess.run([sys.executable, str(ROOT / "scripts" / "make_random_model.py"),
                             models["big"], *BIG], check=True, capture_output=True)  # fmt: skip
         print(f"3 local workers, rank 1 killed after step {args.kill_after} and restarted; "
-              "peer: state worker to worker, coordinator: snapshot + PutState to all (before)",
-              flush=True)  # fmt: skip
+              "peer: set up ahead, state worker to worker (now); snapshot: set up at the join, "
+              "snapshot + PutState to all (before)", flush=True)  # fmt: skip
         for key in args.models.split(","):
             for mode in args.modes.split(","):
                 rows = {
@@ -143,18 +153,19 @@ def main() -> None:
                 }
                 c, r = rows[False], rows[True]
                 diff = np.abs(r["losses"] - c["losses"]).max() / np.abs(c["losses"]).max()
-                for peer, x in ((False, c), (True, r)):
+                for x in (c, r):
                     print(f"{key:>4} {mode:>14} {x['state']:>8}: back -> first step with it "
                           f"{x['back_to_step_s']:5.2f}s; the others wait {x['rejoin_s']:5.2f}s "
-                          f"= setup {x['setup_s']:5.2f}s (files, its SetupJob) + state "
-                          f"{x['state_s']:5.3f}s; state moved {x['mib']:6.1f} MiB; PutState "
-                          f"to ranks {x['put_state']}", flush=True)  # fmt: skip
-                    tag = "peer" if peer else "coordinator"
-                    for k in ("state_s", "back_to_step_s"):
+                          f"= setup {x['setup_s']:5.2f}s + state {x['state_s']:5.3f}s; state "
+                          f"moved {x['mib']:6.1f} MiB; PutState to ranks {x['put_state']}",
+                          flush=True)  # fmt: skip
+                    tag = x["state"]
+                    for k in ("rejoin_s", "state_s", "back_to_step_s"):
                         worst[f"{k}_{tag}_{key}"] = max(worst.get(f"{k}_{tag}_{key}", 0.0), x[k])
-                print(f"{key:>4} {mode:>14}: the state {c['state_s'] / r['state_s']:.1f}x faster "
-                      f"from a peer, {c['mib'] / max(r['mib'], 1e-9):.1f}x fewer bytes; the two "
-                      f"runs' loss curves differ by {diff:.1e}", flush=True)  # fmt: skip
+                print(f"{key:>4} {mode:>14}: the others wait {c['rejoin_s'] / r['rejoin_s']:.1f}x "
+                      f"less, the state {c['state_s'] / r['state_s']:.1f}x faster, "
+                      f"{c['mib'] / max(r['mib'], 1e-9):.1f}x fewer bytes; the two runs' loss "
+                      f"curves differ by {diff:.1e}", flush=True)  # fmt: skip
     finally:
         ReturningWorkers.peer_state = True
         if args.keep:

@@ -96,6 +96,7 @@ class DistributedAdamW:
             mask = self.layout.decay_mask(is_no_decay_name)
         self._decay_mask = mask
         self.previous: dict[str, Any] | None = None  # ZeRO-1's shard before a regroup
+        self.fresh = True  # no step taken, no state loaded: its moments are nobody's yet
         self.adamw = FlatAdamW(
             self.hi - self.lo,
             betas=(optim.beta1, optim.beta2),
@@ -157,6 +158,7 @@ class DistributedAdamW:
             self.steps = kept[2]
             raise
         self.previous = None  # a completed step: a shard kept from before a regroup is stale
+        self.fresh = False
         return out
 
     def _step_single(self, leaves, local, inv, lr):
@@ -330,9 +332,8 @@ class DistributedAdamW:
         until the next completed step. parameter-server: only the server holds moments, so
         the server must stay rank 0."""
         n = self.layout.total
-        if self.mode == "parameter-server" and (self.group.rank == PS_ROOT) != (
-            group.rank == PS_ROOT
-        ):
+        server = (self.group.rank == PS_ROOT, group.rank == PS_ROOT)
+        if self.mode == "parameter-server" and server[0] != server[1] and not self.fresh:
             raise ValueError(
                 "regroup: the parameter server (rank 0) holds the only optimizer state and "
                 "must stay rank 0; set the group up again from a snapshot"
@@ -340,11 +341,16 @@ class DistributedAdamW:
         old_group, self.group = self.group, group
         self.pieces = shard_bounds(n, group.size)
         if self.mode == "reduce-scatter":
-            if self.previous is None:  # else a regroup before the re-cut came: what it
+            if self.fresh:  # set up ahead as a group of one: its moments are nobody's
+                self.previous = None
+            elif self.previous is None:  # else a regroup before the re-cut came: what it
                 # kept is still the last shard that held real moments (these are zeros)
                 m, v = self.adamw.moments_numpy()
                 self.previous = {"lo": self.lo, "hi": self.hi, "m": m, "v": v}
             self.lo, self.hi = group.shard_of(n)
+            self.adamw = self.adamw.resized(self.hi - self.lo, self._decay_slice())
+        elif self.mode == "parameter-server" and server[0] != server[1]:  # fresh: a new role
+            self.lo, self.hi = (0, n) if server[1] else (0, 0)
             self.adamw = self.adamw.resized(self.hi - self.lo, self._decay_slice())
         if self._lane is None and group.size > 1 and self.mode != "mlx":
             self._lane = CommLane()
@@ -418,6 +424,7 @@ class DistributedAdamW:
         self.params = mx.array(params)
         self.steps = int(state["steps"])
         self.adamw.load(state.get("m"), state.get("v"), int(state["adam_step"]))
+        self.fresh = False
         if not keep_previous:
             self.previous = None
         mx.eval(self.params, self.adamw.arrays())

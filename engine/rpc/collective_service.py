@@ -55,7 +55,7 @@ class CollectiveServicer(orchard_pb2_grpc.CollectiveServicer):
         self, request: orchard_pb2.FetchStateRequest, context: grpc.ServicerContext
     ) -> Iterator[orchard_pb2.StateChunk]:
         from engine.rpc.state_stream import encode_state  # it imports the server module
-        from engine.worker.errors import InvalidRequest, OutOfOrder
+        from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
 
         what = f"state fetch from rank {request.src}"
         self._check_token(request.group_token, what, context)
@@ -63,7 +63,7 @@ class CollectiveServicer(orchard_pb2_grpc.CollectiveServicer):
             context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} refused: no state here")
         try:
             meta, tensors = self.state_source(request.step, request.params, request.lo, request.hi)
-        except OutOfOrder as e:
+        except (OutOfOrder, JobLost) as e:  # no job, another step; its process died
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"FetchState: {e}")
         except (InvalidRequest, ValueError) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"FetchState: {e}")

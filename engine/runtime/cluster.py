@@ -171,6 +171,7 @@ class Member:
     peer_cert: str = ""
     local: LocalWorker | None = None
     ready_at: float = 0.0  # time.time() when it answered again (engine/runtime/rejoin.py)
+    prepared_s: float = 0.0  # > 0: set up already, as a group of one (Cluster.prepare)
 
 
 class ProtocolMismatch(RuntimeError):
@@ -290,8 +291,35 @@ class Cluster:
             raise
         return member
 
+    def prepare(self, member: Member, run_id: str) -> None:
+        """Set a returning worker up before it joins, while the group trains on: ship it the
+        files it lacks and SetupJob it as a group of one (model loaded, data ready); at the
+        join it only regroups and takes the state (engine/runtime/returning_workers.py).
+        Raises what the shipping or SetupJob raised; ShipStopped once the run ends."""
+        t0 = time.perf_counter()
+        files = files_to_ship(self.job, self.remote, self.model_dir)
+        hashes = {role: content_hash(p) for role, p in files.items()}
+        c = member.client
+
+        def sent(_n: int) -> None:
+            if self._ended.is_set() or (self.cancel is not None and self.cancel.is_set()):
+                raise ShipStopped(f"stopped while preparing {c.address}")
+
+        for role, path in sorted(files.items(), key=lambda rp: -rp[1].stat().st_size):
+            if not c.has_file(hashes[role]):
+                c.put_file(path, hashes[role], name=_file_name(role, path), on_progress=sent)
+        certs = [member.peer_cert] if member.peer_cert else []
+        c.setup_job(self.job.to_toml(), 0, 1, [c.address], run_id, hashes, new_token(),
+                    peer_certs=certs)  # fmt: skip
+        member.prepared_s = time.perf_counter() - t0
+
     def discard(self, member: Member) -> None:
         """Close a worker that will not join after all (its process too, when local)."""
+        if member.prepared_s and member.local is None:  # its job holds a model: end it
+            try:
+                member.client.stop("it will not join", timeout_s=5.0)
+            except Exception as e:  # noqa: BLE001 - it may be gone already
+                log.info("worker %s: stop: %s", member.client.address, e)
         member.client.close()
         if member.local is not None:
             stop_local_workers([member.local], grace_s=0.1)
@@ -358,7 +386,7 @@ class Cluster:
             )
 
             def send(role: str, path: Path) -> None:
-                name = role.split("/", 1)[1] if role.startswith("model/") else path.name
+                name = _file_name(role, path)
 
                 def sent(n: int) -> None:
                     if stopped():
@@ -587,6 +615,11 @@ class Cluster:
                             for p, lp in spares])  # fmt: skip
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _file_name(role: str, path: Path) -> str:
+    """The name a worker keeps a shipped file under (a model's files keep theirs)."""
+    return role.split("/", 1)[1] if role.startswith("model/") else path.name
 
 
 def check_protocol(client: WorkerClient) -> None:

@@ -119,8 +119,9 @@ class Coordinator(LostWorkers, ReturningWorkers):
         # survivors of a lost peer are not stopped by the Watcher: a Regroup fails their
         # step and keeps their job; only when that cannot be does _recover stop them
         self.watcher = Watcher(cluster, abort_survivors=False, stop_event=self.stop_event)
-        if job.dist.rejoin:
-            self.rejoiner = Rejoiner(cluster)
+        if job.dist.rejoin:  # a worker that is back is set up ahead where it joins in place
+            ahead = self.peer_state and job.dist.mode != "mlx"
+            self.rejoiner = Rejoiner(cluster, run_dir.name, prepare=ahead)
         for i in infos:
             log.info("%s", i["message"])
         total = total_steps_for(job, infos[0]["train_items"])

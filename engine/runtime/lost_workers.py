@@ -75,6 +75,7 @@ class LostWorkers:
                              {"lost": lost.addresses, "detected_at": lost.detected_at, "step": failed_step + 1}))  # fmt: skip
         mlx = job.dist.mode == "mlx"
         server_lost = job.dist.mode == "parameter-server" and 0 in lost.ranks
+        set_up = False  # the group's workers have the job set up already
         if mlx and cluster.local:  # MLX's group re-forms in new processes
             back = len(lost.ranks) if job.dist.rejoin else 0  # the lost come back at once
             cluster.restart_local(cluster.size - len(lost.ranks) + back)
@@ -88,10 +89,11 @@ class LostWorkers:
             if self.rejoiner is not None:
                 self.rejoiner.departed(gone)
             if not cluster.size:  # nobody left: wait (bounded) for a worker to come back
-                self._wait_for_replacement(what, kept)
+                set_up = self._wait_for_replacement(what, kept)
             elif not (mlx or server_lost) and self._regroup(done):
                 return self._regrouped(what, lost, failed_step, done, detect_s, t0)
-        self._setup_group()
+        if not set_up:
+            self._setup_group()
         cluster.put_states(split(snap, job.dist.mode, cluster.size))
         msg = (f"{what}; group re-formed with {cluster.size} workers in {time.perf_counter() - t0:.1f}s; "
                f"redoing steps {snap.step + 1}..{failed_step + 1} from the step-{snap.step} state "
@@ -156,8 +158,10 @@ class LostWorkers:
         })  # fmt: skip
         return done
 
-    def _wait_for_replacement(self, what: str, kept: str) -> None:
-        """Every worker is gone; go on only once one is back (restarted, or answering)."""
+    def _wait_for_replacement(self, what: str, kept: str) -> bool:
+        """Every worker is gone; go on only once one is back (restarted, or answering).
+        True: those that came back were set up ahead and regrouped (no second SetupJob);
+        False: set them up."""
         assert self.rejoiner is not None and self.cluster is not None
         deadline = time.monotonic() + REPLACEMENT_WAIT_S
         while not (back := self.rejoiner.ready()):
@@ -166,4 +170,10 @@ class LostWorkers:
                                 f"{REPLACEMENT_WAIT_S:.0f}s. {kept}")  # fmt: skip
             time.sleep(0.2)
         self.cluster.add(back)
+        if all(m.prepared_s for m in back) and self._regroup_newcomers(list(range(len(back)))):
+            b = self.balancer
+            if b is not None and b.addresses != self.cluster.addresses:
+                self._note(b.regroup(self.cluster.addresses, self.snapshot.step))
+            return True
         self._files = self.cluster.ship_files()
+        return False

@@ -1,13 +1,15 @@
 """What the coordinator does when lost workers come back (a mixin of Coordinator).
 
-A worker that is back (engine/runtime/rejoin.py found it) joins between two steps with the
-group's current state, so nothing is redone. It sets the job up (loads the model) while the
-others keep theirs: they Regroup with it, keeping their loaded model and state, and it takes
-the current step's state from one of them, worker to worker (Worker.PullState, which reads
-the peer's Collective.FetchState under the group token); the coordinator only says which
-peer holds which part (engine/runtime/join_plan.py) and no state passes through it. ZeRO-1
-cuts the moments by world size, so there every worker re-cuts its shard the same way,
-taking from its peers only what it did not hold.
+A worker that is back (engine/runtime/rejoin.py found it) is set up while the group trains
+on (files, model, data: as a group of one), and joins between two steps with the group's
+current state, so nothing is redone and the group stops only for that state: all Regroup
+into the new group, keeping their loaded model, and the newcomer takes the current step's
+state from one of the others, worker to worker (Worker.PullState, which reads the peer's
+Collective.FetchState under the group token); the coordinator only says which peer holds
+which part (engine/runtime/join_plan.py) and no state passes through it. ZeRO-1 cuts the
+moments by world size, so there every worker re-cuts its shard the same way, taking from
+its peers only what it did not hold. A worker that could not be set up ahead sets up at
+the join.
 
 Where that cannot be (a worker of an older Orchard, a peer that fails or is at another step)
 the coordinator relays the state: it reads the others' (GetState) and sends it (PutState),
@@ -52,12 +54,14 @@ class ReturningWorkers:
         assert cluster is not None and self.run_dir is not None
         t0 = time.perf_counter()
         before, token = cluster.size, cluster.group_token
+        prepared = all(m.prepared_s for m in back)  # set up while the group trained on
         cluster.add(back)
         names = [m.client.address for m in back]
         new = list(range(before, cluster.size))
         try:
-            self._files = cluster.ship_files()
-            infos = cluster.setup(self._files, self.run_dir.name, ranks=new)
+            if not (prepared and self._regroup_newcomers(new)):
+                self._files = cluster.ship_files()
+                cluster.setup(self._files, self.run_dir.name, ranks=new)
         except Exception as e:  # noqa: BLE001 - a newcomer that fails must not end the run
             cluster.leave_out(before, token)  # the others never changed: their group goes on
             self._note(f"worker {', '.join(names)} could not rejoin: {e}", "warning")
@@ -73,7 +77,7 @@ class ReturningWorkers:
             how = self._relay_state(before, step, names, e, set_up=True)
         else:
             try:
-                how = self._pull_from_peers(before, step, int(infos[0]["trainable_params"]))
+                how = self._pull_from_peers(before, step)
             except WorkerCallError as e:
                 how = self._relay_state(before, step, names, e, set_up=False)
         if how is None:
@@ -84,24 +88,37 @@ class ReturningWorkers:
         took = time.perf_counter() - t0
         msg = (f"worker {', '.join(names)} rejoined after step {step}: {cluster.size} workers "
                f"(re-formed in {took:.1f}s, nothing redone; {how.pop('said')})")  # fmt: skip
+        prepare_s = max(m.prepared_s for m in back)
         self._note(msg, running={"rejoined": names, "step": step, "workers": cluster.size,
                                  "rejoin_s": took, "setup_s": setup_s, "state_s": took - setup_s,
+                                 "prepared": prepared, "prepare_s": prepare_s,
                                  "back_at": _back_at(back), **how})  # fmt: skip
 
-    def _pull_from_peers(self, before: int, step: int, n: int) -> dict[str, Any]:
+    def _regroup_newcomers(self, new: list[int]) -> bool:
+        """Newcomers set up ahead (as groups of one) go on in the group at their ranks.
+        False (one could not, e.g. its job ended while it waited): set them up now."""
+        assert self.cluster is not None
+        try:
+            self.cluster.regroup(new)
+        except WorkerCallError as e:
+            log.warning("a worker set up ahead cannot join as it is (%s): setting it up", e)
+            return False
+        return True
+
+    def _pull_from_peers(self, before: int, step: int) -> dict[str, Any]:
         """Each worker that needs it takes its state from its peers (PullState): the
         newcomers; in ZeRO-1 every worker (its moment shard is cut again)."""
         cluster, mode = self.cluster, self.job.dist.mode
-        assert cluster is not None
+        assert cluster is not None and self.snapshot is not None
+        n = self.snapshot.params.size  # trainable parameters (any snapshot has them all)
         pulls = plan_pulls(mode, n, before, cluster.size)
         replies = cluster.pull_states(pulls, step, state_bytes=12 * n)  # params, m, v
         moved = sum(int(r["received_bytes"]) for r in replies)
         sources = sorted({p for r, pull in pulls.items() if r >= before for p in pull.peers(r)})
-        said = (f"the others kept their loaded model and state; the newcomers took theirs "
+        kept = "parameters (ZeRO-1 shards re-cut)" if mode == "reduce-scatter" else "state"
+        said = (f"the others kept their loaded model and {kept}; the newcomers took theirs "
                 f"from worker {', '.join(cluster.addresses[r] for r in sources)}, worker to "
-                f"worker ({moved / 2**20:.1f} MiB)")  # fmt: skip
-        if mode == "reduce-scatter":
-            said += "; ZeRO-1 shards re-cut worker to worker"
+                f"worker ({moved / 2**20:.1f} MiB moved)")  # fmt: skip
         return {"said": said, "state": "peer", "state_bytes": moved,
                 "pulled": sorted(pulls), "put_state": []}  # fmt: skip
 
@@ -125,7 +142,8 @@ class ReturningWorkers:
         except Exception as e:  # noqa: BLE001 - a newcomer that fails must not end the run
             self._note(f"worker {', '.join(names)} could not rejoin: {e}", "warning")
             cluster.drop(new)
-            self._setup_group()
+            if set_up or not self._back_in_place(step):
+                self._setup_group()
             cluster.put_states(split(full, mode, cluster.size))
             return None
         put = list(range(cluster.size)) if ranks is None else ranks
@@ -134,6 +152,17 @@ class ReturningWorkers:
             ", every worker set up again" if set_up else "; the others kept their loaded model"
         )
         return {"said": said, "state": "coordinator", "state_bytes": moved, "put_state": put}
+
+    def _back_in_place(self, step: int) -> bool:
+        """The newcomers left again: the others regroup as they were, keeping their loaded
+        model (PutState follows). False: set them up again."""
+        assert self.cluster is not None
+        try:
+            at = sorted({int(r["step"]) for r in self.cluster.regroup()})
+        except WorkerCallError as e:
+            log.warning("the group cannot go on in place (%s): setting it up again", e)
+            return False
+        return at == [step]
 
     def _state_of_group(self, before: int, step: int) -> FullState:
         """The state of ``step`` held by ranks below ``before`` (the group before the

@@ -119,6 +119,9 @@ def test_zero1_shards_are_cut_again_from_survivors_and_the_snapshot():
 
 def test_the_parameter_server_cannot_move_to_another_rank():
     opt = DistributedAdamW(EchoGroup(1, 3), "parameter-server", OptimSpec(), {"w": mx.zeros((N,))})
+    opt.load_state_dict({"mode": "parameter-server", "size": 3, "lo": 0, "hi": 0, "steps": 5,
+                         "adam_step": 5, "params": np.ones(N, np.float32),
+                         "m": np.zeros(0, np.float32), "v": np.zeros(0, np.float32)})  # fmt: skip
     with pytest.raises(ValueError, match="must stay rank 0"):
         opt.regroup(EchoGroup(0, 2))  # a worker with no moments would become the server
     server = DistributedAdamW(
@@ -126,6 +129,18 @@ def test_the_parameter_server_cannot_move_to_another_rank():
     )
     server.regroup(EchoGroup(0, 2))  # the server stays rank 0: it keeps its state
     assert (server.lo, server.hi) == (0, N)
+
+
+@pytest.mark.parametrize("mode", ["parameter-server", "reduce-scatter", "all-reduce"])
+def test_a_worker_set_up_ahead_takes_any_rank_and_keeps_nothing_aside(mode):
+    """A worker that is back is set up as a group of one while the group trains on; at the
+    join it regroups into its rank: no state of its own yet, so any role fits, and ZeRO-1
+    keeps no shard aside (its zeros must never stand for a peer's moments)."""
+    opt = DistributedAdamW(EchoGroup(0, 1), mode, OptimSpec(), {"w": mx.zeros((N,))})
+    opt.regroup(EchoGroup(2, 3))
+    want = {"parameter-server": (0, 0), "reduce-scatter": shard_bounds(N, 3)[2]}.get(mode, (0, N))
+    assert (opt.lo, opt.hi) == want and opt.previous is None
+    assert opt.adamw.size == want[1] - want[0]
 
 
 def test_a_late_failure_of_the_old_groups_stream_does_not_fail_the_new_group():

@@ -32,14 +32,20 @@ def reference(tmp_path_factory):
 
 
 class PacedRecorder(Recorder):
-    """Holds each step after a recovery for a moment until a rejoin (a slow GUI would too),
-    so the run is not over before a restarted worker is ready on a loaded machine."""
+    """After a recovery, holds the run at each step until the lost worker is back and set
+    up (a slow GUI could hold it as long), so the run is not over before it rejoins on a
+    loaded machine. ``handle``: the run's, once started."""
+
+    handle = None
 
     def __call__(self, event: object) -> None:
         super().__call__(event)
         if isinstance(event, MetricEvent) and event.kind == "train":
             if _details(self, "recovered") and not _details(self, "rejoined"):
-                time.sleep(0.5)
+                rejoiner = self.handle._coordinator.rejoiner
+                deadline = time.monotonic() + 180
+                while not rejoiner.waiting and time.monotonic() < deadline:
+                    time.sleep(0.05)
 
 
 def _details(rec: Recorder, key: str) -> list[dict]:
@@ -59,7 +65,9 @@ def _workers_per_step(rec: Recorder) -> dict[int, int]:
 def test_a_killed_local_worker_is_restarted_and_rejoins_on_the_same_curve(tmp_path, reference):
     over = {"dist.workers": 3, "run.checkpoint_every": 4, "dist.step_timeout_s": TIMEOUT_S}
     rec = PacedRecorder(after_step=5)
-    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    handle = rec.handle = start_run(
+        tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache"
+    )
     assert rec.reached.wait(240), "no training step within 240 s"
     first = list(handle._coordinator.cluster.local)
     os.kill(first[1].pid, signal.SIGKILL)
@@ -80,6 +88,7 @@ def test_a_killed_local_worker_is_restarted_and_rejoins_on_the_same_curve(tmp_pa
     assert "worker to worker" in log_txt
     assert lost[0]["regrouped"]
     assert back[0]["state"] == "peer" and back[0]["put_state"] == [], back[0]
+    assert back[0]["prepared"], back[0]  # set up while the others trained on
     assert back[0]["state_bytes"] == 3 * 4 * 8960  # parameters and both moments, once
     for r in (0, 2):  # the survivors loaded the model once: at the loss and at the rejoin
         wlog = (result.run_dir / "workers" / f"worker{r}.log").read_text()  # they regrouped
@@ -87,6 +96,7 @@ def test_a_killed_local_worker_is_restarted_and_rejoins_on_the_same_curve(tmp_pa
         assert "put by the coordinator" not in wlog and "pulled from peers" not in wlog
     newcomer = (result.run_dir / "workers" / "worker3.log").read_text()  # the restarted one
     step = back[0]["step"]
+    assert "rank 0/1 ready in" in newcomer and "regrouped as rank 2/3" in newcomer
     assert f"state of step {step} pulled from peers" in newcomer, newcomer[-2000:]
     assert "put by the coordinator" not in newcomer
     served = [(r, (result.run_dir / "workers" / f"worker{r}.log").read_text()) for r in (0, 2)]
@@ -123,7 +133,8 @@ def test_a_frozen_remote_worker_is_found_by_heartbeat_and_rejoins_when_it_wakes(
         over = {"dist.hosts": [w.address for w in workers], "run.checkpoint_every": 4,
                 "dist.step_timeout_s": TIMEOUT_S}  # fmt: skip
         rec = PacedRecorder(after_step=5)
-        handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+        handle = rec.handle = start_run(tiny_job(tmp_path, STEPS, **over), rec,
+                                        data_dir=tmp_path / "cache")  # fmt: skip
         assert rec.reached.wait(240), "no training step within 240 s"
         t_freeze = time.time()
         os.kill(workers[2].pid, signal.SIGSTOP)

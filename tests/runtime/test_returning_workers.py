@@ -37,6 +37,7 @@ class FakeCluster:
     calls: list[tuple] = field(default_factory=list)
     gone: set[int] = field(default_factory=set)  # ranks whose health check fails
     refuse_put_to: list[int] | None = None  # PutState to exactly these ranks fails
+    refuse_regroup_of: list[int] | None = None  # Regroup of exactly these ranks fails
 
     @property
     def addresses(self) -> list[str]:
@@ -60,6 +61,8 @@ class FakeCluster:
 
     def regroup(self, ranks=None) -> list[dict]:
         self._call("regroup", ranks)
+        if self.refuse_regroup_of is not None and ranks == self.refuse_regroup_of:
+            raise _unimplemented("Regroup")
         return [{"step": STEP, "regroup_s": 0.0} for _ in ranks or range(self.size)]
 
     def pull_states(self, pulls, step, state_bytes) -> list[dict]:
@@ -123,6 +126,7 @@ class Back:
 
     client: Any = field(default_factory=lambda: type("C", (), {"address": "10.0.0.9:1"})())
     ready_at: float = 1.0
+    prepared_s: float = 0.0  # > 0: set up ahead, while the group trained on
 
 
 def _names(c: Coordinator) -> list[str]:
@@ -142,6 +146,23 @@ def test_the_newcomer_pulls_from_a_peer_and_the_others_get_nothing():
     d = _joined(c)
     assert d["state"] == "peer" and d["put_state"] == [] and d["workers"] == 4
     assert d["back_at"] == 1.0 and d["state_bytes"] == 8
+
+
+def test_a_newcomer_set_up_ahead_only_regroups_and_pulls_at_the_join():
+    c = Coordinator("all-reduce")
+    c._rejoin([Back(prepared_s=2.0)], STEP)
+    assert c.cluster.calls == [("regroup", [3]), ("regroup", [0, 1, 2]),
+                               ("pull_states", [3], STEP)]  # fmt: skip
+    d = _joined(c)
+    assert d["prepared"] and d["prepare_s"] == 2.0 and d["state"] == "peer"
+
+
+def test_a_newcomer_set_up_ahead_that_cannot_regroup_sets_up_at_the_join():
+    c = Coordinator("all-reduce")
+    c.cluster.refuse_regroup_of = [3]  # its job ended while it waited
+    c._rejoin([Back(prepared_s=2.0)], STEP)
+    assert _names(c) == ["regroup", "setup", "regroup", "pull_states"]
+    assert _joined(c)["state"] == "peer"
 
 
 def test_zero1_every_worker_recuts_its_shard_worker_to_worker():
@@ -183,7 +204,8 @@ def test_a_newcomer_that_cannot_take_even_the_relayed_state_is_left_out():
     c.cluster.refuse_put_to = [3]  # the newcomer's disk is full
     calls = c.cluster.calls
     c._rejoin([Back()], STEP)
-    assert _names(c)[-4:] == ["put_states", "drop", "setup_group", "put_states"]
+    # the others go on in place (a regroup, no reload) with the state the coordinator holds
+    assert _names(c)[-4:] == ["put_states", "drop", "regroup", "put_states"]
     assert calls[-3] == ("drop", [3]) and calls[-1] == ("put_states", None, 3)
     assert not [r for _, _, r in c.notes if r and r.get("rejoined")]
     assert any("could not rejoin: disk full" in m for m, _, _ in c.notes)
@@ -196,3 +218,53 @@ def test_a_worker_of_the_group_gone_meanwhile_ends_the_rejoin_as_a_lost_worker()
         c._rejoin([Back()], STEP)
     assert e.value.ranks == [1] and "lost while a worker rejoined" in str(e.value)
     assert ("drop", [3]) in c.cluster.calls  # the newcomer went again first
+
+
+class _Client:
+    def __init__(self, address: str):
+        self.address = address
+
+    def close(self) -> None:
+        pass
+
+
+class _Reconnecting:
+    """A cluster whose departed workers answer at once; ``prepare`` fails when told to."""
+
+    def __init__(self, fail: bool):
+        self.fail, self.discarded = fail, []
+
+    def reconnect(self, gone, timeout_s: float):
+        from engine.runtime.cluster import Member
+
+        return Member(_Client(gone.address))
+
+    def prepare(self, member, run_id: str) -> None:
+        if self.fail:
+            raise RuntimeError("disk full")
+        assert run_id == "run-1"
+        member.prepared_s = 1.5
+
+    def discard(self, member) -> None:
+        self.discarded.append(member)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_worker_that_is_back_is_set_up_ahead_else_it_sets_up_at_the_join(fail):
+    import time
+
+    from engine.runtime.cluster import Departed
+    from engine.runtime.rejoin import Rejoiner
+
+    cluster = _Reconnecting(fail)
+    rejoiner = Rejoiner(cluster, "run-1", prepare=True)
+    try:
+        rejoiner.departed([Departed("10.0.0.5:1", local=False)])
+        deadline = time.monotonic() + 10
+        while not rejoiner.waiting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (member,) = rejoiner.ready()
+        assert member.client.address == "10.0.0.5:1" and member.ready_at > 0
+        assert member.prepared_s == (0.0 if fail else 1.5)  # handed over either way
+    finally:
+        rejoiner.close()
