@@ -252,6 +252,7 @@ class TrainingJob:
         }
         return meta, tensors
 
+    @_state_lock
     def state_meta(self) -> dict[str, Any]:
         """Where this rank's state lies, without its tensors: ``rank``, ``world``, ``mode``,
         ``n`` parameters, the moments ``[lo, hi)`` it holds, ``step`` (and ZeRO-1's
