@@ -97,6 +97,7 @@ class DistributedAdamW:
         self._decay_mask = mask
         self.previous: dict[str, Any] | None = None  # ZeRO-1's shard before a regroup
         self.fresh = True  # no step taken, no state loaded: its moments are nobody's yet
+        self.awaiting_shard = False  # ZeRO-1 regrouped: its shard's moments are not loaded yet
         self.adamw = FlatAdamW(
             self.hi - self.lo,
             betas=(optim.beta1, optim.beta2),
@@ -343,12 +344,13 @@ class DistributedAdamW:
         if self.mode == "reduce-scatter":
             if self.fresh:  # set up ahead as a group of one: its moments are nobody's
                 self.previous = None
-            elif self.previous is None:  # else a regroup before the re-cut came: what it
+            elif not self.awaiting_shard:  # else a regroup before the re-cut came: what it
                 # kept is still the last shard that held real moments (these are zeros)
                 m, v = self.adamw.moments_numpy()
                 self.previous = {"lo": self.lo, "hi": self.hi, "m": m, "v": v}
             self.lo, self.hi = group.shard_of(n)
             self.adamw = self.adamw.resized(self.hi - self.lo, self._decay_slice())
+            self.awaiting_shard = not self.fresh
         elif self.mode == "parameter-server" and server[0] != server[1]:  # fresh: a new role
             self.lo, self.hi = (0, n) if server[1] else (0, 0)
             self.adamw = self.adamw.resized(self.hi - self.lo, self._decay_slice())
@@ -390,7 +392,7 @@ class DistributedAdamW:
             out["params"] = np.array(self.params)
         if hi <= lo:
             return out
-        held = [(self.lo, self.hi, self.adamw.m, self.adamw.v)]
+        held = [] if self.awaiting_shard else [(self.lo, self.hi, self.adamw.m, self.adamw.v)]
         if self.previous is not None:
             p = self.previous
             held.insert(0, (p["lo"], p["hi"], p["m"], p["v"]))
@@ -404,7 +406,8 @@ class DistributedAdamW:
                     )
                 return out
         ranges = " and, from before its last regroup, ".join(f"[{a}, {b})" for a, b, *_ in held[::-1])
-        raise ValueError(f"moments [{lo}, {hi}): not held here (this worker holds {ranges})")
+        raise ValueError(f"moments [{lo}, {hi}): not held here (this worker holds "
+                         f"{ranges or 'none yet'})")  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any], keep_previous: bool = False) -> None:
         """Restore from :meth:`state_dict` of the same rank in a group of the same size and
@@ -424,7 +427,7 @@ class DistributedAdamW:
         self.params = mx.array(params)
         self.steps = int(state["steps"])
         self.adamw.load(state.get("m"), state.get("v"), int(state["adam_step"]))
-        self.fresh = False
+        self.fresh = self.awaiting_shard = False
         if not keep_previous:
             self.previous = None
         mx.eval(self.params, self.adamw.arrays())

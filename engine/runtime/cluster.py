@@ -291,18 +291,22 @@ class Cluster:
             raise
         return member
 
-    def prepare(self, member: Member, run_id: str) -> None:
+    def prepare(
+        self, member: Member, run_id: str, stopped: Callable[[], bool] = lambda: False
+    ) -> None:
         """Set a returning worker up before it joins, while the group trains on: ship it the
         files it lacks and SetupJob it as a group of one (model loaded, data ready); at the
         join it only regroups and takes the state (engine/runtime/returning_workers.py).
-        Raises what the shipping or SetupJob raised; ShipStopped once the run ends."""
+        Raises what the shipping or SetupJob raised; ShipStopped once the run ends or
+        ``stopped()`` says so."""
         t0 = time.perf_counter()
         files = files_to_ship(self.job, self.remote, self.model_dir)
         hashes = {role: content_hash(p) for role, p in files.items()}
         c = member.client
 
         def sent(_n: int) -> None:
-            if self._ended.is_set() or (self.cancel is not None and self.cancel.is_set()):
+            cancelled = self.cancel is not None and self.cancel.is_set()
+            if self._ended.is_set() or cancelled or stopped():
                 raise ShipStopped(f"stopped while preparing {c.address}")
 
         for role, path in sorted(files.items(), key=lambda rp: -rp[1].stat().st_size):

@@ -97,7 +97,7 @@ class Rejoiner:
         member.ready_at = time.time()  # a rejoin is measured from here (bench/rejoin.py)
         if self.prepare:
             try:
-                self.cluster.prepare(member, self.run_id)
+                self.cluster.prepare(member, self.run_id, lambda: self._closed)
             except Exception as e:  # noqa: BLE001 - it joins unprepared (set up at the join)
                 log.warning("worker %s is back but could not be set up ahead (%s); it sets "
                             "up when it joins", member.client.address, e)  # fmt: skip

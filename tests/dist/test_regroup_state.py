@@ -181,18 +181,35 @@ def test_a_peer_reads_the_shard_kept_from_before_the_regroup_until_the_next_step
     np.testing.assert_array_equal(part["m"], m[5:7])
     np.testing.assert_array_equal(part["params"], np.ones(N, np.float32))
     assert (part["steps"], part["adam_step"]) == (5, 5)
-    with pytest.raises(ValueError, match=r"moments \[3, 6\): not held here .*\[4, 7\) and, from "
-                       r"before its last regroup, \[5, 10\)"):  # fmt: skip
-        opt.state_part(False, 3, 6)
+    with pytest.raises(ValueError, match=r"moments \[4, 6\): not held here .*\[5, 10\)"):
+        opt.state_part(False, 4, 6)  # its new shard's moments are not loaded yet: never zeros
     opt.load_state_dict({"mode": "reduce-scatter", "size": 3, "lo": 4, "hi": 7,
                          "params": np.ones(N, np.float32), "steps": 5, "adam_step": 5,
                          "m": m[4:7], "v": m[4:7] * 2}, keep_previous=True)  # fmt: skip
     np.testing.assert_array_equal(opt.state_part(False, 8, 10)["m"], m[8:10])  # still served
     np.testing.assert_array_equal(opt.state_part(False, 4, 6)["v"], m[4:6] * 2)  # the new one
+    with pytest.raises(ValueError, match=r"moments \[3, 6\): not held here .*\[4, 7\) and, from "
+                       r"before its last regroup, \[5, 10\)"):  # fmt: skip
+        opt.state_part(False, 3, 6)
     opt.step(_grads(5), 1.0, 4, 0.1)
     assert opt.previous is None  # a completed step: the old shard is gone
     with pytest.raises(ValueError, match="not held here"):
         opt.state_part(False, 8, 10)
+
+
+def test_a_regroup_after_a_pulled_shard_keeps_that_shard_not_the_older_one():
+    """A worker is lost right after a join, before a step: the shard each pulled is real
+    (of the same step) and is what the next re-cut starts from."""
+    m = np.arange(N, dtype=np.float32) + 100
+    opt = _zero1(1, 2, m)
+    opt.regroup(EchoGroup(1, 3))
+    opt.load_state_dict({"mode": "reduce-scatter", "size": 3, "lo": 4, "hi": 7,
+                         "params": np.ones(N, np.float32), "steps": 5, "adam_step": 5,
+                         "m": m[4:7], "v": m[4:7] * 2}, keep_previous=True)  # fmt: skip
+    opt.regroup(EchoGroup(1, 2))
+    state = opt.state_dict()
+    assert (state["prev_lo"], state["prev_hi"]) == (4, 7)
+    np.testing.assert_array_equal(state["prev_m"], m[4:7])
 
 
 def test_a_second_regroup_before_the_recut_keeps_the_shard_with_the_real_moments():

@@ -239,7 +239,8 @@ class _Reconnecting:
 
         return Member(_Client(gone.address))
 
-    def prepare(self, member, run_id: str) -> None:
+    def prepare(self, member, run_id: str, stopped) -> None:
+        assert not stopped()  # the run goes on
         if self.fail:
             raise RuntimeError("disk full")
         assert run_id == "run-1"
