@@ -96,6 +96,8 @@ class DistributedAdamW:
             mask = self.layout.decay_mask(is_no_decay_name)
         self._decay_mask = mask
         self.previous: dict[str, Any] | None = None  # ZeRO-1's shard before a regroup
+        self.fresh = True  # no step taken, no state loaded: its moments are nobody's yet
+        self.awaiting_shard = False  # ZeRO-1 regrouped: its shard's moments are not loaded yet
         self.adamw = FlatAdamW(
             self.hi - self.lo,
             betas=(optim.beta1, optim.beta2),
@@ -145,16 +147,20 @@ class DistributedAdamW:
         self._grads_done_at = 0.0
         try:
             if self.group.size == 1:
-                return self._step_single(leaves, local, inv, lr_arr)
-            if self.mode == "mlx":
-                return self._step_mlx(leaves, local, inv, lr_arr)
-            return self._step_wire(leaves, local, inv, lr_arr)
+                out = self._step_single(leaves, local, inv, lr_arr)
+            elif self.mode == "mlx":
+                out = self._step_mlx(leaves, local, inv, lr_arr)
+            else:
+                out = self._step_wire(leaves, local, inv, lr_arr)
         except BaseException:
             self._drain_lane()
             self._set_params(kept[0])
             self.adamw.restore(kept[1])
             self.steps = kept[2]
             raise
+        self.previous = None  # a completed step: a shard kept from before a regroup is stale
+        self.fresh = False
+        return out
 
     def _step_single(self, leaves, local, inv, lr):
         flat = self.layout.flatten_range(leaves, 0, self.layout.total)
@@ -322,23 +328,31 @@ class DistributedAdamW:
 
         reduce-scatter: the shard this rank owns changes with the world size, so the moments
         are cut again: the old shard is kept aside (``previous``, reported by
-        :meth:`state_dict`) until the coordinator sends the rebuilt shard with PutState.
-        parameter-server: only the server holds moments, so the server must stay rank 0."""
+        :meth:`state_dict`) until the rebuilt shard is loaded (the coordinator's PutState)
+        or, when peers re-cut their shards from it (a worker joined: Worker.PullState),
+        until the next completed step. parameter-server: only the server holds moments, so
+        the server must stay rank 0."""
         n = self.layout.total
-        if self.mode == "parameter-server" and (self.group.rank == PS_ROOT) != (
-            group.rank == PS_ROOT
-        ):
+        server = (self.group.rank == PS_ROOT, group.rank == PS_ROOT)
+        if self.mode == "parameter-server" and server[0] != server[1] and not self.fresh:
             raise ValueError(
                 "regroup: the parameter server (rank 0) holds the only optimizer state and "
                 "must stay rank 0; set the group up again from a snapshot"
             )
         old_group, self.group = self.group, group
         self.pieces = shard_bounds(n, group.size)
-        self.previous = None
         if self.mode == "reduce-scatter":
-            m, v = self.adamw.moments_numpy()
-            self.previous = {"lo": self.lo, "hi": self.hi, "m": m, "v": v}
+            if self.fresh:  # set up ahead as a group of one: its moments are nobody's
+                self.previous = None
+            elif not self.awaiting_shard:  # else a regroup before the re-cut came: what it
+                # kept is still the last shard that held real moments (these are zeros)
+                m, v = self.adamw.moments_numpy()
+                self.previous = {"lo": self.lo, "hi": self.hi, "m": m, "v": v}
             self.lo, self.hi = group.shard_of(n)
+            self.adamw = self.adamw.resized(self.hi - self.lo, self._decay_slice())
+            self.awaiting_shard = not self.fresh
+        elif self.mode == "parameter-server" and server[0] != server[1]:  # fresh: a new role
+            self.lo, self.hi = (0, n) if server[1] else (0, 0)
             self.adamw = self.adamw.resized(self.hi - self.lo, self._decay_slice())
         if self._lane is None and group.size > 1 and self.mode != "mlx":
             self._lane = CommLane()
@@ -367,8 +381,38 @@ class DistributedAdamW:
             out.update(prev_lo=p["lo"], prev_hi=p["hi"], prev_m=p["m"], prev_v=p["v"])
         return out
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore from :meth:`state_dict` of the same rank in a group of the same size and mode."""
+    def state_part(self, params: bool, lo: int, hi: int) -> dict[str, Any]:
+        """What a peer takes of this worker's state (a worker joining the group): the
+        counters, the parameters if ``params``, and the moments ``[lo, hi)``, from ZeRO-1's
+        shard kept from before the last regroup where that holds them (the peers re-cut
+        their shards from it), else from the shard held now. Only these are copied. Raises
+        ValueError naming what is held when neither holds them."""
+        out: dict[str, Any] = {"steps": self.steps, "adam_step": self.adamw.steps_applied}
+        if params:
+            out["params"] = np.array(self.params)
+        if hi <= lo:
+            return out
+        held = [] if self.awaiting_shard else [(self.lo, self.hi, self.adamw.m, self.adamw.v)]
+        if self.previous is not None:
+            p = self.previous
+            held.insert(0, (p["lo"], p["hi"], p["m"], p["v"]))
+        for start, stop, m, v in held:
+            if start <= lo and hi <= stop:
+                if m is None or v is None:  # AdamW has not started: its moments are zeros
+                    out["m"] = out["v"] = np.zeros(hi - lo, np.float32)
+                else:
+                    out["m"], out["v"] = np.array(m[lo - start : hi - start]), np.array(
+                        v[lo - start : hi - start]
+                    )
+                return out
+        ranges = " and, from before its last regroup, ".join(f"[{a}, {b})" for a, b, *_ in held[::-1])
+        raise ValueError(f"moments [{lo}, {hi}): not held here (this worker holds "
+                         f"{ranges or 'none yet'})")  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any], keep_previous: bool = False) -> None:
+        """Restore from :meth:`state_dict` of the same rank in a group of the same size and
+        mode. ``keep_previous``: ZeRO-1's shard from before a regroup stays (peers may still
+        be re-cutting their own shards from it) until the next completed step."""
         want = {"mode": self.mode, "size": self.group.size, "lo": self.lo, "hi": self.hi}
         for key, value in want.items():
             if state.get(key) != value:
@@ -383,7 +427,9 @@ class DistributedAdamW:
         self.params = mx.array(params)
         self.steps = int(state["steps"])
         self.adamw.load(state.get("m"), state.get("v"), int(state["adam_step"]))
-        self.previous = None
+        self.fresh = self.awaiting_shard = False
+        if not keep_previous:
+            self.previous = None
         mx.eval(self.params, self.adamw.arrays())
 
     def close(self) -> None:

@@ -349,6 +349,21 @@ class WorkerClient:
         r = self._call("Regroup", req, timeout=timeout_s)
         return {"step": r.step, "regroup_s": r.regroup_s}
 
+    def pull_state(
+        self, step: int, params_from: int, moments: Sequence[tuple[int, int, int]],
+        timeout_s: float = 60.0,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The worker takes the group's state of ``step`` from its peers, worker to worker:
+        the parameters and counters of rank ``params_from`` (-1: its own) and its moments
+        as ``(rank, lo, hi)`` pieces. ``{"step", "pull_s", "received_bytes"}``; a peer that
+        fails is FAILED_PRECONDITION naming it, and nothing changed on the worker."""
+        req = pb.PullStateRequest(
+            step=step, params_from=params_from,
+            moments=[pb.StateSlice(rank=r, lo=lo, hi=hi) for r, lo, hi in moments],
+        )  # fmt: skip
+        r = self._call("PullState", req, timeout=timeout_s)
+        return {"step": r.step, "pull_s": r.pull_s, "received_bytes": r.received_bytes}
+
     def stop(self, reason: str = "", timeout_s: float = 10.0) -> None:
         self._call("Stop", pb.StopRequest(reason=reason), timeout=timeout_s)
 

@@ -233,6 +233,22 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         return pb.RegroupReply(step=r["step"], regroup_s=r["regroup_s"])
 
     @_guard
+    def PullState(
+        self, request: pb.PullStateRequest, context: grpc.ServicerContext
+    ) -> pb.PullStateReply:
+        from engine.worker.peer_state import Slice
+
+        slices = [Slice(s.rank, s.lo, s.hi) for s in request.moments]
+        left = context.time_remaining()  # the fetches share the call's deadline
+        timeout = left - 0.5 if left is not None and left < 1e6 else 60.0
+        with self._coordinator_call("PullState", context) as (job_id, _):
+            r = self._runner.pull_state(request.step, request.params_from, slices, job_id,
+                                        timeout_s=max(0.5, timeout))  # fmt: skip
+        return pb.PullStateReply(
+            step=r["step"], pull_s=r["pull_s"], received_bytes=r["received_bytes"]
+        )
+
+    @_guard
     def Probe(self, request: pb.ProbeRequest, context: grpc.ServicerContext) -> pb.ProbeReply:
         r = probe(
             len(request.payload), request.run_benchmark, request.benchmark_s,

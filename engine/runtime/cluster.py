@@ -192,6 +192,8 @@ class Member:
     client: WorkerClient
     peer_cert: str = ""
     local: LocalWorker | None = None
+    ready_at: float = 0.0  # time.time() when it answered again (engine/runtime/rejoin.py)
+    prepared_s: float = 0.0  # > 0: set up already, as a group of one (Cluster.prepare)
 
 
 class ProtocolMismatch(RuntimeError):
@@ -311,8 +313,39 @@ class Cluster:
             raise
         return member
 
+    def prepare(
+        self, member: Member, run_id: str, stopped: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Set a returning worker up before it joins, while the group trains on: ship it the
+        files it lacks and SetupJob it as a group of one (model loaded, data ready); at the
+        join it only regroups and takes the state (engine/runtime/returning_workers.py).
+        Raises what the shipping or SetupJob raised; ShipStopped once the run ends or
+        ``stopped()`` says so."""
+        t0 = time.perf_counter()
+        files = files_to_ship(self.job, self.remote, self.model_dir)
+        hashes = {role: content_hash(p) for role, p in files.items()}
+        c = member.client
+
+        def sent(_n: int) -> None:
+            cancelled = self.cancel is not None and self.cancel.is_set()
+            if self._ended.is_set() or cancelled or stopped():
+                raise ShipStopped(f"stopped while preparing {c.address}")
+
+        for role, path in sorted(files.items(), key=lambda rp: -rp[1].stat().st_size):
+            if not c.has_file(hashes[role]):
+                c.put_file(path, hashes[role], name=_file_name(role, path), on_progress=sent)
+        certs = [member.peer_cert] if member.peer_cert else []
+        c.setup_job(self.job.to_toml(), 0, 1, [c.address], run_id, hashes, new_token(),
+                    peer_certs=certs)  # fmt: skip
+        member.prepared_s = time.perf_counter() - t0
+
     def discard(self, member: Member) -> None:
         """Close a worker that will not join after all (its process too, when local)."""
+        if member.prepared_s and member.local is None:  # its job holds a model: end it
+            try:
+                member.client.stop("it will not join", timeout_s=5.0)
+            except Exception as e:  # noqa: BLE001 - it may be gone already
+                log.info("worker %s: stop: %s", member.client.address, e)
         member.client.close()
         if member.local is not None:
             stop_local_workers([member.local], grace_s=0.1)
@@ -379,7 +412,7 @@ class Cluster:
             )
 
             def send(role: str, path: Path) -> None:
-                name = role.split("/", 1)[1] if role.startswith("model/") else path.name
+                name = _file_name(role, path)
 
                 def sent(n: int) -> None:
                     if stopped():
@@ -502,8 +535,26 @@ class Cluster:
     def get_states(self, step: int) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
         return self.all(lambda c: c.get_state(step))
 
-    def put_states(self, states: list[tuple[dict[str, Any], dict[str, np.ndarray]]]) -> list[int]:
+    def put_states(
+        self, states: list[tuple[dict[str, Any], dict[str, np.ndarray]]],
+        ranks: list[int] | None = None,
+    ) -> list[int]:  # fmt: skip
+        """PutState by rank (``states[r]`` to rank r), to every worker or to ``ranks``."""
+        if ranks is not None:
+            return self.some_ranked(ranks, lambda r, c: c.put_state(*states[r]))
         return self.all_ranked(lambda r, c: c.put_state(*states[r]))
+
+    def pull_states(self, pulls: dict[int, Any], step: int, state_bytes: int) -> list[dict]:
+        """Worker.PullState on the ranks of ``pulls`` (engine/runtime/join_plan.py's Pull by
+        rank) at once: each takes its state of ``step`` from its peers, worker to worker.
+        ``state_bytes``: one worker's whole state, which sizes the deadline."""
+        from engine.rpc.worker_client import SECONDS_PER_MIB
+
+        timeout = 30.0 + SECONDS_PER_MIB * state_bytes / 2**20
+        return self.some_ranked(
+            sorted(pulls),
+            lambda r, c: c.pull_state(step, pulls[r].params_from, pulls[r].moments, timeout),
+        )
 
     def adapter_files(self, step: int) -> dict[str, bytes]:
         """The adapter folder's files from rank 0 (every rank holds the same weights)."""
@@ -569,6 +620,12 @@ class Cluster:
         self.group_token = new_token()
         return departed
 
+    def leave_out(self, before: int, group_token: str) -> None:
+        """Newcomers (ranks ``before`` and up) that could not join go again, and the group
+        goes on under its old token: the others never left it (nothing to set up again)."""
+        self.drop(list(range(before, self.size)))
+        self.group_token = group_token
+
     def stop(self, reason: str) -> None:
         """Stop every worker (best effort: a dead one must not block the others)."""
         self._ended.set()
@@ -585,6 +642,11 @@ class Cluster:
                             for p, lp in spares])  # fmt: skip
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _file_name(role: str, path: Path) -> str:
+    """The name a worker keeps a shipped file under (a model's files keep theirs)."""
+    return role.split("/", 1)[1] if role.startswith("model/") else path.name
 
 
 def check_protocol(client: WorkerClient) -> None:

@@ -31,6 +31,7 @@ from engine.runtime.lost_workers import LostWorkers, RunHalted, checkpoint_note
 from engine.runtime.out_of_memory import memory_failure
 from engine.runtime.recovery import StepAbandoned, Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
+from engine.runtime.returning_workers import ReturningWorkers
 from engine.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import METRICS_FILE, MetricsLog, Progress, read_metrics
 from engine.train.run_dir import (
@@ -59,7 +60,7 @@ class RunResult:
     message: str = ""
 
 
-class Coordinator(LostWorkers):
+class Coordinator(LostWorkers, ReturningWorkers):
     def __init__(self, job: JobSpec, sink: EventSink | None, stop_event: threading.Event,
                  resume_from: str | Path | None = None, data_dir: Path | None = None):  # fmt: skip
         self.job = job
@@ -118,8 +119,9 @@ class Coordinator(LostWorkers):
         # survivors of a lost peer are not stopped by the Watcher: a Regroup fails their
         # step and keeps their job; only when that cannot be does _recover stop them
         self.watcher = Watcher(cluster, abort_survivors=False, stop_event=self.stop_event)
-        if job.dist.rejoin:
-            self.rejoiner = Rejoiner(cluster)
+        if job.dist.rejoin:  # a worker that is back is set up ahead where it joins in place
+            ahead = self.peer_state and job.dist.mode != "mlx"
+            self.rejoiner = Rejoiner(cluster, run_dir.name, prepare=ahead)
         for i in infos:
             log.info("%s", i["message"])
         total = total_steps_for(job, infos[0]["train_items"])

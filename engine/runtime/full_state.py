@@ -65,10 +65,12 @@ def gather(states: list[WorkerState]) -> FullState:
 
 
 def from_survivors(states: list[WorkerState], snapshot: FullState) -> tuple[FullState, int]:
-    """ZeRO-1 after a regroup: the survivors' parameters and their old moment shards
-    (``prev_m``/``prev_v`` over ``[prev_lo, prev_hi)``, as of the last completed step), and
-    for the lost shards the moments of ``snapshot`` (an older step, unless it is the
-    current one). Returns the state and how many moment values came from the snapshot."""
+    """The group's state from the workers still in it, all of one step, and ``snapshot``
+    for what none of them holds: their parameters, and each one's moments: ZeRO-1's shard
+    from before a regroup where it kept one (``prev_m``/``prev_v`` over ``[prev_lo,
+    prev_hi)``), else the ones it holds (``m``/``v`` over ``[lo, hi)``). After a loss the
+    lost shards come from the snapshot (an older step, unless it is the current one).
+    Returns the state and how many moment values came from the snapshot."""
     if not states:
         raise ValueError("from_survivors: no worker states")
     meta0, t0 = states[0]
@@ -79,10 +81,9 @@ def from_survivors(states: list[WorkerState], snapshot: FullState) -> tuple[Full
     m, v = snapshot.m.copy(), snapshot.v.copy()
     kept = np.zeros(params.size, bool)
     for rank, (meta, tensors) in enumerate(states):
-        if "prev_lo" not in meta:
-            raise ValueError(f"rank {rank}: no shard from before the regroup in its state")
-        lo, hi = int(meta["prev_lo"]), int(meta["prev_hi"])
-        for name, dst in (("prev_m", m), ("prev_v", v)):
+        pre = "prev_" if "prev_lo" in meta else ""
+        lo, hi = int(meta[f"{pre}lo"]), int(meta[f"{pre}hi"])
+        for name, dst in ((f"{pre}m", m), (f"{pre}v", v)):
             part = np.asarray(tensors[name], np.float32)
             if part.size != hi - lo:
                 raise ValueError(f"rank {rank}: {name} has {part.size} values, its range is "

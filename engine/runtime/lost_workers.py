@@ -1,10 +1,11 @@
-"""What the coordinator does when workers are lost or come back (a mixin of Coordinator).
+"""What the coordinator does when workers are lost (a mixin of Coordinator).
 
 A lost worker: the survivors regroup in place (engine/rpc Regroup: their loaded model, data
 and optimizer state stay; only the interrupted step is redone), or, where they cannot (mlx,
 the parameter server lost, an old worker, survivors at different steps), every worker sets
 the job up again and the run goes on from the last in-memory snapshot. A worker that comes
-back joins between two steps with the group's current state. docs/reliability.md rows 9-11.
+back joins between two steps (engine/runtime/returning_workers.py). docs/reliability.md
+rows 9-11.
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from engine.events import SHOWN, StateEvent
 from engine.rpc.worker_client import WorkerCallError
-from engine.runtime.cluster import Member
 from engine.runtime.full_state import from_survivors, split
 from engine.runtime.recovery import WorkerLost
 from engine.train.checkpoint import list_checkpoints
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("engine.runtime.coordinator")  # one logger for the run's lines
 
@@ -79,6 +75,7 @@ class LostWorkers:
                              {"lost": lost.addresses, "detected_at": lost.detected_at, "step": failed_step + 1}))  # fmt: skip
         mlx = job.dist.mode == "mlx"
         server_lost = job.dist.mode == "parameter-server" and 0 in lost.ranks
+        set_up = False  # the group's workers have the job set up already
         if mlx and cluster.local:  # MLX's group re-forms in new processes
             back = len(lost.ranks) if job.dist.rejoin else 0  # the lost come back at once
             cluster.restart_local(cluster.size - len(lost.ranks) + back)
@@ -92,10 +89,11 @@ class LostWorkers:
             if self.rejoiner is not None:
                 self.rejoiner.departed(gone)
             if not cluster.size:  # nobody left: wait (bounded) for a worker to come back
-                self._wait_for_replacement(what, kept)
+                set_up = self._wait_for_replacement(what, kept)
             elif not (mlx or server_lost) and self._regroup(done):
                 return self._regrouped(what, lost, failed_step, done, detect_s, t0)
-        self._setup_group()
+        if not set_up:
+            self._setup_group()
         cluster.put_states(split(snap, job.dist.mode, cluster.size))
         msg = (f"{what}; group re-formed with {cluster.size} workers in {time.perf_counter() - t0:.1f}s; "
                f"redoing steps {snap.step + 1}..{failed_step + 1} from the step-{snap.step} state "
@@ -137,30 +135,6 @@ class LostWorkers:
             self._note(b.regroup(cluster.addresses, done))
         return True
 
-    def _join_in_place(self, before: int, step: int) -> bool:
-        """Newcomers (ranks ``before`` and up) set the job up; the workers already in the
-        group regroup with them, keeping their loaded model (PutState follows for all).
-        False where that cannot be (mlx, a worker without Regroup): set every worker up."""
-        cluster = self.cluster
-        assert cluster is not None and self.run_dir is not None
-        if self.job.dist.mode == "mlx":
-            return False
-        cluster.setup(self._files, self.run_dir.name, ranks=list(range(before, cluster.size)))
-        try:
-            at = sorted({int(r["step"]) for r in cluster.regroup(list(range(before)))})
-        except WorkerCallError as e:
-            log.warning("the group cannot take its newcomers in place (%s): setting every "
-                        "worker up again", e)  # fmt: skip
-            return False
-        if at != [step]:
-            log.warning("workers at steps %s, the run at %d: setting every worker up again",
-                        at, step)  # fmt: skip
-            return False
-        b = self.balancer
-        if b is not None and b.addresses != cluster.addresses:
-            self._note(b.regroup(cluster.addresses, step))
-        return True
-
     def _regrouped(self, what: str, lost: WorkerLost, failed_step: int, done: int,
                    detect_s: float, t0: float) -> int:  # fmt: skip
         """Report a regroup; returns the step to go on from (nothing before it is redone)."""
@@ -184,8 +158,10 @@ class LostWorkers:
         })  # fmt: skip
         return done
 
-    def _wait_for_replacement(self, what: str, kept: str) -> None:
-        """Every worker is gone; go on only once one is back (restarted, or answering)."""
+    def _wait_for_replacement(self, what: str, kept: str) -> bool:
+        """Every worker is gone; go on only once one is back (restarted, or answering).
+        True: those that came back were set up ahead and regrouped (no second SetupJob);
+        False: set them up."""
         assert self.rejoiner is not None and self.cluster is not None
         deadline = time.monotonic() + REPLACEMENT_WAIT_S
         while not (back := self.rejoiner.ready()):
@@ -194,36 +170,10 @@ class LostWorkers:
                                 f"{REPLACEMENT_WAIT_S:.0f}s. {kept}")  # fmt: skip
             time.sleep(0.2)
         self.cluster.add(back)
+        if all(m.prepared_s for m in back) and self._regroup_newcomers(list(range(len(back)))):
+            b = self.balancer
+            if b is not None and b.addresses != self.cluster.addresses:
+                self._note(b.regroup(self.cluster.addresses, self.snapshot.step))
+            return True
         self._files = self.cluster.ship_files()
-
-    def _rejoin(self, back: list[Member], step: int) -> None:
-        """Workers that came back join between two steps: they get the group's current state,
-        so nothing is redone. A worker that fails to join is left out again."""
-        job, cluster = self.job, self.cluster
-        assert cluster is not None
-        t0 = time.perf_counter()
-        try:
-            self._take_snapshot(step)
-        except WorkerLost:
-            for m in back:
-                cluster.discard(m)
-            raise
-        before = cluster.size
-        cluster.add(back)
-        names = [m.client.address for m in back]
-        try:
-            self._files = cluster.ship_files()
-            in_place = self._join_in_place(before, step)
-            if not in_place:
-                self._setup_group()
-            cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
-        except Exception as e:  # noqa: BLE001 - a newcomer that fails must not end the run
-            self._note(f"worker {', '.join(names)} could not rejoin: {e}", "warning")
-            cluster.drop(list(range(before, cluster.size)))
-            self._setup_group()
-            cluster.put_states(split(self.snapshot, job.dist.mode, cluster.size))
-            return
-        msg = (f"worker {', '.join(names)} rejoined after step {step}: {cluster.size} workers "
-               f"(re-formed in {time.perf_counter() - t0:.1f}s, nothing redone"
-               f"{'; the others kept their loaded model' if in_place else ''})")  # fmt: skip
-        self._note(msg, running={"rejoined": names, "step": step, "workers": cluster.size})
+        return False

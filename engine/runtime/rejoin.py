@@ -2,9 +2,10 @@
 
 A local worker that died is replaced by a fresh process; a remote worker (a Mac that slept,
 a link that dropped, a job process that crashed under an agent that still answers) is asked
-every ``POLL_S`` until it answers its health check and speaks our protocol. Nothing here
-touches the running group: the coordinator takes what is ready between two steps
-(``ready()``), and only then re-forms the group with it (engine/runtime/coordinator.py).
+every ``POLL_S`` until it answers its health check and speaks our protocol. Then, while the
+group trains on, it is set up as a group of one (files, model, data: ``prepare``). Nothing
+here touches the running group: the coordinator takes what is ready between two steps
+(``ready()``), and only then re-forms the group with it (engine/runtime/returning_workers.py).
 
 One thread does all of it and lives until ``close()``: a local worker dies with the
 *thread* that started it (Linux's parent-death signal follows the thread), so a replacement
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from engine.runtime.cluster import Cluster, Departed, Member
 
@@ -26,8 +28,12 @@ LOCAL_ATTEMPTS = 3  # a local process that failed to start this often will not s
 
 
 class Rejoiner:
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, run_id: str = "", prepare: bool = False):
+        """``prepare``: set each worker that is back up before handing it over (ship its
+        files, SetupJob as a group of one, Cluster.prepare), so the group stops only for
+        the state when it joins, not for its model load."""
         self.cluster = cluster
+        self.run_id, self.prepare = run_id, prepare
         self._lock = threading.Lock()
         self._ready: list[Member] = []
         self._seeking: list[tuple[Departed, int]] = []  # who, attempts so far
@@ -41,6 +47,12 @@ class Rejoiner:
         with self._lock:
             self._seeking += [(g, 0) for g in gone]
             self._wake.notify()
+
+    @property
+    def waiting(self) -> int:
+        """How many workers are back (and set up ahead) and wait for a step boundary."""
+        with self._lock:
+            return len(self._ready)
 
     def ready(self) -> list[Member]:
         """The workers that are back, taken out (non-blocking; call between steps)."""
@@ -82,6 +94,13 @@ class Rejoiner:
             with self._lock:
                 self._seeking.append((gone, attempts))
             return
+        member.ready_at = time.time()  # a rejoin is measured from here (bench/rejoin.py)
+        if self.prepare:
+            try:
+                self.cluster.prepare(member, self.run_id, lambda: self._closed)
+            except Exception as e:  # noqa: BLE001 - it joins unprepared (set up at the join)
+                log.warning("worker %s is back but could not be set up ahead (%s); it sets "
+                            "up when it joins", member.client.address, e)  # fmt: skip
         with self._lock:
             taken = not self._closed
             if taken:
@@ -89,5 +108,6 @@ class Rejoiner:
         if not taken:
             self.cluster.discard(member)
             return
-        log.info("worker %s is back as %s; it joins at the next step boundary",
-                 gone.address, member.client.address)  # fmt: skip
+        ahead = f" (set up ahead in {member.prepared_s:.1f}s)" if member.prepared_s else ""
+        log.info("worker %s is back as %s%s; it joins at the next step boundary",
+                 gone.address, member.client.address, ahead)  # fmt: skip

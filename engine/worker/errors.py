@@ -15,6 +15,11 @@ class OutOfOrder(WorkerError):
     """A call that needs an earlier one first (Step before SetupJob): FAILED_PRECONDITION."""
 
 
+class PeerFailed(OutOfOrder):
+    """A peer did not serve its part of the state (PullState: unreachable, at another step,
+    not of this group): FAILED_PRECONDITION naming the peer; nothing was changed."""
+
+
 class ProtocolMismatch(OutOfOrder):
     """The coordinator speaks another orchard protocol version: FAILED_PRECONDITION, since
     no retry helps until one side is updated."""

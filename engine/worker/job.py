@@ -15,8 +15,10 @@ import os
 import queue
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
+from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder, PeerFailed
 from engine.worker.files import FileStore, check_name
 from engine.worker.orphans import CallTicket, OrphanGuard
 from engine.worker.ring_port import RingPort
@@ -67,6 +69,17 @@ REGROUP_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
+class _Group:
+    """The group this worker's job is in, as SetupJob or the last Regroup said: how it
+    reaches its peers (PullState fetches from them as the collectives send to them)."""
+
+    rank: int
+    peers: list[str]
+    peer_certs: list[str]
+    token: str
+
+
+@dataclass(frozen=True)
 class _Ended:
     reason: str
     stopped: bool  # by its own coordinator's Stop (a later call is out of order, not lost)
@@ -102,6 +115,7 @@ class JobRunner:
         self._lock = threading.Lock()  # one call at a time; guards _job and _job_id changes
         self._job: Any = None  # engine.worker.training.TrainingJob once set up
         self._job_id = ""
+        self._group: _Group | None = None  # the job's group (PullState reaches peers by it)
         self._job_about = ""  # "run X from coordinator Y", for log lines
         self._ended: OrderedDict[str, _Ended] = OrderedDict()
         self._rows: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10_000)
@@ -140,7 +154,7 @@ class JobRunner:
         """The Collective servicer feeding this runner's mailbox (hosted by the server)."""
         from engine.rpc.collective_service import CollectiveServicer
 
-        return CollectiveServicer(self.mailbox)
+        return CollectiveServicer(self.mailbox, self.serve_state)
 
     def _remember_end(self, job_id: str, reason: str, stopped: bool = False) -> None:
         if job_id and job_id not in self._ended:
@@ -152,7 +166,7 @@ class JobRunner:
         """Close the current job and forget it (hold self._lock). ``close_timeout_s``: a job
         process that takes longer to finish is killed (its default otherwise)."""
         job, job_id = self._job, self._job_id
-        self._job, self._job_id = None, ""
+        self._job, self._job_id, self._group = None, "", None
         if self.guard is not None:
             self.guard.job_ended(job_id)
         if job is not None:
@@ -278,6 +292,7 @@ class JobRunner:
 
                 self._job = TrainingJob.build(mailbox=self.mailbox, **args)
             self._job_id, self._job_about = job_id, about
+            self._group = _Group(rank, list(peers), list(peer_certs or []), group_token)
             if self.guard is not None:
                 self.guard.job_started(job_id)
             log.info("job %s set up (%s)", job_id, about)
@@ -369,7 +384,9 @@ class JobRunner:
             job = self._need_job("Regroup", job_id)
             self.mailbox.set_token(group_token)  # drops the old group's pieces, clears the failure
             try:
-                return job.regroup(rank, world, list(peers), group_token, peer_certs or [])
+                out = job.regroup(rank, world, list(peers), group_token, peer_certs or [])
+                self._group = _Group(rank, list(peers), list(peer_certs or []), group_token)
+                return out
             except Exception as e:
                 from engine.worker.job_process import JobCrashed
 
@@ -379,6 +396,63 @@ class JobRunner:
                 raise
         finally:
             self._lock.release()
+
+    def pull_state(
+        self, step: int, params_from: int, slices: list[Any], job_id: str = "",
+        timeout_s: float = 60.0,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Take the group's state of ``step`` from peers, worker to worker (a worker that
+        joined; ZeRO-1: every worker re-cuts its shard): the parameters, counters and loss
+        scale of ``params_from`` (-1: keep its own) and the moments of ``slices``
+        (engine/worker/peer_state.py's Slice, tiling this worker's moment range). Every part
+        is fetched before anything changes: a peer that cannot be reached, is at another
+        step or refuses leaves this worker as it was (PeerFailed). Returns ``{"step",
+        "pull_s", "received_bytes"}``."""
+        from engine.rpc.state_fetch import FetchFailed, fetch_state
+        from engine.worker.peer_state import assemble, check_pull, requests
+
+        t0 = time.perf_counter()
+
+        def fetch(rank: int, params: bool, lo: int, hi: int) -> Any:
+            group = self._group
+            assert group is not None  # set with the job
+            cert = group.peer_certs[rank] if group.peer_certs else ""
+            left = max(1.0, timeout_s - (time.perf_counter() - t0))
+            try:
+                return fetch_state(rank, group.peers[rank], group.token, step, params, lo, hi,
+                                   group.rank, cert, left)  # fmt: skip
+            except FetchFailed as e:
+                raise PeerFailed(f"{e}; nothing was changed") from None
+
+        def pull(job: Any) -> dict[str, Any]:
+            group, own = self._group, job.state_meta()
+            assert group is not None  # set with the job
+            check_pull(own, step, params_from, slices)
+            asks = requests(group.rank, params_from, slices)
+            peers = [r for r in asks if r != group.rank]
+            with ThreadPoolExecutor(max(1, len(peers)), thread_name_prefix="pull") as pool:
+                fetched = {r: pool.submit(fetch, r, *asks[r]) for r in peers}
+                parts = {r: f.result() for r, f in fetched.items()}
+            received = sum(int(t.nbytes) for _, ts in parts.values() for t in ts.values())
+            if group.rank in asks:  # its own shard from before the regroup: no network
+                parts[group.rank] = job.serve_state(step, *asks[group.rank])
+            meta, tensors = assemble(own, parts, params_from, slices)
+            now = job.take_state(meta, tensors)
+            took = time.perf_counter() - t0
+            log.info("pulled the state of step %d from peers %s in %.3fs (%d bytes)", step,
+                     sorted(r for r in parts if r != group.rank), took, received)  # fmt: skip
+            return {"step": now, "pull_s": took, "received_bytes": received}
+
+        return self._locked("PullState", pull, job_id)
+
+    def serve_state(self, step: int, params: bool, lo: int, hi: int) -> Any:
+        """A part of this job's state for a peer of its group (Collective.FetchState, which
+        checked the group token). Not under the call lock: peers re-cutting ZeRO-1 shards
+        read each other's while each runs its own PullState."""
+        job = self._job
+        if job is None or self._job_id in self._ended:
+            raise OutOfOrder("no job is set up on this worker")
+        return job.serve_state(step, params, lo, hi)
 
     def metric_rows(self, active: Callable[[], bool]) -> Iterator[dict[str, Any]]:
         while active():

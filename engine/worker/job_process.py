@@ -200,6 +200,15 @@ class ProcessJob:
     def adapter_files(self) -> Any:
         return self._call("adapter_files")
 
+    def state_meta(self) -> dict[str, Any]:
+        return self._call("state_meta")
+
+    def serve_state(self, step: int, params: bool, lo: int, hi: int) -> Any:
+        return self._call("serve_state", step, params, lo, hi)
+
+    def take_state(self, meta: dict[str, Any], tensors: dict[str, Any]) -> int:
+        return self._call("take_state", meta, tensors)
+
     def regroup(self, *args: Any) -> Any:
         return self._call("regroup", *args)
 

@@ -8,12 +8,15 @@ follow the same curve as one worker on the same global batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlx.core as mx
 import numpy as np
@@ -25,6 +28,19 @@ from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.job import SetupResult, StepResult
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _state_lock(method: F) -> F:
+    """The state is read by peers (FetchState, on a gRPC thread of its own) while the
+    coordinator's calls change it: one at a time, so a peer never reads half an update."""
+
+    @functools.wraps(method)
+    def locked(self: TrainingJob, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 def _apply_files(job: JobSpec, paths: dict[str, Path]) -> None:
@@ -53,6 +69,7 @@ class TrainingJob:
         self.grad_step = GradientStep(model)
         self.evaluator = Evaluator(model)
         self.steps_done = 0
+        self._lock = threading.RLock()  # see _state_lock
         # fp16: every rank keeps the same DynamicLossScale; all see the same global gradient
         # norm, so they skip (and back off) on the same steps and never drift apart
         self.precision = resolve_precision(model, job.run.precision)  # "auto" -> the base's
@@ -129,6 +146,7 @@ class TrainingJob:
         return out
 
     # ---- regroup -----------------------------------------------------------------------------
+    @_state_lock
     def regroup(self, rank: int, world: int, peers: list[str], group_token: str,
                 peer_certs: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
         """Go on as ``rank`` of ``world`` (a peer was lost): a new gRPC group over the same
@@ -163,6 +181,7 @@ class TrainingJob:
         msg = f"rank {self.rank}/{self.world}: {len(self.data.train)} train items, {n} trainable parameters"
         return SetupResult(train_items=len(self.data.train), trainable_params=int(n), message=msg)
 
+    @_state_lock
     def step(
         self, step: int, lr: float, shares: list[int] | None = None, micro_batches: int = 0
     ) -> StepResult:
@@ -217,6 +236,7 @@ class TrainingJob:
             self.model.train()
         return float(total), int(ntok)
 
+    @_state_lock
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """This rank's resumable state: parameters and its optimizer (shard), fp32 numpy."""
         state = self.optimizer.state_dict()
@@ -232,14 +252,55 @@ class TrainingJob:
         }
         return meta, tensors
 
-    def put_state(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> int:
+    @_state_lock
+    def state_meta(self) -> dict[str, Any]:
+        """Where this rank's state lies, without its tensors: ``rank``, ``world``, ``mode``,
+        ``n`` parameters, the moments ``[lo, hi)`` it holds, ``step`` (and ZeRO-1's
+        ``prev_lo``/``prev_hi`` after a regroup). What PullState plans with."""
+        o = self.optimizer
+        meta = {"rank": self.rank, "world": self.world, "mode": self.job.dist.mode,
+                "n": o.layout.total, "lo": o.lo, "hi": o.hi, "step": self.steps_done}  # fmt: skip
+        if o.previous is not None:
+            meta.update(prev_lo=o.previous["lo"], prev_hi=o.previous["hi"])
+        return meta
+
+    @_state_lock
+    def serve_state(self, step: int, params: bool, lo: int, hi: int) -> tuple[dict, dict]:
+        """A part of this rank's state of ``step`` for a peer (Collective.FetchState, or
+        its own PullState): the counters, the parameters if ``params``, the moments ``[lo,
+        hi)`` (DistributedAdamW.state_part)."""
+        if step != self.steps_done:
+            raise OutOfOrder(f"this worker's state is of step {self.steps_done}, not {step}")
+        try:
+            part = self.optimizer.state_part(params, lo, hi)
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+        tensors = {k: v for k, v in part.items() if isinstance(v, np.ndarray)}
+        meta = {"steps": part["steps"], "adam_step": part["adam_step"], "step": step,
+                "lo": lo, "hi": hi,
+                "loss_scale": None if self.loss_scale is None else self.loss_scale.state_dict()}  # fmt: skip
+        return meta, tensors
+
+    def take_state(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> int:
+        """The state pulled from peers (PullState). As put_state, except that ZeRO-1's
+        shard from before the regroup stays until the next step: peers re-cutting their
+        own shards may still read it."""
+        step = self.put_state(meta, tensors, keep_previous=True)
+        log.info("state of step %d pulled from peers (moments [%d, %d))", step, meta["lo"],
+                 meta["hi"])  # fmt: skip
+        return step
+
+    @_state_lock
+    def put_state(
+        self, meta: dict[str, Any], tensors: dict[str, np.ndarray], keep_previous: bool = False
+    ) -> int:
         if meta.get("world") != self.world or meta.get("mode") != self.job.dist.mode:
             raise OutOfOrder(
                 f"PutState: state is from {meta.get('world')} workers in mode {meta.get('mode')!r}, "
                 f"this job has {self.world} in {self.job.dist.mode!r}"
             )
         try:
-            self.optimizer.load_state_dict({**meta, **tensors})
+            self.optimizer.load_state_dict({**meta, **tensors}, keep_previous)
         except (KeyError, ValueError) as e:
             raise InvalidRequest(f"PutState: {e}") from None
         params = self.optimizer.layout.unflatten(self.optimizer.params)
@@ -250,6 +311,8 @@ class TrainingJob:
         if self.loss_scale is not None and meta.get("loss_scale"):
             self.loss_scale.load_state_dict(meta["loss_scale"])
         self.steps_done = int(meta.get("step", 0))
+        if not keep_previous:
+            log.info("state of step %d put by the coordinator", self.steps_done)
         return self.steps_done
 
     def adapter_files(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -41,7 +41,8 @@ class EchoGroup(Group):
         return as_f32(buf)[a:b] * self.size
 
     def all_gather(self, shard: Any, n: int) -> np.ndarray:
-        raise NotImplementedError
+        self._check()
+        return np.resize(as_f32(shard), n)  # every rank sent the same shard
 
     def broadcast(self, buf: Any, root: int = 0) -> np.ndarray:
         self._check()
@@ -118,6 +119,9 @@ def test_zero1_shards_are_cut_again_from_survivors_and_the_snapshot():
 
 def test_the_parameter_server_cannot_move_to_another_rank():
     opt = DistributedAdamW(EchoGroup(1, 3), "parameter-server", OptimSpec(), {"w": mx.zeros((N,))})
+    opt.load_state_dict({"mode": "parameter-server", "size": 3, "lo": 0, "hi": 0, "steps": 5,
+                         "adam_step": 5, "params": np.ones(N, np.float32),
+                         "m": np.zeros(0, np.float32), "v": np.zeros(0, np.float32)})  # fmt: skip
     with pytest.raises(ValueError, match="must stay rank 0"):
         opt.regroup(EchoGroup(0, 2))  # a worker with no moments would become the server
     server = DistributedAdamW(
@@ -125,6 +129,18 @@ def test_the_parameter_server_cannot_move_to_another_rank():
     )
     server.regroup(EchoGroup(0, 2))  # the server stays rank 0: it keeps its state
     assert (server.lo, server.hi) == (0, N)
+
+
+@pytest.mark.parametrize("mode", ["parameter-server", "reduce-scatter", "all-reduce"])
+def test_a_worker_set_up_ahead_takes_any_rank_and_keeps_nothing_aside(mode):
+    """A worker that is back is set up as a group of one while the group trains on; at the
+    join it regroups into its rank: no state of its own yet, so any role fits, and ZeRO-1
+    keeps no shard aside (its zeros must never stand for a peer's moments)."""
+    opt = DistributedAdamW(EchoGroup(0, 1), mode, OptimSpec(), {"w": mx.zeros((N,))})
+    opt.regroup(EchoGroup(2, 3))
+    want = {"parameter-server": (0, 0), "reduce-scatter": shard_bounds(N, 3)[2]}.get(mode, (0, N))
+    assert (opt.lo, opt.hi) == want and opt.previous is None
+    assert opt.adamw.size == want[1] - want[0]
 
 
 def test_a_late_failure_of_the_old_groups_stream_does_not_fail_the_new_group():
@@ -140,3 +156,69 @@ def test_a_late_failure_of_the_old_groups_stream_does_not_fail_the_new_group():
     mailbox.fail(CollectiveError("send to rank 0 failed"), token=b"new")
     with pytest.raises(CollectiveError, match="aborted"):
         mailbox.take(2, 0, 0, timeout=1.0)
+
+
+def _zero1(rank: int, size: int, m: np.ndarray) -> DistributedAdamW:
+    """A ZeRO-1 optimizer holding its shard of moments ``m`` (v = 2m) at step 5."""
+    opt = DistributedAdamW(
+        EchoGroup(rank, size), "reduce-scatter", OptimSpec(), {"w": mx.zeros((N,))}
+    )
+    lo, hi = shard_bounds(N, size)[rank]
+    opt.load_state_dict({"mode": "reduce-scatter", "size": size, "lo": lo, "hi": hi,
+                         "params": np.ones(N, np.float32), "steps": 5, "adam_step": 5,
+                         "m": m[lo:hi], "v": m[lo:hi] * 2})  # fmt: skip
+    return opt
+
+
+def test_a_peer_reads_the_shard_kept_from_before_the_regroup_until_the_next_step():
+    """A worker joins: rank 1 of 2 regroups as rank 1 of 3; its peers re-cut their shards
+    from its old one (state_part) while it loads its new one, so that one stays until the
+    next completed step."""
+    m = np.arange(N, dtype=np.float32) + 100
+    opt = _zero1(1, 2, m)  # holds [5, 10)
+    opt.regroup(EchoGroup(1, 3))  # now owns [4, 7), its old shard kept aside
+    part = opt.state_part(params=True, lo=5, hi=7)
+    np.testing.assert_array_equal(part["m"], m[5:7])
+    np.testing.assert_array_equal(part["params"], np.ones(N, np.float32))
+    assert (part["steps"], part["adam_step"]) == (5, 5)
+    with pytest.raises(ValueError, match=r"moments \[4, 6\): not held here .*\[5, 10\)"):
+        opt.state_part(False, 4, 6)  # its new shard's moments are not loaded yet: never zeros
+    opt.load_state_dict({"mode": "reduce-scatter", "size": 3, "lo": 4, "hi": 7,
+                         "params": np.ones(N, np.float32), "steps": 5, "adam_step": 5,
+                         "m": m[4:7], "v": m[4:7] * 2}, keep_previous=True)  # fmt: skip
+    np.testing.assert_array_equal(opt.state_part(False, 8, 10)["m"], m[8:10])  # still served
+    np.testing.assert_array_equal(opt.state_part(False, 4, 6)["v"], m[4:6] * 2)  # the new one
+    with pytest.raises(ValueError, match=r"moments \[3, 6\): not held here .*\[4, 7\) and, from "
+                       r"before its last regroup, \[5, 10\)"):  # fmt: skip
+        opt.state_part(False, 3, 6)
+    opt.step(_grads(5), 1.0, 4, 0.1)
+    assert opt.previous is None  # a completed step: the old shard is gone
+    with pytest.raises(ValueError, match="not held here"):
+        opt.state_part(False, 8, 10)
+
+
+def test_a_regroup_after_a_pulled_shard_keeps_that_shard_not_the_older_one():
+    """A worker is lost right after a join, before a step: the shard each pulled is real
+    (of the same step) and is what the next re-cut starts from."""
+    m = np.arange(N, dtype=np.float32) + 100
+    opt = _zero1(1, 2, m)
+    opt.regroup(EchoGroup(1, 3))
+    opt.load_state_dict({"mode": "reduce-scatter", "size": 3, "lo": 4, "hi": 7,
+                         "params": np.ones(N, np.float32), "steps": 5, "adam_step": 5,
+                         "m": m[4:7], "v": m[4:7] * 2}, keep_previous=True)  # fmt: skip
+    opt.regroup(EchoGroup(1, 2))
+    state = opt.state_dict()
+    assert (state["prev_lo"], state["prev_hi"]) == (4, 7)
+    np.testing.assert_array_equal(state["prev_m"], m[4:7])
+
+
+def test_a_second_regroup_before_the_recut_keeps_the_shard_with_the_real_moments():
+    """A worker is lost while another joins: the survivors regroup again before any shard
+    was loaded; what they kept must still be their last real shard, not the zeros since."""
+    m = np.arange(N, dtype=np.float32) + 100
+    opt = _zero1(0, 2, m)  # [0, 5)
+    opt.regroup(EchoGroup(0, 3))
+    opt.regroup(EchoGroup(0, 2))
+    state = opt.state_dict()
+    assert (state["prev_lo"], state["prev_hi"]) == (0, 5)
+    np.testing.assert_array_equal(state["prev_m"], m[0:5])

@@ -1,7 +1,8 @@
-"""Lost workers come back: a killed local worker is restarted and rejoins at a step boundary;
-a remote worker that froze (a Mac asleep) is found by the heartbeat, dropped, and rejoins
-once it answers again. The curve is the one of a run that never failed (the global batch
-does not depend on the number of workers), and nothing is redone at a rejoin."""
+"""Lost workers come back: a killed local worker is restarted and rejoins at a step boundary,
+taking the current state from a peer, worker to worker, while the others keep theirs (no
+PutState); a remote worker that froze (a Mac asleep) is found by the heartbeat, dropped, and
+rejoins once it answers again. The curve is the one of a run that never failed (the global
+batch does not depend on the number of workers), and nothing is redone at a rejoin."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -30,14 +32,20 @@ def reference(tmp_path_factory):
 
 
 class PacedRecorder(Recorder):
-    """Holds each step after a recovery for a moment until a rejoin (a slow GUI would too),
-    so the run is not over before a restarted worker is ready on a loaded machine."""
+    """After a recovery, holds the run at each step until the lost worker is back and set
+    up (a slow GUI could hold it as long), so the run is not over before it rejoins on a
+    loaded machine. ``handle``: the run's, once started."""
+
+    handle = None
 
     def __call__(self, event: object) -> None:
         super().__call__(event)
         if isinstance(event, MetricEvent) and event.kind == "train":
             if _details(self, "recovered") and not _details(self, "rejoined"):
-                time.sleep(0.5)
+                rejoiner = self.handle._coordinator.rejoiner
+                deadline = time.monotonic() + 180
+                while not rejoiner.waiting and time.monotonic() < deadline:
+                    time.sleep(0.05)
 
 
 def _details(rec: Recorder, key: str) -> list[dict]:
@@ -57,7 +65,9 @@ def _workers_per_step(rec: Recorder) -> dict[int, int]:
 def test_a_killed_local_worker_is_restarted_and_rejoins_on_the_same_curve(tmp_path, reference):
     over = {"dist.workers": 3, "run.checkpoint_every": 4, "dist.step_timeout_s": TIMEOUT_S}
     rec = PacedRecorder(after_step=5)
-    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    handle = rec.handle = start_run(
+        tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache"
+    )
     assert rec.reached.wait(240), "no training step within 240 s"
     first = list(handle._coordinator.cluster.local)
     os.kill(first[1].pid, signal.SIGKILL)
@@ -68,14 +78,29 @@ def test_a_killed_local_worker_is_restarted_and_rejoins_on_the_same_curve(tmp_pa
     assert len(back) == 1 and back[0]["workers"] == 3, back
     per_step = _workers_per_step(rec)
     assert per_step[STEPS] == 3 and per_step[back[0]["step"] + 1] == 3, per_step
-    print(f"\nlocal worker killed after step 5: back after step {back[0]['step']}")
+    print(f"\nlocal worker killed after step 5: back after step {back[0]['step']}, state "
+          f"from a peer in {back[0]['state_s']:.3f}s ({back[0]['state_bytes']} bytes)")  # fmt: skip
+    # the newcomer's state came from a peer: were it wrong (its fresh LoRA weights, or no
+    # moments), its part of each later step would move the curve off the reference
     np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
     log_txt = (result.run_dir / "log.txt").read_text()
     assert "rejoined after step" in log_txt and "the others kept their loaded model" in log_txt
+    assert "worker to worker" in log_txt
     assert lost[0]["regrouped"]
+    assert back[0]["state"] == "peer" and back[0]["put_state"] == [], back[0]
+    assert back[0]["prepared"], back[0]  # set up while the others trained on
+    assert back[0]["state_bytes"] == 3 * 4 * 8960  # parameters and both moments, once
     for r in (0, 2):  # the survivors loaded the model once: at the loss and at the rejoin
         wlog = (result.run_dir / "workers" / f"worker{r}.log").read_text()  # they regrouped
         assert wlog.count(" ready in ") == 1 and wlog.count("regrouped as rank") == 2
+        assert "put by the coordinator" not in wlog and "pulled from peers" not in wlog
+    newcomer = (result.run_dir / "workers" / "worker3.log").read_text()  # the restarted one
+    step = back[0]["step"]
+    assert "rank 0/1 ready in" in newcomer and "regrouped as rank 2/3" in newcomer
+    assert f"state of step {step} pulled from peers" in newcomer, newcomer[-2000:]
+    assert "put by the coordinator" not in newcomer
+    served = [(r, (result.run_dir / "workers" / f"worker{r}.log").read_text()) for r in (0, 2)]
+    assert [r for r, w in served if f"serving state fetch from rank 2: step {step}," in w] != []
     everyone = [w.pid for w in first + handle._coordinator.cluster.local]
     assert wait_gone(everyone, 15) == []
 
@@ -86,9 +111,18 @@ def test_a_frozen_remote_worker_is_found_by_heartbeat_and_rejoins_when_it_wakes(
     tmp_path, reference, monkeypatch
 ):
     """dist.hosts: workers this engine did not start. SIGSTOP keeps the sockets open, so no
-    call fails: only the heartbeat can tell, well before the step deadline."""
+    call fails: only the heartbeat can tell, well before the step deadline. The workers
+    here answer PullState as one of an older Orchard would (UNIMPLEMENTED), so the
+    rejoin falls back to the coordinator relaying the state, to the newcomer only."""
     from engine.rpc.auth import TOKEN_ENV, new_token
+    from engine.rpc.worker_client import WorkerCallError, WorkerClient
     from engine.runtime.local_workers import start_local_worker, stop_local_workers
+
+    def older(client: WorkerClient, *args: object, **kwargs: object) -> dict:
+        raise WorkerCallError(client.address, "PullState", grpc.StatusCode.UNIMPLEMENTED,
+                              "Method not found!")  # fmt: skip
+
+    monkeypatch.setattr(WorkerClient, "pull_state", older)
 
     token = new_token()
     workers = [
@@ -99,7 +133,8 @@ def test_a_frozen_remote_worker_is_found_by_heartbeat_and_rejoins_when_it_wakes(
         over = {"dist.hosts": [w.address for w in workers], "run.checkpoint_every": 4,
                 "dist.step_timeout_s": TIMEOUT_S}  # fmt: skip
         rec = PacedRecorder(after_step=5)
-        handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+        handle = rec.handle = start_run(tiny_job(tmp_path, STEPS, **over), rec,
+                                        data_dir=tmp_path / "cache")  # fmt: skip
         assert rec.reached.wait(240), "no training step within 240 s"
         t_freeze = time.time()
         os.kill(workers[2].pid, signal.SIGSTOP)
@@ -117,6 +152,7 @@ def test_a_frozen_remote_worker_is_found_by_heartbeat_and_rejoins_when_it_wakes(
         assert detect < TIMEOUT_S / 2  # the heartbeat, not the deadline
         (back,) = _details(rec, "rejoined")
         assert back["rejoined"] == [workers[2].address] and back["workers"] == 3
+        assert back["state"] == "coordinator" and back["put_state"] == [2], back
         np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
     finally:
         for w in workers:

@@ -273,6 +273,36 @@ class RegroupReply(_message.Message):
     regroup_s: float
     def __init__(self, step: _Optional[int] = ..., regroup_s: _Optional[float] = ...) -> None: ...
 
+class StateSlice(_message.Message):
+    __slots__ = ("rank", "lo", "hi")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    lo: int
+    hi: int
+    def __init__(self, rank: _Optional[int] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ...) -> None: ...
+
+class PullStateRequest(_message.Message):
+    __slots__ = ("step", "params_from", "moments")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FROM_FIELD_NUMBER: _ClassVar[int]
+    MOMENTS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    params_from: int
+    moments: _containers.RepeatedCompositeFieldContainer[StateSlice]
+    def __init__(self, step: _Optional[int] = ..., params_from: _Optional[int] = ..., moments: _Optional[_Iterable[_Union[StateSlice, _Mapping]]] = ...) -> None: ...
+
+class PullStateReply(_message.Message):
+    __slots__ = ("step", "pull_s", "received_bytes")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PULL_S_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    pull_s: float
+    received_bytes: int
+    def __init__(self, step: _Optional[int] = ..., pull_s: _Optional[float] = ..., received_bytes: _Optional[int] = ...) -> None: ...
+
 class ProbeRequest(_message.Message):
     __slots__ = ("payload", "run_benchmark", "benchmark_s", "protocol_version")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +350,22 @@ class CollectiveAck(_message.Message):
     OP_ID_FIELD_NUMBER: _ClassVar[int]
     op_id: int
     def __init__(self, op_id: _Optional[int] = ...) -> None: ...
+
+class FetchStateRequest(_message.Message):
+    __slots__ = ("group_token", "step", "params", "lo", "hi", "src")
+    GROUP_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    group_token: str
+    step: int
+    params: bool
+    lo: int
+    hi: int
+    src: int
+    def __init__(self, group_token: _Optional[str] = ..., step: _Optional[int] = ..., params: _Optional[bool] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ..., src: _Optional[int] = ...) -> None: ...
 
 class PairStartRequest(_message.Message):
     __slots__ = ("client_id", "client_name", "client_fingerprint", "worker_fingerprint", "spake_msg")

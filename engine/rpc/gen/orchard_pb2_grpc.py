@@ -102,6 +102,11 @@ class WorkerStub:
                 request_serializer=orchard__pb2.OpenFileRequest.SerializeToString,
                 response_deserializer=orchard__pb2.OpenFileReply.FromString,
                 _registered_method=True)
+        self.PullState = channel.unary_unary(
+                '/orchard.v1.Worker/PullState',
+                request_serializer=orchard__pb2.PullStateRequest.SerializeToString,
+                response_deserializer=orchard__pb2.PullStateReply.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -192,6 +197,14 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullState(self, request, context):
+        """A worker joining the group takes the current step's state from its peers, worker to
+        worker (Collective.FetchState); the coordinator only says which peer holds which part.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -259,6 +272,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.OpenFile,
                     request_deserializer=orchard__pb2.OpenFileRequest.FromString,
                     response_serializer=orchard__pb2.OpenFileReply.SerializeToString,
+            ),
+            'PullState': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullState,
+                    request_deserializer=orchard__pb2.PullStateRequest.FromString,
+                    response_serializer=orchard__pb2.PullStateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -625,6 +643,33 @@ class Worker:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def PullState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchard.v1.Worker/PullState',
+            orchard__pb2.PullStateRequest.SerializeToString,
+            orchard__pb2.PullStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class CollectiveStub:
     """===================================================================================
@@ -650,6 +695,11 @@ class CollectiveStub:
                 request_serializer=orchard__pb2.CollectiveChunk.SerializeToString,
                 response_deserializer=orchard__pb2.CollectiveAck.FromString,
                 _registered_method=True)
+        self.FetchState = channel.unary_stream(
+                '/orchard.v1.Collective/FetchState',
+                request_serializer=orchard__pb2.FetchStateRequest.SerializeToString,
+                response_deserializer=orchard__pb2.StateChunk.FromString,
+                _registered_method=True)
 
 
 class CollectiveServicer:
@@ -672,6 +722,14 @@ class CollectiveServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchState(self, request, context):
+        """A peer of the same group (its group token) reads part of this worker's state, as of
+        `step`: what Worker.PullState fetches. Streams the state as GetState does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectiveServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -684,6 +742,11 @@ def add_CollectiveServicer_to_server(servicer, server):
                     servicer.Send,
                     request_deserializer=orchard__pb2.CollectiveChunk.FromString,
                     response_serializer=orchard__pb2.CollectiveAck.SerializeToString,
+            ),
+            'FetchState': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchState,
+                    request_deserializer=orchard__pb2.FetchStateRequest.FromString,
+                    response_serializer=orchard__pb2.StateChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -745,6 +808,33 @@ class Collective:
             '/orchard.v1.Collective/Send',
             orchard__pb2.CollectiveChunk.SerializeToString,
             orchard__pb2.CollectiveAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orchard.v1.Collective/FetchState',
+            orchard__pb2.FetchStateRequest.SerializeToString,
+            orchard__pb2.StateChunk.FromString,
             options,
             channel_credentials,
             insecure,
