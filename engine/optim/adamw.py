@@ -35,9 +35,9 @@ class AdamWScalars(NamedTuple):
     coef_m: Any  # (1 - keep_m) * grad_scale
     keep_v: Any
     coef_v: Any  # (1 - keep_v) * grad_scale**2
-    bc1: Any  # bias corrections 1 - beta**step (None without them)
-    bc2: Any
     lr: Any  # 0 on a skipped step
+    step_lr: Any  # lr / (1 - beta1**step): the first moment's bias correction folded in
+    v_corr: Any  # 1 / sqrt(1 - beta2**step), the second's (None without bias correction)
 
 
 def adamw_scalars(
@@ -59,12 +59,12 @@ def adamw_scalars(
         coef_m, coef_v = 1 - mb1, 1 - mb2
     else:
         coef_m, coef_v = (1 - mb1) * grad_scale, (1 - mb2) * mx.square(grad_scale)
-    bc1 = bc2 = None
+    step_lr, v_corr = lr, None
     if bias_correction:
         step = mx.array(step, mx.float32)
-        bc1 = 1 - mx.power(mx.array(b1, mx.float32), step)
-        bc2 = 1 - mx.power(mx.array(b2, mx.float32), step)
-    return AdamWScalars(mb1, coef_m, mb2, coef_v, bc1, bc2, lr)
+        step_lr = lr / (1 - mx.power(mx.array(b1, mx.float32), step))
+        v_corr = mx.rsqrt(1 - mx.power(mx.array(b2, mx.float32), step))
+    return AdamWScalars(mb1, coef_m, mb2, coef_v, lr, step_lr, v_corr)
 
 
 def adamw_apply(
@@ -83,9 +83,11 @@ def adamw_apply(
         grad = mx.where(apply, grad, 0.0)  # an inf/nan gradient must not reach the moments
     m = s.keep_m * m + s.coef_m * grad
     v = s.keep_v * v + s.coef_v * mx.square(grad)
-    m_hat, v_hat = (m, v) if s.bc1 is None else (m / s.bc1, v / s.bc2)
-    decayed = param * (1 - s.lr * weight_decay * decay)
-    new = decayed - s.lr * m_hat / (mx.sqrt(v_hat) + eps)
+    # lr * m_hat / (sqrt(v_hat) + eps) with the corrections as scalars: one division per
+    # element instead of three
+    root = mx.sqrt(v) if s.v_corr is None else mx.sqrt(v) * s.v_corr
+    decayed = param * (1 - s.lr * weight_decay * decay) if weight_decay else param
+    new = decayed - s.step_lr * m / (root + eps)
     return new.astype(param.dtype), m, v
 
 
