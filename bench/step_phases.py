@@ -8,7 +8,9 @@ demo dataset, no padding). For each step, in turn on the same batch:
   (flatten, global norm, FlatAdamW, the model's views);
 - the worker's step (engine.dist.DistributedAdamW with one worker, as `orchard train` runs);
 - mlx-lm's compiled step (value_and_grad and optimizer.update in one graph, as
-  mlx_lm.tuner.trainer), and its forward and backward alone.
+  mlx_lm.tuner.trainer), and its forward and backward alone;
+
+in a shuffled order each step (the one before must not bias the one after).
 
 Each is timed in CPU seconds of this process (getrusage), which a shared machine's load
 barely moves, unlike wall time: run it with ``OPENBLAS_NUM_THREADS=1`` so CPU time is work
@@ -147,19 +149,27 @@ def main() -> None:
         loss, ntok, grads = wgrad(batch, 1.0)
         wopt.step(grads, loss, ntok, 1e-4)
 
+    def orchard_split(batch, s):
+        out = timed("orchard grads", split_grads, batch)
+        timed("orchard update", split_update, out, s)
+
+    variants = [
+        lambda batch, arr, lengths, s: timed("orchard step", trainer_step, batch, s),
+        lambda batch, arr, lengths, s: orchard_split(batch, s),
+        lambda batch, arr, lengths, s: timed("worker step", worker_step, batch),
+        lambda batch, arr, lengths, s: timed(
+            "mlx_lm step", lambda: mx.eval(mstate, mstep(arr, lengths))
+        ),
+        lambda batch, arr, lengths, s: timed("mlx_lm grads", lambda: mx.eval(mgrads(arr, lengths))),
+    ]
     for s in range(args.steps):
         idx = rng.choice(len(chunks), args.batch, replace=False)
         items = [(chunks[i], np.ones(len(chunks[i]), np.uint8)) for i in idx]
         batch = [timed("orchard data", collate, items, 0)]
-        timed("orchard step", trainer_step, batch, s)
-        out = timed("orchard grads", split_grads, batch)
-        timed("orchard update", split_update, out, s)
-        del out
-        timed("worker step", worker_step, batch)
         arr = mx.array(np.stack([chunks[i] for i in idx]))
         lengths = mx.array([[0, args.seq + 1]] * args.batch)
-        timed("mlx_lm step", lambda a, n: mx.eval(mstate, mstep(a, n)), arr, lengths)
-        timed("mlx_lm grads", lambda a, n: mx.eval(mgrads(a, n)), arr, lengths)
+        for v in rng.permutation(len(variants)):  # no variant always runs after another
+            variants[v](batch, arr, lengths, s)
         print(f"step {s}: " + " ".join(f"{k.replace(' ', '_')}={v[-1]:.3f}" for k, v in t.items()),
               flush=True)  # fmt: skip
     med = {k: float(np.median(v[args.skip :])) for k, v in t.items()}
