@@ -9,7 +9,11 @@ adapter saved once at the end. Orchard runs through the engine with one local wo
 ``orchard train`` always does, at the same CPU priority as mlx-lm (``dist.worker_niceness =
 0``: the default 10 keeps a desktop responsive, and on a busy machine it would hand the
 worker's CPU to everything else). Each command is timed from spawn to exit (imports, loading,
-tokenising, training, saving all in), in alternating order, ``--rounds`` times each. With
+tokenising, training, saving all in), ``--rounds`` times each. The commands of a round run
+side by side in turns of ``--turn`` seconds (bench/interleave.py: one computes while the
+other is stopped, so both see the same machine load at that grain; this box is shared and
+its speed swings 2-3x within a minute); ``--turn 0`` runs them one after the other, in
+alternating order. With
 ``--warmup`` each tool first runs 5 untimed steps: on a GPU the first process to use a kernel
 compiles it (MLX caches it for later processes), which would otherwise bill whichever tool
 runs first for both.
@@ -36,6 +40,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.interleave import Command, Turns, run_in_turns, running_s  # noqa: E402
+
 DATA = {"wikisql": ROOT / "bench" / "data" / "wikisql", "chat": ROOT / "bench" / "data" / "chat"}
 KEYS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]  # fmt: skip
@@ -103,15 +111,22 @@ def blas_env() -> dict[str, str]:
     return env
 
 
-def run_timed(cmd: list[str], log: Path, env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
+def run_timed(cmd: list[str], log: Path, env: dict[str, str]) -> Turns:
+    """Run one command alone; its one turn, from spawn to exit."""
+    t0 = time.time()
     with open(log, "w", encoding="utf-8") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    wall = time.perf_counter() - t0
+    turns = [(t0, time.time())]
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd[:4])}... failed ({proc.returncode}); see {log}:\n"
                  + log.read_text(encoding="utf-8")[-3000:])  # fmt: skip
-    return wall
+    return turns
+
+
+def _tail(cmds: dict[str, Command]) -> str:
+    return "\n".join(
+        f"--- {n}:\n" + c.log.read_text(encoding="utf-8")[-2000:] for n, c in cmds.items()
+    )
 
 
 def orchard_rows(run_dir: Path) -> list[dict]:
@@ -119,19 +134,32 @@ def orchard_rows(run_dir: Path) -> list[dict]:
     return sorted((r for r in rows if r.get("kind") == "train"), key=lambda r: r["step"])
 
 
-def orchard_tokens(run_dir: Path) -> tuple[float, float]:
+def _own(turns: Turns, end: float, seconds: float) -> float:
+    """The part of a span the command timed itself (``seconds`` up to ``end``, time.time())
+    that was its own turn: with --turn, a step's clock also ran through the other's turns."""
+    return running_s(turns, end - seconds, end)
+
+
+def orchard_tokens(run_dir: Path, turns: Turns) -> tuple[float, float]:
     """(real target tokens, training seconds) from metrics.jsonl."""
     rows = orchard_rows(run_dir)[1:]  # the first step compiles
-    return sum(r["tokens"] for r in rows), sum(r["step_time_s"] for r in rows)
+    return sum(r["tokens"] for r in rows), sum(
+        _own(turns, r["time"], r["step_time_s"]) for r in rows
+    )
 
 
-def engine_overhead(run_dir: Path) -> tuple[float, float]:
+def engine_overhead(run_dir: Path, turns: Turns) -> tuple[float, float]:
     """(seconds between consecutive step rows, seconds the worker spent in its steps) over
     the steady steps: the difference is what the engine adds (the Step call, metrics,
-    progress, in-memory snapshots), everything but the worker's own step."""
+    progress, in-memory snapshots), everything but the worker's own step. A worker step
+    counts the part of its row's step time that was Orchard's turn."""
     rows = orchard_rows(run_dir)[1:]
-    wall = sum(b["time"] - a["time"] for a, b in zip(rows, rows[1:], strict=False))
-    worker = sum(r["compute_s"] + r.get("comm_s", 0.0) for r in rows[1:])
+    wall = sum(running_s(turns, a["time"], b["time"]) for a, b in zip(rows, rows[1:], strict=False))
+    worker = sum(
+        (r["compute_s"] + r.get("comm_s", 0.0)) * _own(turns, r["time"], r["step_time_s"])
+        / max(r["step_time_s"], 1e-9)
+        for r in rows[1:]
+    )  # fmt: skip
     return wall, worker
 
 
@@ -139,10 +167,12 @@ def engine_overhead(run_dir: Path) -> tuple[float, float]:
 # exact ones (the same numbers it shows) are printed as well. Nothing else changes.
 MLX_LM_LORA = """
 import sys
+import time
 import mlx_lm.cli_ui as ui
 shown = ui.TrainUI.report_train
 def report_train(self, it, train_loss, tokens_sec, trained_tokens):
-    print(f"BENCH it={it} tokens_sec={tokens_sec!r} trained={trained_tokens!r}", flush=True)
+    print(f"BENCH it={it} tokens_sec={tokens_sec!r} trained={trained_tokens!r} "
+          f"time={time.time()!r}", flush=True)
     shown(self, it, train_loss, tokens_sec, trained_tokens)
 ui.TrainUI.report_train = report_train
 from mlx_lm.lora import main
@@ -151,9 +181,9 @@ main()
 """
 
 
-def mlx_lm_tokens(log: Path) -> tuple[float, float]:
+def mlx_lm_tokens(log: Path, turns: Turns) -> tuple[float, float]:
     """(real target tokens, training seconds) from mlx-lm's per-step reports."""
-    pat = re.compile(r"BENCH it=(\d+) tokens_sec=([\d.e+-]+) trained=([\d.e+-]+)")
+    pat = re.compile(r"BENCH it=(\d+) tokens_sec=([\d.e+-]+) trained=([\d.e+-]+) time=([\d.e+-]+)")
     tokens = seconds = 0.0
     before = 0.0
     for m in pat.finditer(log.read_text(encoding="utf-8")):
@@ -162,7 +192,7 @@ def mlx_lm_tokens(log: Path) -> tuple[float, float]:
         if int(m.group(1)) == 1:
             continue  # the first step compiles
         tokens += step_tokens
-        seconds += step_tokens / float(m.group(2))
+        seconds += _own(turns, float(m.group(4)), step_tokens / float(m.group(2)))
     return tokens, seconds
 
 
@@ -188,6 +218,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--packing", action="store_true", help="also time Orchard with packing on")
     p.add_argument("--warmup", action="store_true", help="5 untimed steps of each tool first")
+    p.add_argument("--turn", type=float, default=0.5,
+                   help="seconds of each turn when the commands run side by side (0: in a row)")  # fmt: skip
     args = p.parse_args()
     data = DATA.get(args.data, Path(args.data)).resolve()
     args.model = str(Path(args.model).resolve())
@@ -202,23 +234,34 @@ def main() -> None:
                 out = Path(tmp) / f"warmup_{name}"
                 out.mkdir()
                 cmd = command(name, short, data, out)
-                print(f"warm-up {name}: {run_timed(cmd, out / 'log.txt', env):.1f} s (untimed)")
+                ((a, b),) = run_timed(cmd, out / "log.txt", env)
+                print(f"warm-up {name}: {b - a:.1f} s (untimed)")
         for r in range(args.rounds):
             order = ["orchard", "mlx_lm"] if r % 2 == 0 else ["mlx_lm", "orchard"]
             if args.packing:
                 order.append("orchard_packed")
-            for name in order:
-                out = Path(tmp) / f"{name}{r}"
+            outs = {name: Path(tmp) / f"{name}{r}" for name in order}
+            cmds = {}
+            for name, out in outs.items():
                 out.mkdir()
-                log = out / "log.txt"
-                wall = run_timed(command(name, args, data, out), log, env)
+                cmds[name] = Command(command(name, args, data, out), out / "log.txt", env, ROOT)
+            if args.turn > 0:
+                try:
+                    spent = run_in_turns(cmds, args.turn)
+                except RuntimeError as e:
+                    sys.exit(f"{e}:\n" + _tail(cmds))
+            else:
+                spent = {name: run_timed(c.argv, c.log, env) for name, c in cmds.items()}
+            for name in order:
+                out, log, turns = outs[name], cmds[name].log, spent[name]
+                wall = sum(b - a for a, b in turns)
                 walls[name].append(wall)
                 if name == "mlx_lm":
-                    toks[name].append(mlx_lm_tokens(log))
+                    toks[name].append(mlx_lm_tokens(log, turns))
                 else:
-                    toks[name].append(orchard_tokens(out / "runs" / "bench"))
+                    toks[name].append(orchard_tokens(out / "runs" / "bench", turns))
                     if name == "orchard":
-                        overhead.append(engine_overhead(out / "runs" / "bench"))
+                        overhead.append(engine_overhead(out / "runs" / "bench", turns))
                 tk, sec = toks[name][-1]
                 print(f"round {r + 1} {name:15s} wall {wall:7.1f} s, {tk:8.0f} real tokens "
                       f"in {sec:6.1f} s of steps: {tk / max(sec, 1e-9):7.0f} tokens/s", flush=True)  # fmt: skip

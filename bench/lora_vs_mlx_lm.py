@@ -13,11 +13,13 @@ only one computes at a time and both see the same machine load at a fine grain: 
 is shared and its speed swings 2-3x within a minute. Each segment is timed from taking the
 baton to the next report (batching, step, metrics all in); the first (compiling) segment
 is dropped. ``--rounds`` lockstep runs; the ratio is of the summed tokens over summed time.
+Also printed: tokens per CPU second of the process over the same segments (load barely
+moves it; run with OPENBLAS_NUM_THREADS=1 for it to measure work alone).
 Peak memory: a separate run of 6 steps of each, in a fresh process of its own
 (mx.get_peak_memory).
 The last line is ``tokens_per_s_ratio=<orchard/mlx_lm> peak_memory_ratio=<orchard/mlx_lm>``.
 
-    python bench/lora_vs_mlx_lm.py [--model DIR --rank 64 --targets all --steps 60 --every 10
+    python bench/lora_vs_mlx_lm.py [--model DIR --rank 64 --targets all --steps 60 --every 2
                                     --rounds 2 --batch 8 --seq 128]
 """
 
@@ -85,18 +87,20 @@ class Baton:
         self.turn = "orchard"
         self.done: set[str] = set()
         self.cv = threading.Condition()
-        self.start: dict[str, float] = {}
-        self.segments: dict[str, list[tuple[int, float]]] = {"orchard": [], "mlx_lm": []}
+        self.start: dict[str, tuple[float, float]] = {}
+        # (step, wall seconds, CPU seconds of the process) of each segment
+        self.segments: dict[str, list[tuple[int, float, float]]] = {"orchard": [], "mlx_lm": []}
 
     def take(self, me: str) -> None:
         with self.cv:
             self.cv.wait_for(lambda: self.turn == me or (self.done - {me}))
-        self.start[me] = time.perf_counter()
+        self.start[me] = (time.perf_counter(), time.process_time())
 
     def report(self, me: str, step: int) -> None:
         if step % self.every:
             return
-        self.segments[me].append((step, time.perf_counter() - self.start[me]))
+        wall, cpu = self.start[me]
+        self.segments[me].append((step, time.perf_counter() - wall, time.process_time() - cpu))
         self.give(me)
         self.take(me)
 
@@ -165,7 +169,7 @@ def run_mlx_lm(args, chunks, on_step) -> None:
 RUNNERS = {"orchard": run_orchard, "mlx_lm": run_mlx_lm}
 
 
-def lockstep(args, chunks) -> dict[str, list[tuple[int, float]]]:
+def lockstep(args, chunks) -> dict[str, list[tuple[int, float, float]]]:
     baton = Baton(args.every)
     errors: list[BaseException] = []
 
@@ -212,7 +216,7 @@ def _peak_of(args, chunks, name: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--every", type=int, default=10)
+    p.add_argument("--every", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
@@ -242,16 +246,24 @@ def main() -> None:
     per_segment = args.every * args.batch * args.seq
     tokens = {"orchard": 0, "mlx_lm": 0}
     seconds = {"orchard": 0.0, "mlx_lm": 0.0}
+    cpu = {"orchard": 0.0, "mlx_lm": 0.0}
     for r in range(args.rounds):
         segments = lockstep(args, chunks)
         for name, segs in segments.items():
-            timed = [t for step, t in segs if step > args.every]  # drop the compiling segment
+            timed = [(t, c) for step, t, c in segs if step > args.every]  # drop the compiling one
             tokens[name] += per_segment * len(timed)
-            seconds[name] += sum(timed)
-            rates = " ".join(f"{per_segment / t:.0f}" for t in timed)
+            seconds[name] += sum(t for t, _ in timed)
+            cpu[name] += sum(c for _, c in timed)
+            rates = " ".join(f"{per_segment / t:.0f}" for t, _ in timed)
             print(f"round {r + 1} {name:8s} tokens/s per segment: {rates}")
     tps = {k: tokens[k] / seconds[k] for k in tokens}
     print(f"tokens/s: orchard {tps['orchard']:.0f}, mlx_lm {tps['mlx_lm']:.0f}")
+    # tokens per CPU second of the process (both trainers' threads, BLAS's included): what a
+    # shared machine's load barely moves; equal to tokens/s on an idle machine with one BLAS
+    # thread (more threads count their spinning too)
+    cps = {k: tokens[k] / cpu[k] for k in tokens}
+    print(f"tokens per CPU second: orchard {cps['orchard']:.0f}, mlx_lm {cps['mlx_lm']:.0f}: "
+          f"cpu_tokens_ratio={cps['orchard'] / cps['mlx_lm']:.3f}")  # fmt: skip
     mem = {name: peak_memory(args, chunks, name) for name in ("mlx_lm", "orchard")}
     print(
         f"peak memory: orchard {mem['orchard'] / 2**20:.2f} MiB, mlx_lm {mem['mlx_lm'] / 2**20:.2f} MiB"

@@ -5,7 +5,8 @@ Every trainer keeps its trainable parameters as one flat fp32 master vector (or 
 shard of it) and hands :meth:`FlatAdamW.update` the gradient of the *token-summed* loss over
 the same range, its sum of squares over the whole vector, the global token count and the
 loss scale still in it. The update divides by ``ntok * scale``, clips by the global norm,
-and applies :func:`engine.optim.adamw.adamw_update` elementwise in one fused pass. A step
+and applies :func:`engine.optim.adamw.adamw_update` elementwise in one fused pass (its
+per-step scalars compiled apart, so none is recomputed per element). A step
 whose norm is not finite (fp16 overflow) or that saw no target token leaves parameters,
 moments and the step counter as they were (``mx.where``), so nothing waits on the host to
 decide; the caller reads ``ok`` after its one ``mx.eval`` of the step.
@@ -24,7 +25,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from engine.optim.adamw import adamw_update
+from engine.optim.adamw import AdamWScalars, adamw_apply, adamw_scalars
 
 
 def piece_sumsq(x: mx.array) -> mx.array:
@@ -75,22 +76,23 @@ class FlatAdamW:
         b1, b2 = float(betas[0]), float(betas[1])
         eps, wd, clip = float(eps), float(weight_decay), float(grad_clip)
 
-        def update(param, grad, m, v, step, sumsq, ntok, inv_scale, lr, decay):
+        def scalars(step, sumsq, ntok, inv_scale, lr):
             factor = inv_scale / mx.maximum(ntok, 1.0)
             norm = mx.sqrt(sumsq) * factor
             ok = mx.logical_and(mx.isfinite(norm), ntok > 0)
             if clip > 0:
                 factor = factor * mx.minimum(clip / (norm + 1e-6), 1.0)
             step1 = step + ok.astype(mx.float32)
-            # one fused elementwise pass: the scale and the skip are scalars folded in, so
-            # the only vectors made are the three outputs
-            new, m1, v1 = adamw_update(
-                param, grad, m, v, mx.maximum(step1, 1.0), lr, (b1, b2), eps, wd, decay,
-                grad_scale=factor, apply=ok,
-            )  # fmt: skip
-            return new, m1, v1, step1, norm, ok
+            s = adamw_scalars(mx.maximum(step1, 1.0), lr, (b1, b2), grad_scale=factor, apply=ok)
+            return (step1, norm, ok, *s)
 
-        self._update = mx.compile(update)
+        def vector(param, grad, m, v, decay, ok, *s):
+            # one fused elementwise pass over scalars computed apart (AdamWScalars says
+            # why): the only vectors made are the three outputs
+            return adamw_apply(param, grad, m, v, AdamWScalars(*s), eps, wd, decay, apply=ok)
+
+        self._scalars = mx.compile(scalars)
+        self._vector = mx.compile(vector)
 
     def update(
         self,
@@ -112,10 +114,10 @@ class FlatAdamW:
         if self.m is None:
             self.m = mx.zeros((self.size,), mx.float32)
             self.v = mx.zeros((self.size,), mx.float32)
-        new, self.m, self.v, self.step, norm, ok = self._update(
-            param, grad, self.m, self.v, self.step, _f32(sumsq), _f32(ntok), _f32(inv_scale),
-            _f32(lr), self.decay,
-        )  # fmt: skip
+        self.step, norm, ok, *s = self._scalars(
+            self.step, _f32(sumsq), _f32(ntok), _f32(inv_scale), _f32(lr)
+        )
+        new, self.m, self.v = self._vector(param, grad, self.m, self.v, self.decay, ok, *s)
         return new, norm, ok
 
     # ---- state -----------------------------------------------------------------------------
