@@ -284,7 +284,8 @@ class MainWindow(QMainWindow):
     def _welcome_done(self) -> None:
         if self.welcome is not None:
             self.welcome.hide()
-        self.settings.set_value(WELCOME_DONE, True)
+        if not self.settings.value(WELCOME_DONE):  # each Start calls this: write it once
+            self.settings.set_value(WELCOME_DONE, True)
 
     def _wire(self) -> None:
         for page in self.pages:
