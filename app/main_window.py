@@ -301,7 +301,7 @@ class MainWindow(QMainWindow):
         self.bridge.state.connect(self.monitor_page.on_state)
         self.bridge.state.connect(self._on_state)
         self.bridge.log.connect(self.monitor_page.append_log)
-        self.monitor_page.body.insertWidget(2, self.transfer_panel)  # under the progress bar
+        self.transfer_panel.float_over(self.monitor_page.chart_area)  # never resizes the charts
         self.bridge.transfer.connect(self.transfer_panel.on_event)
         self.monitor_page.start_requested.connect(self.start_run)
         self.monitor_page.stop_requested.connect(self.stop_run)
