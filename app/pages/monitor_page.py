@@ -164,7 +164,6 @@ class MonitorPage(Page):
         self._elapsed = None
         self._last_message = ""
         self.figures.clear()
-        self.figures.show()  # its place is kept from now on: the charts never move mid-run
         self.results_button.hide()
         self.set_running(True)
         self.state_label.set_full_text(STATE_TEXT["preparing"])

@@ -52,10 +52,10 @@ def plan_line(plan: dict[str, Any]) -> str:
 
 
 class RunFigures(QLabel):
-    """Two lines above the Monitor's charts, of a fixed height: each line is cut to the width
-    (``…``, the whole text in the tooltip), and the space stays from a run's start on, so
-    new figures never move or resize the charts under them (a relayout repaints all six).
-    Hidden only before the first run."""
+    """Two lines above the Monitor's charts, of a fixed height and always there (a grey note
+    until a run has figures): each line is cut to the width (``…``, the whole text in the
+    tooltip), so figures coming or going never move or resize the charts under them (a
+    relayout repaints all six)."""
 
     LINES = 2
 
@@ -68,7 +68,6 @@ class RunFigures(QLabel):
         self.setFixedHeight(self.LINES * self.fontMetrics().lineSpacing() + 6)
         self._lines: list[str] = []
         self.clear()
-        self.hide()
 
     def clear(self) -> None:
         """No figures (a new run); the line keeps its place."""
