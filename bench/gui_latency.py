@@ -64,6 +64,7 @@ class Heartbeat:
         self.phase = ""
         self.stalls: list[float] = []
         self.by_phase: dict[str, float] = {}
+        self.busy_by_phase: dict[str, float] = {}
         self.busy: list[float] = []  # the GUI thread's own CPU time in each gap (ms)
         self.cpu = time.thread_time()
         self.trace = None  # a StallTrace (--trace)
@@ -73,7 +74,9 @@ class Heartbeat:
         stall = max(0.0, (now - self.last) * 1000 - BEAT_MS)
         if self.armed:
             self.stalls.append(stall)
-            self.busy.append((cpu - self.cpu) * 1000)
+            busy = (cpu - self.cpu) * 1000
+            self.busy.append(busy)
+            self.busy_by_phase[self.phase] = max(self.busy_by_phase.get(self.phase, 0.0), busy)
             self.by_phase[self.phase] = max(self.by_phase.get(self.phase, 0.0), stall)
         if self.trace is not None:  # its CPU clocks advance on every beat
             self.trace.beat(self.last, now, stall if self.armed else 0.0, self.phase)
@@ -146,6 +149,7 @@ def demo_run(app: QApplication, w, beat: Heartbeat, delays: list[float], nicenes
     beat.stalls.clear()
     beat.busy.clear()
     beat.by_phase.clear()
+    beat.busy_by_phase.clear()
     first = len(delays)
     beat.phase = "starting"
     w.start_run()  # the preflight checks the job on the pool, then the run starts
@@ -171,6 +175,7 @@ def demo_run(app: QApplication, w, beat: Heartbeat, delays: list[float], nicenes
         "stall": max(beat.stalls, default=0.0),
         "busy": max(beat.busy, default=0.0),
         "phases": dict(beat.by_phase),
+        "busy_phases": dict(beat.busy_by_phase),
         "delays": delays[first:],
         "tokens_per_s": statistics.median(speeds) if speeds else 0.0,
         "worker_nice": sorted(seen),
@@ -318,7 +323,10 @@ def main() -> int:
     )
     anchor = runs[0]
     for r in runs:
-        phases = ", ".join(f"{k} {v:.0f} ms" for k, v in r["phases"].items())
+        phases = ", ".join(
+            f"{k} {v:.0f} ms (GUI CPU {r['busy_phases'].get(k, 0):.0f})"
+            for k, v in r["phases"].items()
+        )
         ratio = (
             f"; vs niceness {anchor['niceness']}: stall {r['stall'] / max(anchor['stall'], 1e-9):.2f}x, "
             f"tokens/s {r['tokens_per_s'] / max(anchor['tokens_per_s'], 1e-9):.2f}x"

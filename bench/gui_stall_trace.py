@@ -7,9 +7,11 @@ Four cheap witnesses, read together for every stall over ``STALL_MS``:
   thread of the app held the GIL. Neither: the kernel did not run the process (machine load).
 - ``gc.callbacks``: each collection's generation, duration and thread.
 - A sampler thread (every ``SAMPLE_MS``) that records the GUI thread's innermost Python
-  frames (a frame stuck in ``processEvents`` means Qt's own C++: layout, painting a widget).
-- Timers around the app's GUI-thread entry points: the bridge's drain, each chart redraw and
-  its paint, the Monitor's figures line and slots.
+  frames (a frame stuck in ``processEvents`` means Qt's own C++: layout, painting a widget)
+  and how the kernel sees it (Linux: ``[R running]`` waits for a CPU, ``[S futex]`` for a
+  lock or the GIL, ``[D fdatasync]`` for the disk).
+- Timers around the app's GUI-thread entry points: the bridge's drain, each chart redraw,
+  paint and resize (with the app code that caused it), the Monitor's figures line and slots.
 """
 
 from __future__ import annotations
