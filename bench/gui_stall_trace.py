@@ -231,7 +231,7 @@ def instrument(trace: StallTrace, w: Any) -> None:
     bridge = w.bridge
     drain = trace.timed("bridge drain", bridge._drain)
     bridge._wake.disconnect()
-    bridge._drain = drain  # its own re-arming singleShot finds this one too
+    bridge._drain = drain
     bridge._wake.connect(drain, Qt.ConnectionType.QueuedConnection)
     page = w.monitor_page
     for chart in page.charts:

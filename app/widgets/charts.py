@@ -23,6 +23,7 @@ from PySide6.QtGui import QPaintEvent, QPen, QResizeEvent
 from PySide6.QtWidgets import QGraphicsItem
 
 REDRAW_MS = 100
+PAINT_WAIT_S = 0.5  # a redraw whose paint has not come by then no longer holds the next
 FAST_DRAW_POINTS = 2000  # above this, thin non-antialiased lines: raster drawPath cost explodes
 PALETTE = ["#2e7d32", "#c62828", "#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#5d4037"]
 
@@ -91,7 +92,10 @@ class LiveChart(pg.PlotWidget):
         for side in ("left", "bottom"):
             axis = self.getAxis(side)
             axis.enableAutoSIPrefix(False)  # no "(x0.001)" tacked onto a unit by pyqtgraph
-            axis.setStyle(maxTickLevel=1)  # major and minor grid lines, not the finest level
+            # major and minor grid lines, not the finest level; the axis widens for longer
+            # labels but never narrows again: each change of width re-lays the plot out and
+            # paints the chart a second time (often while labels settle, early in a run)
+            axis.setStyle(maxTickLevel=1, autoReduceTextSpace=False)
             axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setLogMode(y=log_y)
         self.setMinimumHeight(160)
@@ -107,6 +111,7 @@ class LiveChart(pg.PlotWidget):
         self.last_append: dict[str, float] = {}  # monotonic time of the oldest undrawn point
         self.unpainted: float | None = None  # the same, for points redrawn but not yet painted
         self.paint_s = 0.0  # how long the last paint took
+        self.redrawn_at: float | None = None  # monotonic time of a redraw not painted yet
 
     def add_series(
         self, name: str, color: str | None = None, symbol: str | None = None, dash: bool = False
@@ -204,13 +209,15 @@ class LiveChart(pg.PlotWidget):
             first = self.last_append.pop(name, now)
             self.unpainted = first if self.unpainted is None else min(self.unpainted, first)
         self.dirty.clear()
+        self.redrawn_at = now
         self._settle()
 
     def _settle(self) -> None:
         """What the paint would do first (auto-range, the view's transform), done now: changes
         made during a paint schedule another one."""
         if getattr(self, "plotItem", None) is not None:  # None while PlotWidget builds itself
-            self.plotItem.vb.prepareForPaint()
+            for _ in range(3):  # a new range re-samples long series, whose bounds may move it
+                self.plotItem.vb.prepareForPaint()
 
     def resizeEvent(self, event: QResizeEvent | None) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
@@ -220,6 +227,7 @@ class LiveChart(pg.PlotWidget):
         start = time.perf_counter()
         super().paintEvent(event)
         self.paint_s = time.perf_counter() - start
+        self.redrawn_at = None
         if self.unpainted is not None:
             waited, self.unpainted = time.monotonic() - self.unpainted, None
             self.painted.emit(waited)
@@ -228,7 +236,7 @@ class LiveChart(pg.PlotWidget):
 class ChartClock(QObject):
     """Redraws a group of charts one at a time, oldest waiting first.
 
-    One chart per tick keeps each GUI slice short (the chart paints at the next frame); the
+    One chart per frame keeps each GUI slice short (the chart paints at the next frame); the
     tick interval stretches when drawing gets expensive (huge runs, slow machines) so charts
     never take more than about a fifth of the GUI thread. ``drawn`` reports point-to-screen
     delays (used by the bench).
@@ -250,7 +258,13 @@ class ChartClock(QObject):
             chart.painted.connect(self.drawn)
 
     def tick(self) -> None:
-        """Draw the chart whose oldest undrawn point has waited longest."""
+        """Draw the chart whose oldest undrawn point has waited longest, once the last one
+        drawn is on screen: the window paints every changed chart in one go, so redrawing
+        the next before that would add its paint to the same frame."""
+        now = time.monotonic()
+        if any(c.redrawn_at is not None and now - c.redrawn_at < PAINT_WAIT_S and c.isVisible()
+               for c in self.charts):  # fmt: skip
+            return
         dirty = [c for c in self.charts if c.dirty]
         if dirty:
             self._draw(

@@ -52,3 +52,31 @@ def test_a_resize_is_painted_once(chart, qtbot) -> None:
         chart.resize(340, height)
         qtbot.wait(40)
         assert chart.paints == 1
+
+
+def test_the_clock_draws_the_next_chart_once_the_last_is_on_screen(qtbot) -> None:
+    """The window paints every changed chart in one frame: redrawing a second chart before
+    the first is painted would stack their paints into one long stall."""
+    from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+    from app.widgets.charts import ChartClock, LiveChart
+
+    host = QWidget()
+    qtbot.addWidget(host)
+    row = QHBoxLayout(host)
+    charts = [LiveChart(name) for name in ("a", "b")]
+    for chart in charts:
+        row.addWidget(chart)
+    clock = ChartClock(charts, interval_ms=60_000)  # ticks only when called here
+    host.resize(700, 300)
+    host.show()
+    qtbot.waitExposed(host)
+    for chart in charts:
+        chart.append("s", 1, 1.0)
+        chart.append("s", 2, 2.0)
+    clock.tick()
+    clock.tick()  # the first chart's paint has not come yet: nothing more is drawn
+    assert [bool(c.dirty) for c in charts] == [False, True]
+    qtbot.waitUntil(lambda: charts[0].redrawn_at is None, timeout=2_000)  # painted
+    clock.tick()
+    assert not charts[1].dirty
