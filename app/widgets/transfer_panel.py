@@ -76,7 +76,8 @@ class TransferPanel(QWidget):
             return
         self.grid.invalidate()  # rows just added count in its size hint
         hint = self.grid.totalSizeHint()
-        width = max(1, min(host.width() - 2 * MARGIN, max(hint.width(), host.width() // 2)))
+        wanted = max(hint.width(), host.width() // 2, self.width() if self.isVisible() else 0)
+        width = max(1, min(host.width() - 2 * MARGIN, wanted))  # grows with its text, no jitter
         height = max(1, min(hint.height(), host.height() - 2 * MARGIN))
         self.setGeometry(host.width() - width - MARGIN, MARGIN, width, height)
         self.raise_()
@@ -90,12 +91,10 @@ class TransferPanel(QWidget):
             done, total, finished = e.sent_bytes, e.total_bytes, e.done
         else:
             return
-        added = key not in self.rows
         _, bar, label = self._row(key, title)
         bar.setValue(int(1000 * done / total) if total else 1000)
         label.setText(text)
-        if added or not self.isVisible():
-            self._place()
+        self._place()  # a new row, a longer text: the card fits them
         self.setVisible(True)
         if finished and all(b.value() >= 1000 for _, b, _ in self.rows.values()):
             self._hide.start()
