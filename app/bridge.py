@@ -6,10 +6,13 @@ drains them on the GUI thread, a few milliseconds at a time, and re-emits each a
 signal. So views only ever run on the GUI thread, and a burst of thousands of events costs
 the window a series of short slices instead of one long freeze.
 
-Metric events wait as plain tuples, not as the dataclasses they arrive as: a fast run can
-queue 100k of them, and each dataclass is an object Python's cycle collector walks on every
-full pass, with the GIL held (a 700 ms freeze measured on 2 cores). Tuples of numbers and
-strings are untracked by the collector, so a long queue costs it nothing.
+Metric events wait as ``marshal`` bytes, not as the dataclasses they arrive as: a fast run
+can queue 100k of them, and each dataclass is an object Python's cycle collector walks with
+the GIL held (a 700 ms freeze measured on 2 cores). Tuples were not enough: a tuple is
+tracked when made and only untracked by the collection that first sees it, and the app
+collects on the GUI thread (``app/gc_gui_thread.py``), so a flood of them made its young
+collections 40-100 ms. Bytes are never tracked; a metric whose values marshal cannot write
+waits as the event itself.
 
 Two app-side markers travel the same queue, so they reach the GUI in order with the events
 around them: ``RunAttached`` (the app attached to a run it did not start: reset the Monitor,
@@ -20,11 +23,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import marshal
 import threading
 import time
 from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
 from engine.events import (
     DownloadEvent,
@@ -40,7 +44,7 @@ from engine.service.info import RunInfo
 
 log = logging.getLogger(__name__)
 
-DRAIN_BUDGET_S = 0.008  # GUI time per slice; the rest of the frame stays free for painting
+DRAIN_BUDGET_S = 0.004  # GUI time per slice; the rest of the frame stays free for painting
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class EngineBridge(QObject):
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._queue: collections.deque[Event | RunAttached | RunEnded | tuple] = collections.deque()
+        self._queue: collections.deque[Event | RunAttached | RunEnded | bytes] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
@@ -110,20 +114,26 @@ class EngineBridge(QObject):
                     self._scheduled = False
                     return
                 item = self._queue.popleft()
-            event = _unpack(item) if type(item) is tuple else item
+            event = _unpack(item) if type(item) is bytes else item
             signal = self._signals.get(type(event))
             if signal is None:
                 log.warning("ignoring unknown engine event %r", type(event).__name__)
             else:
                 signal.emit(event)
-        QTimer.singleShot(0, self._drain)  # more waiting: yield to painting and input first
+        # More waiting: the next slice in the event loop's next pass, after painting and input.
+        # (A zero timer would run in this same pass: two slices back to back.)
+        self._wake.emit()
 
 
-def _pack(e: MetricEvent) -> tuple:
-    """Only strings and numbers (a dict would keep the tuple tracked)."""
-    return (e.step, e.kind, e.worker, e.time, tuple(e.values), tuple(e.values.values()))
+def _pack(e: MetricEvent) -> bytes | MetricEvent:
+    """Bytes the cycle collector never tracks (the temporary tuple dies here, by refcount)."""
+    try:
+        return marshal.dumps((e.step, e.kind, e.worker, e.time, tuple(e.values),
+                              tuple(e.values.values())))  # fmt: skip
+    except ValueError:  # a value marshal cannot write (not a plain number): keep the event
+        return e
 
 
-def _unpack(t: tuple) -> MetricEvent:
-    step, kind, worker, created, names, values = t
+def _unpack(b: bytes) -> MetricEvent:
+    step, kind, worker, created, names, values = marshal.loads(b)
     return MetricEvent(step, dict(zip(names, values, strict=True)), kind, worker, created)

@@ -118,7 +118,7 @@ class MonitorPage(Page):
         self.charts = [self.loss, self.steps, self.lr, self.speed, self.grad, self.workers]
         self.clock = ChartClock(self.charts, parent=self)
 
-        grid_host = QWidget()
+        grid_host = self.chart_area = QWidget()  # things may float over it (the transfers)
         grid = QGridLayout(grid_host)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.addWidget(self.loss, 0, 0)

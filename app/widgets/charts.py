@@ -3,6 +3,13 @@
 Points go into growable numpy buffers (amortised O(1) append); a timer pushes dirty curves
 to pyqtgraph a few times a second, with peak downsampling and clip-to-view, so the cost of
 a redraw depends on the pixels on screen, not on the length of the run.
+
+Each redraw paints its chart once. pyqtgraph applies a new auto-range and view transform
+lazily, from inside the paint; the changes it makes there schedule a second full paint of
+the chart (pyqtgraph issue #7), so a redraw settles the view first. The grid stops at the
+minor ticks (the finest level doubled the cost of painting an axis for lines hardly seen),
+and the axes keep their rendering in a pixmap, so a chart repainted unchanged (the window
+exposed, a page shown) costs a copy.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QPen
+from PySide6.QtGui import QPaintEvent, QPen, QResizeEvent
+from PySide6.QtWidgets import QGraphicsItem
 
 REDRAW_MS = 100
+PAINT_WAIT_S = 0.5  # a redraw whose paint has not come by then no longer holds the next
 FAST_DRAW_POINTS = 2000  # above this, thin non-antialiased lines: raster drawPath cost explodes
 PALETTE = ["#2e7d32", "#c62828", "#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#5d4037"]
 
@@ -64,6 +73,8 @@ class SeriesBuffer:
 class LiveChart(pg.PlotWidget):
     """A titled plot whose named series are appended to and redrawn on a shared timer."""
 
+    painted = Signal(float)  # after a paint that showed new points: the oldest one's wait (s)
+
     def __init__(
         self,
         title: str,
@@ -78,8 +89,14 @@ class LiveChart(pg.PlotWidget):
         if y_label:
             self.setLabel("left", y_label)
         self.showGrid(x=True, y=True, alpha=0.2)
-        for side in ("left", "bottom"):  # no "(x0.001)" tacked onto a unit by pyqtgraph
-            self.getAxis(side).enableAutoSIPrefix(False)
+        for side in ("left", "bottom"):
+            axis = self.getAxis(side)
+            axis.enableAutoSIPrefix(False)  # no "(x0.001)" tacked onto a unit by pyqtgraph
+            # major and minor grid lines, not the finest level; the axis widens for longer
+            # labels but never narrows again: each change of width re-lays the plot out and
+            # paints the chart a second time (often while labels settle, early in a run)
+            axis.setStyle(maxTickLevel=1, autoReduceTextSpace=False)
+            axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setLogMode(y=log_y)
         self.setMinimumHeight(160)
         if legend:  # one-series charts say it in the title
@@ -91,7 +108,10 @@ class LiveChart(pg.PlotWidget):
         self.fast: set[str] = set()  # series drawn thin and aliased (long runs)
         self.dashed: set[str] = set()
         self.dirty: set[str] = set()
-        self.last_append: dict[str, float] = {}  # monotonic time of the newest undrawn point
+        self.last_append: dict[str, float] = {}  # monotonic time of the oldest undrawn point
+        self.unpainted: float | None = None  # the same, for points redrawn but not yet painted
+        self.paint_s = 0.0  # how long the last paint took
+        self.redrawn_at: float | None = None  # monotonic time of a redraw not painted yet
 
     def add_series(
         self, name: str, color: str | None = None, symbol: str | None = None, dash: bool = False
@@ -165,12 +185,13 @@ class LiveChart(pg.PlotWidget):
         self.dotted.clear()
         self.dirty.clear()
         self.last_append.clear()
+        self.unpainted = None
         self.plotItem.vb.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         self.plotItem.enableAutoRange()  # setRange turned it off
 
-    def redraw(self) -> list[float]:
-        """Push dirty series to pyqtgraph; returns how long each waited since its first new point."""
-        waits = []
+    def redraw(self) -> None:
+        """Push dirty series to pyqtgraph and settle the view; the chart paints them once, at
+        the window's next frame (``painted`` says when)."""
         now = time.monotonic()
         for name in self.dirty:
             buffer, item = self.series[name]
@@ -185,20 +206,43 @@ class LiveChart(pg.PlotWidget):
                 item.setData(*buffer.view(), antialias=False)
             else:
                 item.setData(*buffer.view())
-            waits.append(now - self.last_append.pop(name, now))
+            first = self.last_append.pop(name, now)
+            self.unpainted = first if self.unpainted is None else min(self.unpainted, first)
         self.dirty.clear()
-        return waits
+        self.redrawn_at = now
+        self._settle()
+
+    def _settle(self) -> None:
+        """What the paint would do first (auto-range, the view's transform), done now: changes
+        made during a paint schedule another one."""
+        if getattr(self, "plotItem", None) is not None:  # None while PlotWidget builds itself
+            for _ in range(3):  # a new range re-samples long series, whose bounds may move it
+                self.plotItem.vb.prepareForPaint()
+
+    def resizeEvent(self, event: QResizeEvent | None) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._settle()
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
+        start = time.perf_counter()
+        super().paintEvent(event)
+        self.paint_s = time.perf_counter() - start
+        self.redrawn_at = None
+        if self.unpainted is not None:
+            waited, self.unpainted = time.monotonic() - self.unpainted, None
+            self.painted.emit(waited)
 
 
 class ChartClock(QObject):
-    """Redraws a group of charts one at a time, oldest waiting first, and paints each at once.
+    """Redraws a group of charts one at a time, oldest waiting first.
 
-    One chart per tick keeps each GUI slice short; the tick interval stretches when painting
-    gets expensive (huge runs, slow machines) so charts never take more than about a fifth
-    of the GUI thread. ``drawn`` reports point-to-screen delays (used by the bench).
+    One chart per frame keeps each GUI slice short (the chart paints at the next frame); the
+    tick interval stretches when drawing gets expensive (huge runs, slow machines) so charts
+    never take more than about a fifth of the GUI thread. ``drawn`` reports point-to-screen
+    delays (used by the bench).
     """
 
-    drawn = Signal(float)  # longest wait, in seconds, of a point drawn in this tick
+    drawn = Signal(float)  # longest wait, in seconds, of a point a chart's paint showed
 
     def __init__(
         self, charts: list[LiveChart], interval_ms: int = REDRAW_MS, parent: QObject | None = None
@@ -210,9 +254,17 @@ class ChartClock(QObject):
         self.timer.setInterval(self.base_ms)
         self.timer.timeout.connect(self.tick)
         self.timer.start()
+        for chart in charts:
+            chart.painted.connect(self.drawn)
 
     def tick(self) -> None:
-        """Draw the chart whose oldest undrawn point has waited longest."""
+        """Draw the chart whose oldest undrawn point has waited longest, once the last one
+        drawn is on screen: the window paints every changed chart in one go, so redrawing
+        the next before that would add its paint to the same frame."""
+        now = time.monotonic()
+        if any(c.redrawn_at is not None and now - c.redrawn_at < PAINT_WAIT_S and c.isVisible()
+               for c in self.charts):  # fmt: skip
+            return
         dirty = [c for c in self.charts if c.dirty]
         if dirty:
             self._draw(
@@ -221,13 +273,9 @@ class ChartClock(QObject):
 
     def _draw(self, chart: LiveChart) -> None:
         start = time.perf_counter()
-        waits = chart.redraw()
-        if chart.isVisible():
-            chart.viewport().repaint()  # paint now, so the cost is measured and the point is on screen
-        cost_ms = (time.perf_counter() - start) * 1000
-        self.timer.setInterval(max(self.base_ms, int(4 * cost_ms)))
-        if waits:
-            self.drawn.emit(max(waits))
+        chart.redraw()
+        cost_s = time.perf_counter() - start + (chart.paint_s if chart.isVisible() else 0.0)
+        self.timer.setInterval(max(self.base_ms, int(4000 * cost_s)))
 
     def flush(self) -> None:
         """Draw every dirty chart now (tests, screenshots)."""

@@ -8,8 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QLabel, QSizePolicy
 
+WAITING = "The plan and each step's figures show here once the run trains."
+STYLE = "color:%s; padding:2px 0;"
 NO_PREDICTION = "no prediction (the planner predicts dist.mode auto runs of 2 or more workers)"
 EFFICIENCY_HELP = (  # engine/plan/efficiency.py defines both figures; this only shows them
     "Tokens/s counts trained tokens (what the loss counts: no padding, no masked prompt), "
@@ -49,25 +52,34 @@ def plan_line(plan: dict[str, Any]) -> str:
 
 
 class RunFigures(QLabel):
-    """Two lines above the Monitor's charts; hidden until a run has a figure to show."""
+    """Two lines above the Monitor's charts, of a fixed height and always there (a grey note
+    until a run has figures): each line is cut to the width (``…``, the whole text in the
+    tooltip), so figures coming or going never move or resize the charts under them (a
+    relayout repaints all six)."""
+
+    LINES = 2
 
     def __init__(self) -> None:
         super().__init__()
         self.setTextFormat(Qt.TextFormat.PlainText)
-        self.setWordWrap(True)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.setStyleSheet("color:#333; padding:2px 0;")
-        self.setToolTip(EFFICIENCY_HELP)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setStyleSheet(STYLE % "#333")
+        self._muted = False  # the grey placeholder is shown
+        self.setFixedHeight(self.LINES * self.fontMetrics().lineSpacing() + 6)
+        self._lines: list[str] = []
         self.clear()
 
     def clear(self) -> None:
+        """No figures (a new run); the line keeps its place."""
         self.plan: dict[str, Any] | None = None
         self.step = 0
         self.train: dict[str, float] = {}
         self.shares: dict[int, float] = {}  # worker -> sequences of the batch (balance)
         self.tokens: dict[int, float] = {}  # worker -> tokens this step
-        self.setText("")
-        self.hide()
+        self._show_lines([])
+
+    def full_text(self) -> str:
+        return "\n".join(self._lines)
 
     def set_plan(self, plan: dict[str, Any]) -> None:
         self.plan = dict(plan)
@@ -123,5 +135,24 @@ class RunFigures(QLabel):
         lines = [plan_line(self.plan)] if self.plan else []
         if live := self.live_line():
             lines.append(live)
-        self.setText("\n".join(lines))
-        self.setVisible(bool(lines))
+        self._show_lines(lines)
+
+    def _show_lines(self, lines: list[str]) -> None:
+        self._lines = lines[: self.LINES]
+        self.setToolTip(f"{self.full_text()}\n\n{EFFICIENCY_HELP}" if lines else EFFICIENCY_HELP)
+        self._elide()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        metrics, width = self.fontMetrics(), max(1, self.contentsRect().width())
+        lines = self._lines or [WAITING]
+        text = "\n".join(metrics.elidedText(x, Qt.TextElideMode.ElideRight, width) for x in lines)
+        if text == self.text():  # an unchanged text costs no relayout request
+            return
+        if self._muted != (not self._lines):
+            self._muted = not self._lines
+            self.setStyleSheet(STYLE % ("#888" if self._muted else "#333"))
+        self.setText(text)

@@ -4,17 +4,26 @@ Fed by engine.events.DownloadEvent and ShipEvent through the bridge (GUI thread)
 transfer: the download, and one per worker ("sent 1.2 of 3.4 GB at 95 MB/s", or "already
 holds every file" when its cache had them: workers keep files by hash). The panel hides
 itself while nothing is moving.
+
+On the Monitor it floats over the top right of the charts (``float_over``) rather than taking
+a place in the page's layout: rows that come and go then never resize the charts, which would
+repaint all six at once (a visible stall, mostly while the run starts). The charts are still
+empty while the model travels.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar, QWidget
 
 from engine.events import DownloadEvent, ShipEvent
 from engine.model.cache import human_bytes
 
 HIDE_AFTER_MS = 8000  # finished rows stay readable for a moment
+MARGIN = 8  # between a floating panel and its host's edges
+FLOAT_STYLE = (
+    "QWidget#transfers { background: white; border: 1px solid #c8cfc6; border-radius: 6px; }"
+)
 
 
 def ship_text(e: ShipEvent) -> str:
@@ -42,7 +51,36 @@ class TransferPanel(QWidget):
         self.rows: dict[str, tuple[QLabel, QProgressBar, QLabel]] = {}
         self._hide = QTimer(self, singleShot=True, interval=HIDE_AFTER_MS)
         self._hide.timeout.connect(self.clear)
+        self._host: QWidget | None = None
         self.setVisible(False)
+
+    def float_over(self, host: QWidget) -> None:
+        """Show over the top right of ``host`` (a card, outside any layout) from now on."""
+        self._host = host
+        self.setParent(host)
+        self.setObjectName("transfers")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.setStyleSheet(FLOAT_STYLE)
+        self.grid.setContentsMargins(10, 6, 10, 6)
+        host.installEventFilter(self)
+        self.setVisible(bool(self.rows))
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if watched is self._host and event.type() == QEvent.Type.Resize:
+            self._place()
+        return False
+
+    def _place(self) -> None:
+        host = self._host
+        if host is None:
+            return
+        self.grid.invalidate()  # rows just added count in its size hint
+        hint = self.grid.totalSizeHint()
+        wanted = max(hint.width(), host.width() // 2, self.width() if self.isVisible() else 0)
+        width = max(1, min(host.width() - 2 * MARGIN, wanted))  # grows with its text, no jitter
+        height = max(1, min(hint.height(), host.height() - 2 * MARGIN))
+        self.setGeometry(host.width() - width - MARGIN, MARGIN, width, height)
+        self.raise_()
 
     def on_event(self, e: object) -> None:
         if isinstance(e, DownloadEvent):
@@ -56,6 +94,7 @@ class TransferPanel(QWidget):
         _, bar, label = self._row(key, title)
         bar.setValue(int(1000 * done / total) if total else 1000)
         label.setText(text)
+        self._place()  # a new row, a longer text: the card fits them
         self.setVisible(True)
         if finished and all(b.value() >= 1000 for _, b, _ in self.rows.values()):
             self._hide.start()
@@ -72,6 +111,8 @@ class TransferPanel(QWidget):
             self.grid.addWidget(name, r, 0)
             self.grid.addWidget(bar, r, 1)
             self.grid.addWidget(text, r, 2)
+            for w in (name, bar, text):
+                w.show()  # now, not queued: the row counts in the size it is placed at
             self.grid.setColumnStretch(1, 1)
             self.rows[key] = (name, bar, text)
         return self.rows[key]

@@ -179,10 +179,10 @@ def test_a_new_users_first_session(first_launch, qtbot, settings, engine_dir, tm
     assert {"w0 compute", "w1 compute", "w0 comm", "w1 comm"} <= set(monitor.workers.series)
     # dist.mode auto: the coordinator's plan, measured against predicted, step by step
     assert monitor.steps.point_count("measured") == monitor.steps.point_count("predicted") == STEPS
-    assert monitor.figures.text().startswith("Plan (auto): ")
+    assert monitor.figures.full_text().startswith("Plan (auto): ")
     # the figures line is refreshed 200 ms after a burst of steps (the engine, continued after
     # the reopen, may deliver the rest at once and then finish within that time)
-    qtbot.waitUntil(lambda: "scaling efficiency" in monitor.figures.text(), timeout=5_000)
+    qtbot.waitUntil(lambda: "scaling efficiency" in monitor.figures.full_text(), timeout=5_000)
     assert monitor.progress.value() == monitor.progress.maximum() == STEPS
     assert "ETA" not in monitor.eta.text()
     qtbot.waitUntil(window.start_button.isEnabled, timeout=60_000)

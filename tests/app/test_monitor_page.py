@@ -125,3 +125,35 @@ def test_a_resumed_run_shows_its_whole_history(monitor, history_first: bool) -> 
     assert xs.tolist() == list(range(1, 23))
     assert monitor.loss.point_count("validation") == 4  # steps 5, 10, 15, 20
     assert monitor.workers.point_count("w0 compute") == 20
+
+
+def test_what_shows_above_the_charts_never_moves_them(monitor, qtbot) -> None:
+    """A run's figures and its transfers come and go above the charts without resizing them:
+    a resize repaints all six at once, a stall of the window (bench/gui_latency.py)."""
+    from app.widgets.transfer_panel import TransferPanel
+    from engine.events import ShipEvent
+
+    transfers = TransferPanel()
+    transfers.float_over(monitor.chart_area)  # as the main window places it
+    monitor.reset(10)
+    qtbot.wait(50)
+    before = [c.geometry() for c in monitor.charts]
+    transfers.on_event(ShipEvent("10.0.0.2:50051", 0, 1_000, 4_000, 1, 3, rate_bps=1e6))
+    transfers.on_event(ShipEvent("10.0.0.3:50051", 1, 0, 0, 0, 0, held_bytes=4_000, done=True))
+    plan = {"mode": "all-reduce", "compression": "none", "grad_accum": 1,
+            "predicted_step_s": 0.5, "speedup": 1.6, "slows": ["a Mac on Wi-Fi"] * 20}  # fmt: skip
+    monitor.on_state(StateEvent("running", "", "/tmp/run",
+                                {"start_step": 0, "total_steps": 10, "plan": plan}))  # fmt: skip
+    for s in (1, 2, 3):
+        monitor.on_metric(MetricEvent(s, {"step_time_s": 0.5, "predicted_step_s": 0.4,
+                                          "scaling_efficiency": 0.9, "tokens_per_s": 900.0}))  # fmt: skip
+    transfers.clear()
+    qtbot.waitUntil(lambda: "Step 3" in monitor.figures.full_text(), timeout=2_000)
+    qtbot.wait(50)
+    assert [c.geometry() for c in monitor.charts] == before
+    # the long plan line is cut to the width, whole in the tooltip
+    shown = monitor.figures.text().splitlines()
+    assert len(shown) == 2 and shown[0].endswith("…")
+    assert "a Mac on Wi-Fi would slow it" in monitor.figures.toolTip()
+    metrics = monitor.figures.fontMetrics()
+    assert all(metrics.horizontalAdvance(line) <= monitor.figures.width() for line in shown)

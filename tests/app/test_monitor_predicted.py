@@ -62,8 +62,8 @@ def test_measured_against_predicted_live(monitor, qtbot) -> None:
     assert any(c.blue() > c.red() + 60 and c.blue() > c.green() + 30 for c in drawn), (
         "the predicted line is not drawn"
     )
-    qtbot.waitUntil(lambda: "Step 3" in monitor.figures.text(), timeout=2_000)
-    text = monitor.figures.text()
+    qtbot.waitUntil(lambda: "Step 3" in monitor.figures.full_text(), timeout=2_000)
+    text = monitor.figures.full_text()
     assert text.startswith("Plan (auto): all-reduce, exact fp32 gradients, grad_accum 1")
     assert "predicted 0.5 s a step, 2,048 trained tokens/s, 1.60× the fastest Mac alone" in text
     assert "Step 3: 0.55 s measured, 0.5 s predicted (+10%)" in text
@@ -73,13 +73,13 @@ def test_measured_against_predicted_live(monitor, qtbot) -> None:
 
     local = {**PLAN, "local": True, "speedup": 0.93}  # the planner: vs the machine alone
     monitor.on_state(StateEvent("running", "", "/tmp/run", {"plan": local}))
-    assert "local processes share this machine's cores" in monitor.figures.text()
-    assert "0.93× this machine alone in one process" in monitor.figures.text()
-    assert "fastest" not in monitor.figures.text()  # processes are not Macs
+    assert "local processes share this machine's cores" in monitor.figures.full_text()
+    assert "0.93× this machine alone in one process" in monitor.figures.full_text()
+    assert "fastest" not in monitor.figures.full_text()  # processes are not Macs
     step(monitor, 4, 0.5, 0.5, 0.9, shares=(6.0, 2.0))  # balance re-split the batch
-    qtbot.waitUntil(lambda: "w0 6, w1 2" in monitor.figures.text(), timeout=2_000)
-    monitor.reset(5)  # a new run: nothing of the last one's figures
-    assert not monitor.figures.isVisible() and monitor.figures.text() == ""
+    qtbot.waitUntil(lambda: "w0 6, w1 2" in monitor.figures.full_text(), timeout=2_000)
+    monitor.reset(5)  # a new run: nothing of the last one's figures, the same place for them
+    assert monitor.figures.isVisible() and monitor.figures.full_text() == ""
 
 
 def test_without_a_prediction_or_shares_nothing_is_invented(monitor, qtbot) -> None:
@@ -88,8 +88,8 @@ def test_without_a_prediction_or_shares_nothing_is_invented(monitor, qtbot) -> N
     monitor.clock.flush()
     assert monitor.steps.point_count("measured") == 1
     assert monitor.steps.point_count("predicted") == 0
-    qtbot.waitUntil(lambda: "Step 1" in monitor.figures.text(), timeout=2_000)
-    text = monitor.figures.text()
+    qtbot.waitUntil(lambda: "Step 1" in monitor.figures.full_text(), timeout=2_000)
+    text = monitor.figures.full_text()
     assert NO_PREDICTION in text and "efficiency" not in text and "Plan" not in text
     assert "tokens per worker: w0 33%, w1 67%" in text  # no share field: each worker's tokens
 
@@ -102,6 +102,6 @@ def test_a_runs_history_brings_its_predictions(monitor) -> None:
     rows += [{"step": 4, "kind": "worker", "worker": w, "share": 4.0} for w in (0, 1)]
     monitor.load_history(iter(rows))  # a generator, as a reader may hand them
     assert monitor.steps.point_count("predicted") == 4  # step 5 is redone by the resume
-    text = monitor.figures.text()
+    text = monitor.figures.full_text()
     assert "Step 4: 0.6 s measured, 0.5 s predicted (+20%)" in text
     assert "share of the batch: w0 4, w1 4 sequences" in text

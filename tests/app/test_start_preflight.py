@@ -62,3 +62,30 @@ def test_the_runs_folder_is_a_full_path_remembered_by_the_app(window, settings, 
     other.run.out_dir = str(tmp_path / "named")  # a full path in the job file is kept
     window.job.replace(other)
     assert page.runs_folder.text() == str(tmp_path / "named")
+
+
+def test_settings_are_written_off_the_gui_thread(tmp_path) -> None:
+    """A value set is read back at once and reaches the file from a writer thread: a QSettings
+    changed on the GUI thread would write (and fsync) from the event loop."""
+    import threading
+
+    from PySide6.QtCore import QSettings
+
+    from app.settings import AppSettings
+
+    path = str(tmp_path / "settings.ini")
+    settings = AppSettings(QSettings(path, QSettings.Format.IniFormat))
+    writers: list[threading.Thread] = []
+    open_writer = settings._open_writer
+    settings._open_writer = lambda: writers.append(threading.current_thread()) or open_writer()
+    settings.add_recent("datasets", "/data/a.jsonl")
+    settings.set_value("window/geometry", b"\x01\x02")
+    assert settings.recent("datasets") == ["/data/a.jsonl"]
+    assert settings.sync(10)
+    assert writers and threading.main_thread() not in writers
+    assert "/data/a.jsonl" in (tmp_path / "settings.ini").read_text()
+    settings.clear_recent("datasets")
+    assert settings.recent("datasets") == []
+    assert settings.sync(10)
+    later = AppSettings(QSettings(path, QSettings.Format.IniFormat))  # the next launch
+    assert later.recent("datasets") == [] and later.value("window/geometry") == b"\x01\x02"
