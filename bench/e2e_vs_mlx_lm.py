@@ -13,7 +13,8 @@ tokenising, training, saving all in), ``--rounds`` times each. The commands of a
 side by side in turns of ``--turn`` seconds (bench/interleave.py: one computes while the
 other is stopped, so both see the same machine load at that grain; this box is shared and
 its speed swings 2-3x within a minute); ``--turn 0`` runs them one after the other, in
-alternating order. With
+alternating order, as it does by default on a GPU (a stopped process's kernels would go on
+running through the other's turn). With
 ``--warmup`` each tool first runs 5 untimed steps: on a GPU the first process to use a kernel
 compiles it (MLX caches it for later processes), which would otherwise bill whichever tool
 runs first for both.
@@ -218,9 +219,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--packing", action="store_true", help="also time Orchard with packing on")
     p.add_argument("--warmup", action="store_true", help="5 untimed steps of each tool first")
-    p.add_argument("--turn", type=float, default=0.5,
-                   help="seconds of each turn when the commands run side by side (0: in a row)")  # fmt: skip
+    p.add_argument("--turn", type=float, default=None,
+                   help="seconds of each turn when the commands run side by side (0: in a row; "
+                        "default 0.5 on a CPU, 0 on a GPU)")  # fmt: skip
     args = p.parse_args()
+    if args.turn is None:
+        import mlx.core as mx
+
+        args.turn = 0.5 if mx.default_device() == mx.cpu else 0.0
     data = DATA.get(args.data, Path(args.data)).resolve()
     args.model = str(Path(args.model).resolve())
     env = blas_env()

@@ -157,6 +157,10 @@ class GradientStep:
 
     def __init__(self, model: nn.Module, loss_fn: LossFn = token_loss_sum, compile: bool = True):
         self.model = model
+        if loss_fn is token_loss_sum:  # the same loss, chunked through the output layer
+            from engine.train.chunked_loss import loss_for
+
+            loss_fn = loss_for(model)  # (where the model allows: engine/train/chunked_loss.py)
 
         def scaled(m: nn.Module, scale: mx.array, *batch: mx.array):
             loss, ntok = loss_fn(m, *batch)
