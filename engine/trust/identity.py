@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine.trust.files import write_private
+from engine.trust.files import folder_lock, write_private
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,18 @@ def load_or_create_identity(folder: str | Path, common_name: str = "orchard") ->
     """Load ``folder/key.pem`` + ``cert.pem``, or make them (0600) when neither exists."""
     folder = Path(folder)
     key_path, cert_path = folder / KEY_FILE, folder / CERT_FILE
-    if key_path.exists() != cert_path.exists():
-        missing = cert_path if key_path.exists() else key_path
-        raise IdentityError(
-            f"{missing}: missing while its pair exists; remove both to make a new identity"
-        )
-    if not key_path.exists():
-        key_pem, cert_pem = _generate(common_name)
-        write_private(key_path, key_pem)
-        write_private(cert_path, cert_pem)
-        log.info("made a new TLS identity in %s", folder)
-    key_pem, cert_pem = key_path.read_bytes(), cert_path.read_bytes()
+    with folder_lock(folder):  # two first uses at once make one identity, not a mixed pair
+        if key_path.exists() != cert_path.exists():
+            missing = cert_path if key_path.exists() else key_path
+            raise IdentityError(
+                f"{missing}: missing while its pair exists; remove both to make a new identity"
+            )
+        if not key_path.exists():
+            key_pem, cert_pem = _generate(common_name)
+            write_private(key_path, key_pem)
+            write_private(cert_path, cert_pem)
+            log.info("made a new TLS identity in %s", folder)
+        key_pem, cert_pem = key_path.read_bytes(), cert_path.read_bytes()
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
         cert = x509.load_pem_x509_certificate(cert_pem)
@@ -126,11 +127,12 @@ def _generate(common_name: str) -> tuple[bytes, bytes]:
 def load_or_create_machine_id(folder: str | Path) -> str:
     """A stable id for this machine (16 hex digits), made once and kept in ``folder/id``."""
     path = Path(folder) / "id"
-    if path.exists():
-        text = path.read_text(encoding="utf-8").strip()
-        if re.fullmatch(r"[0-9a-f]{16}", text):
-            return text
-        log.warning("%s: not a machine id; making a new one", path)
-    new_id = secrets.token_hex(8)
-    write_private(path, new_id.encode())
-    return new_id
+    with folder_lock(path.parent):  # two first uses at once agree on one id
+        if path.exists():
+            text = path.read_text(encoding="utf-8").strip()
+            if re.fullmatch(r"[0-9a-f]{16}", text):
+                return text
+            log.warning("%s: not a machine id; making a new one", path)
+        new_id = secrets.token_hex(8)
+        write_private(path, new_id.encode())
+        return new_id

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.trust.files import write_private
+from engine.trust.files import folder_lock, write_private
 from engine.trust.identity import is_fingerprint
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,13 @@ class PeerStore:
     def put(self, peer: PairedPeer) -> None:
         if not is_fingerprint(peer.fingerprint):
             raise ValueError(f"peer {peer.peer_id!r}: fingerprint must be 64 hex digits")
-        with self._lock:
+        with self._lock, folder_lock(self.path.parent):  # another process may pair meanwhile
             self._reload_if_changed()
             self._peers[peer.peer_id] = peer
             self._save()
 
     def remove(self, peer_id: str) -> bool:
-        with self._lock:
+        with self._lock, folder_lock(self.path.parent):
             self._reload_if_changed()
             found = self._peers.pop(peer_id, None) is not None
             if found:
@@ -100,12 +100,13 @@ class PeerStore:
             raise KeyError(f"worker {peer_id!r} is not paired; pair it with its code first")
         return check_pin(peer, fingerprint)
 
-    def _file_stamp(self) -> tuple[int, int]:
+    def _file_stamp(self) -> tuple[int, int, int]:
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            return (0, 0)
-        return (st.st_mtime_ns, st.st_size)
+            return (0, 0, 0)
+        # every save replaces the file, so the inode changes even where mtime and size don't
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _reload_if_changed(self) -> None:
         """Another process (or another PeerStore on the same file) may have paired meanwhile."""

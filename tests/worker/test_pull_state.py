@@ -219,7 +219,8 @@ def test_between_paired_agents_over_pinned_tls_with_each_job_in_its_own_process(
     from engine.rpc.paired_client import connect_paired
     from engine.trust import open_trust_home
 
-    clients = [paired(f"agent{r}")[1] for r in range(2)]  # one at a time: one trust folder
+    with ThreadPoolExecutor(2) as pool:  # both pairings at once, into one trust folder
+        clients = [client for _, client in pool.map(paired, ["agent0", "agent1"])]
     certs = []
     for c in clients:
         again, peer = connect_paired(c.address, open_trust_home(), timeout_s=60)
