@@ -15,6 +15,9 @@ baton to the next report (batching, step, metrics all in); the first (compiling)
 is dropped. ``--rounds`` lockstep runs; the ratio is of the summed tokens over summed time.
 Also printed: tokens per CPU second of the process over the same segments (load barely
 moves it; run with OPENBLAS_NUM_THREADS=1 for it to measure work alone).
+Both run with the BLAS Orchard's workers get (engine/worker/blas.py: on Linux the system
+OpenBLAS, preloaded; the mlx wheel's reference BLAS is ~9x slower): the bench starts itself
+again with it when it is not loaded.
 Peak memory: a separate run of 6 steps of each, in a fresh process of its own
 (mx.get_peak_memory).
 The last line is ``tokens_per_s_ratio=<orchard/mlx_lm> peak_memory_ratio=<orchard/mlx_lm>``.
@@ -213,7 +216,20 @@ def _peak_of(args, chunks, name: str) -> None:
     print(f"PEAK {mx.get_peak_memory()}", flush=True)
 
 
+def with_worker_blas() -> None:
+    """Start this script again with the BLAS a local worker gets (engine/worker/blas.py),
+    unless it is loaded already or none is found: both trainers then use it."""
+    import os
+
+    from engine.worker.blas import openblas_loaded, worker_env
+
+    env = worker_env(os.environ)
+    if env.get("LD_PRELOAD") != os.environ.get("LD_PRELOAD") and not openblas_loaded():
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)
+
+
 def main() -> None:
+    with_worker_blas()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--every", type=int, default=2)
