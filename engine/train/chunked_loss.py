@@ -30,10 +30,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from engine.model.memory import LOSS_CHUNK_BYTES, loss_chunk_rows
+
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 16 * 2**20  # float32 logits per chunk: 131 rows of a 32k vocabulary
-MIN_ROWS = 16
+CHUNK_BYTES = LOSS_CHUNK_BYTES  # float32 logits per chunk: 131 rows of a 32k vocabulary
 
 
 def split_output(model: nn.Module) -> tuple[Callable, Callable, nn.Module] | None:
@@ -53,10 +54,8 @@ def split_output(model: nn.Module) -> tuple[Callable, Callable, nn.Module] | Non
 
 
 def chunk_rows(vocab: int, hidden: int) -> int:
-    """Rows a chunk: CHUNK_BYTES of float32 logits, but at least hidden / 4, since every
-    chunk reads the whole output layer again (BLAS packs it anew for each call: 32-row
-    chunks made a 58M-parameter model's step 10% slower than 131-row ones on a CPU)."""
-    return max(MIN_ROWS, CHUNK_BYTES // (4 * max(1, vocab)), hidden // 4)
+    """Rows a chunk (engine.model.memory.loss_chunk_rows, which the estimate counts too)."""
+    return loss_chunk_rows(vocab, hidden, CHUNK_BYTES)
 
 
 def _loss_and_grad(head: Callable, rows: int, h: mx.array, targets: mx.array, weights: mx.array):
