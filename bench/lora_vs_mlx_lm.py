@@ -225,7 +225,7 @@ def with_worker_blas() -> None:
 
     env = worker_env(os.environ)
     if env.get("LD_PRELOAD") != os.environ.get("LD_PRELOAD") and not openblas_loaded():
-        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)  # the script run
 
 
 def main() -> None:
