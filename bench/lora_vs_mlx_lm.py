@@ -265,13 +265,16 @@ def main() -> None:
     cpu = {"orchard": 0.0, "mlx_lm": 0.0}
     for r in range(args.rounds):
         segments = lockstep(args, chunks)
+        rate = {}
         for name, segs in segments.items():
             timed = [(t, c) for step, t, c in segs if step > args.every]  # drop the compiling one
             tokens[name] += per_segment * len(timed)
             seconds[name] += sum(t for t, _ in timed)
             cpu[name] += sum(c for _, c in timed)
+            rate[name] = per_segment * len(timed) / sum(t for t, _ in timed)
             rates = " ".join(f"{per_segment / t:.0f}" for t, _ in timed)
             print(f"round {r + 1} {name:8s} tokens/s per segment: {rates}")
+        print(f"round {r + 1} ratio {rate['orchard'] / rate['mlx_lm']:.3f}", flush=True)
     tps = {k: tokens[k] / seconds[k] for k in tokens}
     print(f"tokens/s: orchard {tps['orchard']:.0f}, mlx_lm {tps['mlx_lm']:.0f}")
     # tokens per CPU second of the process (both trainers' threads, BLAS's included): what a
