@@ -15,6 +15,9 @@ baton to the next report (batching, step, metrics all in); the first (compiling)
 is dropped. ``--rounds`` lockstep runs; the ratio is of the summed tokens over summed time.
 Also printed: tokens per CPU second of the process over the same segments (load barely
 moves it; run with OPENBLAS_NUM_THREADS=1 for it to measure work alone).
+Both run with the BLAS Orchard's workers get (engine/worker/blas.py: on Linux the system
+OpenBLAS, preloaded; the mlx wheel's reference BLAS is ~9x slower): the bench starts itself
+again with it when it is not loaded.
 Peak memory: a separate run of 6 steps of each, in a fresh process of its own
 (mx.get_peak_memory).
 The last line is ``tokens_per_s_ratio=<orchard/mlx_lm> peak_memory_ratio=<orchard/mlx_lm>``.
@@ -213,7 +216,20 @@ def _peak_of(args, chunks, name: str) -> None:
     print(f"PEAK {mx.get_peak_memory()}", flush=True)
 
 
+def with_worker_blas() -> None:
+    """Start this script again with the BLAS a local worker gets (engine/worker/blas.py),
+    unless it is loaded already or none is found: both trainers then use it."""
+    import os
+
+    from engine.worker.blas import openblas_loaded, worker_env
+
+    env = worker_env(os.environ)
+    if env.get("LD_PRELOAD") != os.environ.get("LD_PRELOAD") and not openblas_loaded():
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)  # the script run
+
+
 def main() -> None:
+    with_worker_blas()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--every", type=int, default=2)
@@ -249,13 +265,16 @@ def main() -> None:
     cpu = {"orchard": 0.0, "mlx_lm": 0.0}
     for r in range(args.rounds):
         segments = lockstep(args, chunks)
+        rate = {}
         for name, segs in segments.items():
             timed = [(t, c) for step, t, c in segs if step > args.every]  # drop the compiling one
             tokens[name] += per_segment * len(timed)
             seconds[name] += sum(t for t, _ in timed)
             cpu[name] += sum(c for _, c in timed)
+            rate[name] = per_segment * len(timed) / sum(t for t, _ in timed)
             rates = " ".join(f"{per_segment / t:.0f}" for t, _ in timed)
             print(f"round {r + 1} {name:8s} tokens/s per segment: {rates}")
+        print(f"round {r + 1} ratio {rate['orchard'] / rate['mlx_lm']:.3f}", flush=True)
     tps = {k: tokens[k] / seconds[k] for k in tokens}
     print(f"tokens/s: orchard {tps['orchard']:.0f}, mlx_lm {tps['mlx_lm']:.0f}")
     # tokens per CPU second of the process (both trainers' threads, BLAS's included): what a

@@ -40,7 +40,7 @@ from mlx_lm import load as mlx_lm_load  # noqa: E402
 from mlx_lm.tuner.trainer import default_loss  # noqa: E402
 from mlx_lm.tuner.utils import linear_to_lora_layers  # noqa: E402
 
-from bench.lora_vs_mlx_lm import TARGETS, orchard_setup, token_chunks  # noqa: E402
+from bench.lora_vs_mlx_lm import TARGETS, orchard_setup, token_chunks, with_worker_blas  # noqa: E402
 from engine.config import resolve_model_path  # noqa: E402
 from engine.data import collate  # noqa: E402
 from engine.dist.dist_optimizer import DistributedAdamW  # noqa: E402
@@ -100,6 +100,7 @@ def mlx_lm_steps(args):
 
 
 def main() -> None:
+    with_worker_blas()  # the BLAS a worker gets (bench/lora_vs_mlx_lm.py)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo", help="model folder (default: stories260K)")
     p.add_argument("--rank", type=int, default=64)

@@ -8,7 +8,9 @@ about a quarter of a LoRA step (58M-parameter Llama shape, rank 64: 3.75 s a ste
 here; peak 245 MiB lower). Here the output layer and the cross-entropy run a few hundred
 rows at a time, and each chunk makes its logits, one exp, its loss and the gradient of that
 loss w.r.t. the hidden states (through the output layer) at once, then frees them all: no
-(B, T, vocab) buffer lives, and the backward pass starts from the stored (B, T, hidden)
+(B, T, vocab) buffer lives (each chunk waits for the one before, ``mx.depends``: left free,
+MLX started every chunk's logits before finishing any, and the loss's peak grew with the
+rows: 312 MiB for 1024 rows of a 32k vocabulary, 179 MiB in order), and the backward pass starts from the stored (B, T, hidden)
 gradient (an ``mx.custom_function``). The maths is the same up to float order
 (tests/train/test_chunked_loss.py); the loss is summed in float32.
 
@@ -28,10 +30,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from engine.model.memory import LOSS_CHUNK_BYTES, loss_chunk_rows
+
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 16 * 2**20  # float32 logits per chunk: 131 rows of a 32k vocabulary
-MIN_ROWS = 16
+CHUNK_BYTES = LOSS_CHUNK_BYTES  # float32 logits per chunk: 131 rows of a 32k vocabulary
 
 
 def split_output(model: nn.Module) -> tuple[Callable, Callable, nn.Module] | None:
@@ -51,10 +54,8 @@ def split_output(model: nn.Module) -> tuple[Callable, Callable, nn.Module] | Non
 
 
 def chunk_rows(vocab: int, hidden: int) -> int:
-    """Rows a chunk: CHUNK_BYTES of float32 logits, but at least hidden / 4, since every
-    chunk reads the whole output layer again (BLAS packs it anew for each call: 32-row
-    chunks made a 58M-parameter model's step 10% slower than 131-row ones on a CPU)."""
-    return max(MIN_ROWS, CHUNK_BYTES // (4 * max(1, vocab)), hidden // 4)
+    """Rows a chunk (engine.model.memory.loss_chunk_rows, which the estimate counts too)."""
+    return loss_chunk_rows(vocab, hidden, CHUNK_BYTES)
 
 
 def _loss_and_grad(head: Callable, rows: int, h: mx.array, targets: mx.array, weights: mx.array):
@@ -65,6 +66,8 @@ def _loss_and_grad(head: Callable, rows: int, h: mx.array, targets: mx.array, we
     parts, sizes = [], []
     for a in range(0, n, rows):
         hc, tc, wc = h[a : a + rows], targets[a : a + rows], weights[a : a + rows]
+        if parts:  # not before the last chunk is done: then its logits are freed
+            hc = mx.depends(hc, parts[-1])
         logits = head(hc)
         x = logits.astype(mx.float32)
         top = mx.max(x, axis=-1, keepdims=True)

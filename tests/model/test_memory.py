@@ -9,6 +9,7 @@ import pytest
 
 from engine.config import JobSpec
 from engine.model import estimate_memory, inspect_model
+from engine.model.memory import chunked_loss, loss_chunk_rows
 from engine.model.memory_probe import measure_step_peak
 
 from .conftest import build, save_folder, tiny_config
@@ -167,3 +168,22 @@ def test_auto_precision_follows_a_bf16_base(tmp_path):
     ratio = measured / auto.total_bytes
     print(f"memory bf16 base, auto: measured/estimated = {ratio:.2f}")
     assert 0.5 < ratio < 2.0
+
+
+def test_the_chunked_loss_counts_one_chunk_of_logits():
+    """Where the trainer's loss runs in chunks (a plain body + frozen head, not fp16), the
+    vocabulary term is one chunk's logits, not the whole micro-batch's."""
+    from dataclasses import replace
+
+    info = inspect_model("demo")  # a Llama
+    job = JobSpec().with_overrides(["data.max_seq_len=2048"])
+    assert chunked_loss(info, job)
+    chunked = estimate_memory(info, job)
+    whole = estimate_memory(replace(info, model_type="cohere"), job)  # scales its logits
+    tokens = chunked.micro_batch * 2048
+    rows = loss_chunk_rows(info.vocab_size, info.hidden_size)
+    assert rows < tokens
+    saved = tokens * info.vocab_size * 16 - rows * info.vocab_size * 24
+    assert whole.breakdown["activations"] - chunked.breakdown["activations"] == saved
+    assert not chunked_loss(info, job.with_overrides(["run.precision='fp16'"]))
+    assert not chunked_loss(info, job.with_overrides(["lora.target_modules=['q_proj', 'lm_head']"]))

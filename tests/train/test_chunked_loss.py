@@ -125,3 +125,30 @@ def test_only_a_plain_frozen_head_outside_fp16_is_chunked(job):
     assert not cl.takes_chunked_loss(half)
     # a model with no body and head at all
     assert not cl.takes_chunked_loss(nn.Linear(4, 4))
+
+
+def test_the_chunks_run_one_after_another(monkeypatch):
+    """Each chunk waits for the one before (mx.depends), so only about one chunk's logits
+    live at a time: the loss's peak does not grow with the rows (it doubled from 4 to 32
+    chunks when MLX was free to start every chunk's logits at once)."""
+    monkeypatch.setattr(cl, "CHUNK_BYTES", 2**19)  # 16 rows of a 8192 vocabulary a chunk
+    vocab, hidden = 8192, 32
+    mx.random.seed(0)
+    head = nn.Linear(hidden, vocab, bias=False)
+    mx.eval(head.parameters())
+
+    def peak(rows: int) -> int:
+        h = mx.random.normal((1, rows, hidden))
+        targets = mx.random.randint(0, vocab, (1, rows))
+        weights = mx.ones((1, rows))
+        ce = cl._chunked_ce(head, vocab)
+        step = mx.compile(mx.value_and_grad(lambda x: ce(x, targets, weights)[0]))
+        mx.eval(step(h))  # compiled, and the allocator warmed
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        active = mx.get_active_memory()
+        mx.eval(step(h))
+        return mx.get_peak_memory() - active
+
+    four, thirty_two = peak(64), peak(512)
+    assert thirty_two < 1.25 * four, (four, thirty_two)
