@@ -36,6 +36,11 @@ cores; between two Macs each has its own). The last line is the worst ratio,
 
 Run: python bench/ship.py [--mb 256] [--rounds 3] [--links ...] [--sha256] [--no-grpc]
 [--split-cpus] (the sender on one core, the receivers on another: two machines' CPUs)
+
+Old against new: ``--against REF`` (a git ref of this repository, e.g. ``main``) runs this
+bench from REF's tree and from this one in turn, one round each, ``--rounds`` times
+(alternating which goes first), and prints each link's ratios to raw TCP, old and new side by
+side; the last line is the worst link's median, ``ship_vs_tcp=<new> (REF: <old>)``.
 """
 
 from __future__ import annotations
@@ -354,7 +359,11 @@ def main() -> int:
     p.add_argument("--split-cpus", action="store_true",
                    help="the sender on the first core, the receivers on the last (Linux): as "
                    "two machines, each with a core of its own, rather than one sharing them")  # fmt: skip
+    p.add_argument("--against", metavar="REF",
+                   help="run REF's tree of this bench and this one in turn, ratios side by side")  # fmt: skip
     args = p.parse_args()
+    if args.against:
+        return against(args)
     if args.split_cpus:
         print("# split cpus: the sender on core 0, the receivers on core "
               f"{os.cpu_count() - 1} (each side has one; other load shares them)")  # type: ignore[operator]  # fmt: skip
@@ -365,6 +374,43 @@ def main() -> int:
         print("ship_vs_tcp=nan")
         return 1
     print(f"ship_vs_tcp={min(ratios):.2f}")
+    return 0
+
+
+def against(args: argparse.Namespace) -> int:
+    """This bench from ``args.against``'s tree and from this one, a round each in turn."""
+    passed = ["--mb", str(args.mb), "--rounds", "1", "--links", *args.links]
+    passed += [f for f, on in (("--no-grpc", args.no_grpc), ("--sha256", args.sha256),
+                               ("--split-cpus", args.split_cpus)) if on]  # fmt: skip
+    ratios: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    with tempfile.TemporaryDirectory(prefix="orchard-ship-against-") as tmp:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against],
+                                 capture_output=True, check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        trees = {"old": Path(tmp), "new": ROOT}
+        print(f"# old: {args.against} ({tmp}); new: {ROOT}", flush=True)
+        for r in range(args.rounds):
+            for which in ["old", "new"] if r % 2 == 0 else ["new", "old"]:
+                out = subprocess.run([sys.executable, str(trees[which] / "bench" / "ship.py"), *passed],
+                                     capture_output=True, text=True, cwd=trees[which])  # fmt: skip
+                for m in re.finditer(r"^link=(\S+) .* ratio=([\d.]+)$", out.stdout, re.M):
+                    ratios[which].setdefault(m.group(1), []).append(float(m.group(2)))
+                if out.returncode != 0:
+                    print(f"# {which} round {r + 1} failed: {out.stderr.strip()[-500:]}")
+    worst: dict[str, float] = {}
+    for link in args.links:
+        cells = []
+        for which in ("old", "new"):
+            rs = ratios[which].get(link, [])
+            if rs:
+                med = statistics.median(rs)
+                worst[which] = min(worst.get(which, med), med)
+                cells.append(f"{which}={' '.join(f'{x:.2f}' for x in rs)} (median {med:.2f})")
+        print(f"link={link} " + " ".join(cells), flush=True)
+    if "new" not in worst:
+        print("ship_vs_tcp=nan")
+        return 1
+    print(f"ship_vs_tcp={worst['new']:.2f} ({args.against}: {worst.get('old', float('nan')):.2f})")
     return 0
 
 

@@ -41,6 +41,7 @@ from functools import partial
 from pathlib import Path
 
 from engine.rpc.sealed import MAGIC_SEALED, RECORD_BYTES, SealBroken, Sealed, ticket_id
+from engine.rpc.sealed_pipeline import receive_sealed, send_sealed
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.files import FileStore
 from engine.worker.incoming import Incoming, Superseded
@@ -188,14 +189,14 @@ class BulkServer:
                     return
                 ticket, sealed = opened
                 reply: Callable[[str], None] = partial(_send_line, sealed.send)
-                read: Callable[[memoryview], int] = sealed.receive_into
             else:
+                sealed = None
                 ticket = self._take(ticket_id(_recv_exactly(conn, TICKET_BYTES)))
                 if ticket is None:
                     log.warning("bulk: %s showed no valid ticket", peer[0])
                     _reply(conn, "ERR UNAUTHENTICATED unknown or expired ticket: ask OpenFile again")  # fmt: skip
                     return
-                reply, read = partial(_send_line, conn.sendall), conn.recv_into
+                reply = partial(_send_line, conn.sendall)
             try:
                 incoming = self.store.begin(ticket.sha256, ticket.name, ticket.offset,
                                             ticket.size, ticket.checksum, ticket.caller)  # fmt: skip
@@ -211,7 +212,7 @@ class BulkServer:
                 return
             reply("GO")  # only now the bytes come: a refusal never races them
             kernel_timeout(conn, IDLE_TIMEOUT_S)
-            reply(_receive(incoming, conn, read, ticket.size, whole=self.sealed))
+            reply(_receive(incoming, conn, sealed, ticket.size))
         except (OSError, EOFError) as e:  # SealBroken too: the stream's bytes are not the peer's
             log.info("bulk: stream from %s ended: %s", peer[0], e)
         finally:
@@ -239,43 +240,39 @@ class BulkServer:
         return ticket, sealed
 
 
-def _receive(
-    incoming: Incoming, conn: socket.socket, read: Callable[[memoryview], int], size: int,
-    whole: bool,
-) -> str:  # fmt: skip
-    """Read the rest of the file into ``incoming`` with ``read`` (``conn.recv_into``, or a
-    sealed stream's: ``whole`` records, one per buffer); the reply for the sender."""
+class _WriteFailed(Exception):
+    """The worker's disk refused a write (full?): not the stream's fault, so said."""
+
+    def __init__(self, error: OSError):
+        self.error = error
+
+
+def _receive(incoming: Incoming, conn: socket.socket, sealed: Sealed | None, size: int) -> str:
+    """Read the rest of the file into ``incoming``: plain bytes, or records of the ``sealed``
+    stream (opened on a thread of their own, engine/rpc/sealed_pipeline.py); the reply for
+    the sender."""
     incoming.on_cancel(lambda: conn.shutdown(socket.SHUT_RDWR))  # the read ends
-    # last in, first out: the buffer hashed last (at once, with a checksum) is the one still
-    # in the CPU's cache
-    free: queue.LifoQueue[bytearray] = queue.LifoQueue()
-    for _ in range(BUFFERS):
-        free.put(bytearray(BUFFER_BYTES))
+
+    def write(view: memoryview, release: Callable[[], None]) -> None:
+        try:
+            incoming.write(view, release=release)
+        except OSError as e:
+            raise _WriteFailed(e) from None
+
+    def unblock() -> None:
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RD)  # the opener's pending receive returns
+
     keep = True
     try:
-        while left := size - incoming.size:
-            buf = free.get()  # back once the hasher is done with it
-            view = memoryview(buf)[: min(BUFFER_BYTES, left)]
-            got, broke = 0, None
-            while got < len(view) and broke is None:
-                try:
-                    n = read(view[got:])
-                except (OSError, EOFError) as e:
-                    broke = e
-                    break
-                if not n:
-                    broke = EOFError(f"{incoming.name}: stream ended before byte {size}")
-                got += n
-                if whole:
-                    break  # a record at a time: the next one need not fit what is left of this
-            try:
-                incoming.write(view[:got], release=lambda b=buf: free.put(b))
-            except OSError as e:  # the worker's disk (full?), not the stream: say so
-                return f"ERR RESOURCE_EXHAUSTED {incoming.name}: cannot write it here: {e}"
-            if broke is not None:  # every byte that came is kept for the resume
-                raise broke
+        if sealed is not None:
+            receive_sealed(sealed, size - incoming.size, BUFFER_BYTES, write, unblock)
+        else:
+            _receive_plain(incoming, conn, size, write)
         _, size = incoming.finish()
         return f"OK {size}"
+    except _WriteFailed as e:  # the worker's disk (full?), not the stream: say so
+        return f"ERR RESOURCE_EXHAUSTED {incoming.name}: cannot write it here: {e.error}"
     except InvalidRequest as e:  # refused content: its bytes go
         keep = False
         return f"ERR INVALID_ARGUMENT {e}"
@@ -288,6 +285,34 @@ def _receive(
         return f"ERR INTERNAL {type(e).__name__}: {e}"
     finally:
         incoming.close(keep=keep)
+
+
+def _receive_plain(
+    incoming: Incoming, conn: socket.socket, size: int,
+    write: Callable[[memoryview, Callable[[], None]], None],
+) -> None:  # fmt: skip
+    # last in, first out: the buffer hashed last (at once, with a checksum) is the one still
+    # in the CPU's cache
+    free: queue.LifoQueue[bytearray] = queue.LifoQueue()
+    for _ in range(BUFFERS):
+        free.put(bytearray(BUFFER_BYTES))
+    while left := size - incoming.size:
+        buf = free.get()  # back once the hasher is done with it
+        view = memoryview(buf)[: min(BUFFER_BYTES, left)]
+        got, broke = 0, None
+        while got < len(view):
+            try:
+                n = conn.recv_into(view[got:])
+            except OSError as e:
+                broke = e
+                break
+            if not n:
+                broke = EOFError(f"{incoming.name}: stream ended before byte {size}")
+                break
+            got += n
+        write(view[:got], lambda b=buf: free.put(b))
+        if broke is not None:  # every byte that came is kept for the resume
+            raise broke
 
 
 def _recv_exactly(conn: socket.socket, n: int) -> bytes:
@@ -375,23 +400,25 @@ def _send_range(
     on_progress: Callable[[int], None] | None,
 ) -> None:  # fmt: skip
     with open(path, "rb", buffering=0) as f:
+        if stream is not None:  # sealed: read and seal on one thread, send on this one
+            report = [offset + SEGMENT_BYTES]
+
+            def on_sent(pos: int) -> None:
+                if on_progress is not None and (pos >= report[0] or pos == size):
+                    report[0] = pos + SEGMENT_BYTES
+                    on_progress(pos)
+
+            try:
+                send_sealed(stream, f.fileno(), offset, size, on_sent)
+            except EOFError as e:
+                raise EOFError(f"{path}: {e}") from None
+            return
         pos = offset
-        buf = memoryview(bytearray(RECORD_BYTES)) if stream is not None else None
-        while pos < size:
+        while pos < size:  # plain TCP: the kernel copies page cache to socket
             count = min(SEGMENT_BYTES, size - pos)
-            if buf is None:  # plain TCP: the kernel copies page cache to socket
-                sent = 0
-                while sent < count and (n := os.sendfile(sock.fileno(), f.fileno(), pos + sent, count - sent)):  # fmt: skip
-                    sent += n
-            else:  # sealed: read a record's worth, seal it, send it
-                sent = 0
-                f.seek(pos)
-                while sent < count:
-                    n = f.readinto(buf[: min(len(buf), count - sent)])
-                    if not n:
-                        break
-                    stream.send(buf[:n])  # type: ignore[union-attr]
-                    sent += n
+            sent = 0
+            while sent < count and (n := os.sendfile(sock.fileno(), f.fileno(), pos + sent, count - sent)):  # fmt: skip
+                sent += n
             if sent != count:
                 raise EOFError(f"{path}: ended at byte {pos + sent}, expected {size}")
             pos += sent
