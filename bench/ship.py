@@ -4,9 +4,10 @@ The coordinator ships model files to a worker with ``WorkerClient.put_file``: a 
 goes over the worker's bulk socket (engine/rpc/bulk.py: ``sendfile`` to a local worker, a
 sealed stream, AES-256-GCM, to a paired one; the worker writes and checks the xxh3-128 the
 coordinator computed with the sha256, engine/worker/checksum.py), a small one over the gRPC
-PutFile stream. The ``ship`` time includes the coordinator's checksum pass over the file (a
-Hugging Face blob's, named by its sha256; a folder's file gets it free with its sha256,
-which, like the digest here, is computed once before). Each round also sends the file over
+PutFile stream. The ``ship`` time includes the coordinator's checksum, as for a Hugging
+Face blob, named by its sha256 (a folder's file gets it free with its sha256, which, like the
+digest here, is computed once before): a pass over the file before the bytes for a local
+worker; a sealed stream computes it as it seals the bytes and sends it at its end. Each round also sends the file over
 PutFile alone (``grpc``: what every file took before the bulk socket, and still the
 fallback), and with ``--sha256`` over the bulk socket without the checksum (``sha256``: the
 worker hashes sha256 as the bytes come, as before the checksum). The baseline is raw TCP on
@@ -296,9 +297,11 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool, sha256: 
         def ship(use_bulk: bool, fast: bool = True) -> Callable[[], None]:
             def send() -> None:
                 client.use_bulk = use_bulk
-                # the coordinator's checksum pass is timed: a Hugging Face blob's (a folder's
-                # file gets it free with the sha256, which, like `digest`, is remembered)
-                checksum = file_checksum(data) if use_bulk and fast else ""
+                # the coordinator's checksum, as a Hugging Face blob's comes (a folder's file
+                # gets it free with the sha256, which, like `digest`, is remembered): a pass
+                # over the file before the bytes, timed, for a worker that needs it first; a
+                # sealed stream computes it as it goes and sends it at its end
+                checksum = (lambda: file_checksum(data)) if use_bulk and fast else ""
                 assert client.put_file(data, digest, name="model.safetensors",
                                        checksum=checksum) == size  # fmt: skip
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from engine.rpc.sealed import MAGIC_SEALED, RECORD_BYTES, SealBroken, Sealed, ticket_id
 from engine.rpc.sealed_pipeline import receive_sealed, send_sealed
+from engine.worker.checksum import ALGORITHM, new_checksum, parse_checksum, tagged
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.files import FileStore
 from engine.worker.incoming import Incoming, Superseded
@@ -92,6 +93,7 @@ class _Ticket:
     checksum: str | None  # xxh3-128 hex to check the file against (None: its sha256)
     caller: str  # whose word the sha256 is when the checksum is checked (engine/worker/files.py)
     secret: bytes  # the ticket itself: a sealed stream's keys come from it
+    checksum_at_end: bool  # the checksum comes in the sealed stream's last record
 
 
 class BulkServer:
@@ -109,10 +111,13 @@ class BulkServer:
 
     def expect(
         self, sha256: str, name: str, size: int, offset: int, checksum: str | None = None,
-        caller: str = "",
+        caller: str = "", checksum_at_end: bool = False,
     ) -> tuple[int, bytes]:  # fmt: skip
         """A ticket admitting one connection that sends this file from ``offset``:
-        (port, ticket). ``checksum``/``caller``: see FileStore.begin."""
+        (port, ticket). ``checksum``/``caller``: see FileStore.begin; ``checksum_at_end``:
+        the checksum comes in the sealed stream's last record, after the bytes."""
+        if checksum_at_end and (checksum is not None or not self.sealed):
+            raise ValueError("a checksum at the end is for a sealed stream without one")
         port = self._listen()
         ticket = secrets.token_bytes(TICKET_BYTES)
         now = time.monotonic()
@@ -123,8 +128,9 @@ class BulkServer:
                 del self._tickets[next(iter(self._tickets))]
             # filed by its hash: no lookup's time depends on a secret's bytes
             self._tickets[ticket_id(ticket)] = _Ticket(
-                sha256, name, size, offset, now + TICKET_TTL_S, checksum, caller, ticket
-            )
+                sha256, name, size, offset, now + TICKET_TTL_S, checksum, caller, ticket,
+                checksum_at_end,
+            )  # fmt: skip
         return port, ticket
 
     def close(self) -> None:
@@ -199,7 +205,8 @@ class BulkServer:
                 reply = partial(_send_line, conn.sendall)
             try:
                 incoming = self.store.begin(ticket.sha256, ticket.name, ticket.offset,
-                                            ticket.size, ticket.checksum, ticket.caller)  # fmt: skip
+                                            ticket.size, ticket.checksum, ticket.caller,
+                                            ticket.checksum_at_end)  # fmt: skip
             except InvalidRequest as e:
                 reply(f"ERR INVALID_ARGUMENT {e}")
                 return
@@ -267,6 +274,8 @@ def _receive(incoming: Incoming, conn: socket.socket, sealed: Sealed | None, siz
     try:
         if sealed is not None:
             receive_sealed(sealed, size - incoming.size, BUFFER_BYTES, write, unblock)
+            if incoming.checksum_at_end:  # the last record: what the sender hashed
+                incoming.checksum = _trailing_checksum(sealed, incoming.name)
         else:
             _receive_plain(incoming, conn, size, write)
         _, size = incoming.finish()
@@ -285,6 +294,14 @@ def _receive(incoming: Incoming, conn: socket.socket, sealed: Sealed | None, siz
         return f"ERR INTERNAL {type(e).__name__}: {e}"
     finally:
         incoming.close(keep=keep)
+
+
+def _trailing_checksum(sealed: Sealed, name: str) -> str:
+    line = sealed.receive_line(MAX_REPLY_BYTES)
+    checksum = parse_checksum(line)  # a malformed one is refused (InvalidRequest)
+    if checksum is None:
+        raise InvalidRequest(f"{name}: the stream ended with {line[:80]!r}, expected its {ALGORITHM} checksum")  # fmt: skip
+    return checksum
 
 
 def _receive_plain(
@@ -347,12 +364,16 @@ def send_file(
     sealed: bool,
     timeout_s: float,
     on_progress: Callable[[int], None] | None = None,
+    checksum_at_end: bool = False,
 ) -> int:
     """Send ``path[offset:size]`` with ``ticket``; the size the worker stored.
 
     ``sealed``: the worker's socket takes sealed streams (a paired network worker's,
-    engine/rpc/sealed.py); else plain TCP and sendfile. Raises BulkUnavailable (use gRPC),
-    BulkBroken (resume) or BulkRefused."""
+    engine/rpc/sealed.py); else plain TCP and sendfile. ``checksum_at_end`` (sealed only, as
+    the ticket says): the file's xxh3-128, computed as it is sealed, ends the stream. Raises
+    BulkUnavailable (use gRPC), BulkBroken (resume) or BulkRefused."""
+    if checksum_at_end and not sealed:
+        raise ValueError("a checksum at the end is for a sealed stream")
     try:
         sock = socket.create_connection((host, port), timeout=min(timeout_s, CONNECT_TIMEOUT_S))
         sock.settimeout(timeout_s)
@@ -375,7 +396,8 @@ def send_file(
                 ) from None
             if line == "GO":
                 kernel_timeout(sock, timeout_s)
-                _send_range(sock, stream, path, offset, size, on_progress=on_progress)
+                _send_range(sock, stream, path, offset, size, on_progress=on_progress,
+                            checksum_at_end=checksum_at_end)  # fmt: skip
                 line = _read_reply(sock, stream)
         except BulkUnavailable:
             raise
@@ -397,7 +419,7 @@ def send_file(
 
 def _send_range(
     sock: socket.socket, stream: Sealed | None, path: str | Path, offset: int, size: int, *,
-    on_progress: Callable[[int], None] | None,
+    on_progress: Callable[[int], None] | None, checksum_at_end: bool = False,
 ) -> None:  # fmt: skip
     with open(path, "rb", buffering=0) as f:
         if stream is not None:  # sealed: read and seal on one thread, send on this one
@@ -408,10 +430,13 @@ def _send_range(
                     report[0] = pos + SEGMENT_BYTES
                     on_progress(pos)
 
+            checksum = new_checksum() if checksum_at_end else None
             try:
-                send_sealed(stream, f.fileno(), offset, size, on_sent)
+                send_sealed(stream, f.fileno(), offset, size, on_sent, checksum)
             except EOFError as e:
                 raise EOFError(f"{path}: {e}") from None
+            if checksum is not None:
+                stream.send_line(tagged(checksum.hexdigest()))
             return
         pos = offset
         while pos < size:  # plain TCP: the kernel copies page cache to socket

@@ -27,6 +27,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from engine.rpc.sealed import RECORD_BYTES, Sealed
 
@@ -36,11 +37,14 @@ _STOP = object()
 
 
 def send_sealed(
-    stream: Sealed, fd: int, pos: int, end: int, on_sent: Callable[[int], None]
-) -> None:
+    stream: Sealed, fd: int, pos: int, end: int, on_sent: Callable[[int], None],
+    checksum: Any = None,
+) -> None:  # fmt: skip
     """Seal and send the bytes ``pos:end`` of the file ``fd`` as records of RECORD_BYTES;
     ``on_sent(position)`` after each batch sent (it may raise: the transfer stops). Raises
-    EOFError if the file ends early, OSError if the socket fails."""
+    EOFError if the file ends early, OSError if the socket fails. ``checksum``: a hash
+    object (``update``) fed the file's bytes from 0 to ``end``, those sent as they are
+    sealed (still in the CPU's cache), those before ``pos`` read first."""
     sock = stream.sock
     free: queue.SimpleQueue = queue.SimpleQueue()  # empty output buffers, _STOP: give up
     full: queue.SimpleQueue = queue.SimpleQueue()  # (buffer, bytes to send, new pos) | error
@@ -53,20 +57,18 @@ def send_sealed(
         plain = memoryview(bytearray(batch))
         at = pos
         try:
+            if checksum is not None:
+                _hash_range(checksum, fd, 0, pos, plain)
             while at < end:
                 out = free.get()
                 if out is _STOP or stopped.is_set():
                     return
-                want = min(batch, end - at)
-                got = 0
-                while got < want:  # a regular file reads short only at its end
-                    n = os.preadv(fd, [plain[got:want]], at + got)
-                    if not n:
-                        raise EOFError(f"the file ended at byte {at + got}, expected {end}")
-                    got += n
+                got = _read_at(fd, plain[: min(batch, end - at)], at, end)
                 used = 0
                 for r in range(0, got, RECORD_BYTES):
                     used += stream.seal_into(plain[r : min(r + RECORD_BYTES, got)], out[used:])
+                if checksum is not None:
+                    checksum.update(plain[:got])
                 at += got
                 full.put((out, used, at))
         except BaseException as e:  # noqa: BLE001 - raised by the sending thread
@@ -126,6 +128,24 @@ def receive_sealed(
                 raise item
             buf, n = item
             write(memoryview(buf)[:n], lambda b=buf: free.put(b))
+
+
+def _read_at(fd: int, view: memoryview, at: int, end: int) -> int:
+    """Fill ``view`` from ``fd`` at ``at`` (a regular file reads short only at its end)."""
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], at + got)
+        if not n:
+            raise EOFError(f"the file ended at byte {at + got}, expected {end}")
+        got += n
+    return got
+
+
+def _hash_range(checksum: Any, fd: int, start: int, stop: int, buf: memoryview) -> None:
+    at = start
+    while at < stop:
+        at += (n := _read_at(fd, buf[: min(len(buf), stop - at)], at, stop))
+        checksum.update(buf[:n])
 
 
 @contextmanager
