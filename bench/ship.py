@@ -39,9 +39,10 @@ Run: python bench/ship.py [--mb 256] [--rounds 3] [--links ...] [--sha256] [--no
 [--split-cpus] (the sender on one core, the receivers on another: two machines' CPUs)
 
 Old against new: ``--against REF`` (a git ref of this repository, e.g. ``main``) runs this
-bench from REF's tree and from this one in turn, one round each, ``--rounds`` times
-(alternating which goes first), and prints each link's ratios to raw TCP, old and new side by
-side; the last line is the worst link's median, ``ship_vs_tcp=<new> (REF: <old>)``.
+bench from REF's tree and from this one in turn, ``--inner`` rounds each (3; each run's ratio
+is of its best), ``--rounds`` times (alternating which goes first), and prints each link's
+ratios to raw TCP, old and new side by side, and the ship's CPU per GiB; the last line is
+the worst link's median, ``ship_vs_tcp=<new> (REF: <old>)``.
 """
 
 from __future__ import annotations
@@ -364,6 +365,8 @@ def main() -> int:
                    "two machines, each with a core of its own, rather than one sharing them")  # fmt: skip
     p.add_argument("--against", metavar="REF",
                    help="run REF's tree of this bench and this one in turn, ratios side by side")  # fmt: skip
+    p.add_argument("--inner", type=int, default=3,
+                   help="with --against: the rounds of each run (its ratio is their best)")  # fmt: skip
     args = p.parse_args()
     if args.against:
         return against(args)
@@ -382,10 +385,11 @@ def main() -> int:
 
 def against(args: argparse.Namespace) -> int:
     """This bench from ``args.against``'s tree and from this one, a round each in turn."""
-    passed = ["--mb", str(args.mb), "--rounds", "1", "--links", *args.links]
+    passed = ["--mb", str(args.mb), "--rounds", str(args.inner), "--links", *args.links]
     passed += [f for f, on in (("--no-grpc", args.no_grpc), ("--sha256", args.sha256),
                                ("--split-cpus", args.split_cpus)) if on]  # fmt: skip
     ratios: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    cpu: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}  # ship's rx/tx s/GiB
     with tempfile.TemporaryDirectory(prefix="orchard-ship-against-") as tmp:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against],
                                  capture_output=True, check=True).stdout  # fmt: skip
@@ -398,6 +402,8 @@ def against(args: argparse.Namespace) -> int:
                                      capture_output=True, text=True, cwd=trees[which])  # fmt: skip
                 for m in re.finditer(r"^link=(\S+) .* ratio=([\d.]+)$", out.stdout, re.M):
                     ratios[which].setdefault(m.group(1), []).append(float(m.group(2)))
+                for m in re.finditer(r"cpu s/GiB rx/tx: ship=([\d.]+)/([\d.]+)", out.stdout):
+                    cpu[which].append((float(m.group(1)), float(m.group(2))))
                 if out.returncode != 0:
                     print(f"# {which} round {r + 1} failed: {out.stderr.strip()[-500:]}")
     worst: dict[str, float] = {}
@@ -410,6 +416,10 @@ def against(args: argparse.Namespace) -> int:
                 worst[which] = min(worst.get(which, med), med)
                 cells.append(f"{which}={' '.join(f'{x:.2f}' for x in rs)} (median {med:.2f})")
         print(f"link={link} " + " ".join(cells), flush=True)
+    for which in ("old", "new"):
+        if cpu[which]:
+            rx, tx = (statistics.median(c[i] for c in cpu[which]) for i in (0, 1))
+            print(f"# {which}: ship's cpu s/GiB rx/tx, median over links and rounds: {rx:.2f}/{tx:.2f}")  # fmt: skip
     if "new" not in worst:
         print("ship_vs_tcp=nan")
         return 1

@@ -13,7 +13,9 @@ shards (GBs) travel instead over a socket the worker opens beside its gRPC serve
    (it checked the ticket and the name and opened the partial file). To a local worker (plain
    TCP, as its gRPC is): ``MAGIC`` + ticket, then ``sendfile`` from the page cache, no copy in
    Python. To a paired network worker: the sealed stream (engine/rpc/sealed.py: AES-256-GCM
-   records keyed by the ticket, which only the pinned, authenticated gRPC channel carried);
+   records keyed by the ticket, which only the pinned, authenticated gRPC channel carried;
+   sealed and opened on threads of their own, engine/rpc/sealed_pipeline.py), ending with the
+   file's checksum when OpenFile asked for it there (``checksum_at_end``);
 3. the worker reads into a few reused buffers, writes them to the partial file, hashes them
    (engine/worker/incoming.py: the xxh3-128 checksum the coordinator sent with the sha256,
    engine/worker/checksum.py, or else the sha256) and answers one line once the hash matched
