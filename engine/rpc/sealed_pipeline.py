@@ -112,6 +112,8 @@ def receive_sealed(
                 if buf is _STOP:
                     return
                 n = stream.receive_into(memoryview(buf), min(buffer_bytes, left))
+                if not n:  # no sender makes one: taken as the end, as a plain stream's
+                    raise EOFError(f"an empty record {size - left} bytes into {size}")
                 left -= n
                 opened.put((buf, n))
             opened.put(None)

@@ -214,3 +214,14 @@ def test_a_file_shorter_than_announced_is_named(blob):
             send_sealed(Sealed(a, TICKET, "coordinator"), fd, 0, SIZE + 1, lambda _: None)
         a.shutdown(socket.SHUT_WR)
         t.join()
+
+
+def test_an_empty_record_ends_the_stream_as_a_plain_streams_end_does():
+    a, b = socket.socketpair()
+    with a, b:
+        sender = Sealed(a, TICKET, "coordinator")
+        sender.send(b"x" * 1000)
+        sender.send(b"")
+        pieces, error = _receive(b, SIZE)
+    assert isinstance(error, EOFError) and "empty record 1000 bytes into" in str(error)
+    assert pieces == [b"x" * 1000]
