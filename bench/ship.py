@@ -4,9 +4,10 @@ The coordinator ships model files to a worker with ``WorkerClient.put_file``: a 
 goes over the worker's bulk socket (engine/rpc/bulk.py: ``sendfile`` to a local worker, a
 sealed stream, AES-256-GCM, to a paired one; the worker writes and checks the xxh3-128 the
 coordinator computed with the sha256, engine/worker/checksum.py), a small one over the gRPC
-PutFile stream. The ``ship`` time includes the coordinator's checksum pass over the file (a
-Hugging Face blob's, named by its sha256; a folder's file gets it free with its sha256,
-which, like the digest here, is computed once before). Each round also sends the file over
+PutFile stream. The ``ship`` time includes the coordinator's checksum, as for a Hugging
+Face blob, named by its sha256 (a folder's file gets it free with its sha256, which, like the
+digest here, is computed once before): a pass over the file before the bytes for a local
+worker; a sealed stream computes it as it seals the bytes and sends it at its end. Each round also sends the file over
 PutFile alone (``grpc``: what every file took before the bulk socket, and still the
 fallback), and with ``--sha256`` over the bulk socket without the checksum (``sha256``: the
 worker hashes sha256 as the bytes come, as before the checksum). The baseline is raw TCP on
@@ -36,6 +37,12 @@ cores; between two Macs each has its own). The last line is the worst ratio,
 
 Run: python bench/ship.py [--mb 256] [--rounds 3] [--links ...] [--sha256] [--no-grpc]
 [--split-cpus] (the sender on one core, the receivers on another: two machines' CPUs)
+
+Old against new: ``--against REF`` (a git ref of this repository, e.g. ``main``) runs this
+bench from REF's tree and from this one in turn, ``--inner`` rounds each (3; each run's ratio
+is of its best), ``--rounds`` times (alternating which goes first), and prints each link's
+ratios to raw TCP, old and new side by side, and the ship's CPU per GiB; the last line is
+the worst link's median, ``ship_vs_tcp=<new> (REF: <old>)``.
 """
 
 from __future__ import annotations
@@ -291,9 +298,11 @@ def bench_link(name: str, mb: int, rounds: int, work: Path, grpc: bool, sha256: 
         def ship(use_bulk: bool, fast: bool = True) -> Callable[[], None]:
             def send() -> None:
                 client.use_bulk = use_bulk
-                # the coordinator's checksum pass is timed: a Hugging Face blob's (a folder's
-                # file gets it free with the sha256, which, like `digest`, is remembered)
-                checksum = file_checksum(data) if use_bulk and fast else ""
+                # the coordinator's checksum, as a Hugging Face blob's comes (a folder's file
+                # gets it free with the sha256, which, like `digest`, is remembered): a pass
+                # over the file before the bytes, timed, for a worker that needs it first; a
+                # sealed stream computes it as it goes and sends it at its end
+                checksum = (lambda: file_checksum(data)) if use_bulk and fast else ""
                 assert client.put_file(data, digest, name="model.safetensors",
                                        checksum=checksum) == size  # fmt: skip
 
@@ -354,7 +363,13 @@ def main() -> int:
     p.add_argument("--split-cpus", action="store_true",
                    help="the sender on the first core, the receivers on the last (Linux): as "
                    "two machines, each with a core of its own, rather than one sharing them")  # fmt: skip
+    p.add_argument("--against", metavar="REF",
+                   help="run REF's tree of this bench and this one in turn, ratios side by side")  # fmt: skip
+    p.add_argument("--inner", type=int, default=3,
+                   help="with --against: the rounds of each run (its ratio is their best)")  # fmt: skip
     args = p.parse_args()
+    if args.against:
+        return against(args)
     if args.split_cpus:
         print("# split cpus: the sender on core 0, the receivers on core "
               f"{os.cpu_count() - 1} (each side has one; other load shares them)")  # type: ignore[operator]  # fmt: skip
@@ -365,6 +380,50 @@ def main() -> int:
         print("ship_vs_tcp=nan")
         return 1
     print(f"ship_vs_tcp={min(ratios):.2f}")
+    return 0
+
+
+def against(args: argparse.Namespace) -> int:
+    """This bench from ``args.against``'s tree and from this one, a round each in turn."""
+    passed = ["--mb", str(args.mb), "--rounds", str(args.inner), "--links", *args.links]
+    passed += [f for f, on in (("--no-grpc", args.no_grpc), ("--sha256", args.sha256),
+                               ("--split-cpus", args.split_cpus)) if on]  # fmt: skip
+    ratios: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    cpu: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}  # ship's rx/tx s/GiB
+    with tempfile.TemporaryDirectory(prefix="orchard-ship-against-") as tmp:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against],
+                                 capture_output=True, check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        trees = {"old": Path(tmp), "new": ROOT}
+        print(f"# old: {args.against} ({tmp}); new: {ROOT}", flush=True)
+        for r in range(args.rounds):
+            for which in ["old", "new"] if r % 2 == 0 else ["new", "old"]:
+                out = subprocess.run([sys.executable, str(trees[which] / "bench" / "ship.py"), *passed],
+                                     capture_output=True, text=True, cwd=trees[which])  # fmt: skip
+                for m in re.finditer(r"^link=(\S+) .* ratio=([\d.]+)$", out.stdout, re.M):
+                    ratios[which].setdefault(m.group(1), []).append(float(m.group(2)))
+                for m in re.finditer(r"cpu s/GiB rx/tx: ship=([\d.]+)/([\d.]+)", out.stdout):
+                    cpu[which].append((float(m.group(1)), float(m.group(2))))
+                if out.returncode != 0:
+                    print(f"# {which} round {r + 1} failed: {out.stderr.strip()[-500:]}")
+    worst: dict[str, float] = {}
+    for link in args.links:
+        cells = []
+        for which in ("old", "new"):
+            rs = ratios[which].get(link, [])
+            if rs:
+                med = statistics.median(rs)
+                worst[which] = min(worst.get(which, med), med)
+                cells.append(f"{which}={' '.join(f'{x:.2f}' for x in rs)} (median {med:.2f})")
+        print(f"link={link} " + " ".join(cells), flush=True)
+    for which in ("old", "new"):
+        if cpu[which]:
+            rx, tx = (statistics.median(c[i] for c in cpu[which]) for i in (0, 1))
+            print(f"# {which}: ship's cpu s/GiB rx/tx, median over links and rounds: {rx:.2f}/{tx:.2f}")  # fmt: skip
+    if "new" not in worst:
+        print("ship_vs_tcp=nan")
+        return 1
+    print(f"ship_vs_tcp={worst['new']:.2f} ({args.against}: {worst.get('old', float('nan')):.2f})")
     return 0
 
 

@@ -13,7 +13,9 @@ shards (GBs) travel instead over a socket the worker opens beside its gRPC serve
    (it checked the ticket and the name and opened the partial file). To a local worker (plain
    TCP, as its gRPC is): ``MAGIC`` + ticket, then ``sendfile`` from the page cache, no copy in
    Python. To a paired network worker: the sealed stream (engine/rpc/sealed.py: AES-256-GCM
-   records keyed by the ticket, which only the pinned, authenticated gRPC channel carried);
+   records keyed by the ticket, which only the pinned, authenticated gRPC channel carried;
+   sealed and opened on threads of their own, engine/rpc/sealed_pipeline.py), ending with the
+   file's checksum when OpenFile asked for it there (``checksum_at_end``);
 3. the worker reads into a few reused buffers, writes them to the partial file, hashes them
    (engine/worker/incoming.py: the xxh3-128 checksum the coordinator sent with the sha256,
    engine/worker/checksum.py, or else the sha256) and answers one line once the hash matched
@@ -41,6 +43,8 @@ from functools import partial
 from pathlib import Path
 
 from engine.rpc.sealed import MAGIC_SEALED, RECORD_BYTES, SealBroken, Sealed, ticket_id
+from engine.rpc.sealed_pipeline import receive_sealed, send_sealed
+from engine.worker.checksum import ALGORITHM, new_checksum, parse_checksum, tagged
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.files import FileStore
 from engine.worker.incoming import Incoming, Superseded
@@ -91,6 +95,7 @@ class _Ticket:
     checksum: str | None  # xxh3-128 hex to check the file against (None: its sha256)
     caller: str  # whose word the sha256 is when the checksum is checked (engine/worker/files.py)
     secret: bytes  # the ticket itself: a sealed stream's keys come from it
+    checksum_at_end: bool  # the checksum comes in the sealed stream's last record
 
 
 class BulkServer:
@@ -108,10 +113,13 @@ class BulkServer:
 
     def expect(
         self, sha256: str, name: str, size: int, offset: int, checksum: str | None = None,
-        caller: str = "",
+        caller: str = "", checksum_at_end: bool = False,
     ) -> tuple[int, bytes]:  # fmt: skip
         """A ticket admitting one connection that sends this file from ``offset``:
-        (port, ticket). ``checksum``/``caller``: see FileStore.begin."""
+        (port, ticket). ``checksum``/``caller``: see FileStore.begin; ``checksum_at_end``:
+        the checksum comes in the sealed stream's last record, after the bytes."""
+        if checksum_at_end and (checksum is not None or not self.sealed):
+            raise ValueError("a checksum at the end is for a sealed stream without one")
         port = self._listen()
         ticket = secrets.token_bytes(TICKET_BYTES)
         now = time.monotonic()
@@ -122,8 +130,9 @@ class BulkServer:
                 del self._tickets[next(iter(self._tickets))]
             # filed by its hash: no lookup's time depends on a secret's bytes
             self._tickets[ticket_id(ticket)] = _Ticket(
-                sha256, name, size, offset, now + TICKET_TTL_S, checksum, caller, ticket
-            )
+                sha256, name, size, offset, now + TICKET_TTL_S, checksum, caller, ticket,
+                checksum_at_end,
+            )  # fmt: skip
         return port, ticket
 
     def close(self) -> None:
@@ -188,17 +197,18 @@ class BulkServer:
                     return
                 ticket, sealed = opened
                 reply: Callable[[str], None] = partial(_send_line, sealed.send)
-                read: Callable[[memoryview], int] = sealed.receive_into
             else:
+                sealed = None
                 ticket = self._take(ticket_id(_recv_exactly(conn, TICKET_BYTES)))
                 if ticket is None:
                     log.warning("bulk: %s showed no valid ticket", peer[0])
                     _reply(conn, "ERR UNAUTHENTICATED unknown or expired ticket: ask OpenFile again")  # fmt: skip
                     return
-                reply, read = partial(_send_line, conn.sendall), conn.recv_into
+                reply = partial(_send_line, conn.sendall)
             try:
                 incoming = self.store.begin(ticket.sha256, ticket.name, ticket.offset,
-                                            ticket.size, ticket.checksum, ticket.caller)  # fmt: skip
+                                            ticket.size, ticket.checksum, ticket.caller,
+                                            ticket.checksum_at_end)  # fmt: skip
             except InvalidRequest as e:
                 reply(f"ERR INVALID_ARGUMENT {e}")
                 return
@@ -211,7 +221,7 @@ class BulkServer:
                 return
             reply("GO")  # only now the bytes come: a refusal never races them
             kernel_timeout(conn, IDLE_TIMEOUT_S)
-            reply(_receive(incoming, conn, read, ticket.size, whole=self.sealed))
+            reply(_receive(incoming, conn, sealed, ticket.size))
         except (OSError, EOFError) as e:  # SealBroken too: the stream's bytes are not the peer's
             log.info("bulk: stream from %s ended: %s", peer[0], e)
         finally:
@@ -239,43 +249,41 @@ class BulkServer:
         return ticket, sealed
 
 
-def _receive(
-    incoming: Incoming, conn: socket.socket, read: Callable[[memoryview], int], size: int,
-    whole: bool,
-) -> str:  # fmt: skip
-    """Read the rest of the file into ``incoming`` with ``read`` (``conn.recv_into``, or a
-    sealed stream's: ``whole`` records, one per buffer); the reply for the sender."""
+class _WriteFailed(Exception):
+    """The worker's disk refused a write (full?): not the stream's fault, so said."""
+
+    def __init__(self, error: OSError):
+        self.error = error
+
+
+def _receive(incoming: Incoming, conn: socket.socket, sealed: Sealed | None, size: int) -> str:
+    """Read the rest of the file into ``incoming``: plain bytes, or records of the ``sealed``
+    stream (opened on a thread of their own, engine/rpc/sealed_pipeline.py); the reply for
+    the sender."""
     incoming.on_cancel(lambda: conn.shutdown(socket.SHUT_RDWR))  # the read ends
-    # last in, first out: the buffer hashed last (at once, with a checksum) is the one still
-    # in the CPU's cache
-    free: queue.LifoQueue[bytearray] = queue.LifoQueue()
-    for _ in range(BUFFERS):
-        free.put(bytearray(BUFFER_BYTES))
+
+    def write(view: memoryview, release: Callable[[], None]) -> None:
+        try:
+            incoming.write(view, release=release)
+        except OSError as e:
+            raise _WriteFailed(e) from None
+
+    def unblock() -> None:
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RD)  # the opener's pending receive returns
+
     keep = True
     try:
-        while left := size - incoming.size:
-            buf = free.get()  # back once the hasher is done with it
-            view = memoryview(buf)[: min(BUFFER_BYTES, left)]
-            got, broke = 0, None
-            while got < len(view) and broke is None:
-                try:
-                    n = read(view[got:])
-                except (OSError, EOFError) as e:
-                    broke = e
-                    break
-                if not n:
-                    broke = EOFError(f"{incoming.name}: stream ended before byte {size}")
-                got += n
-                if whole:
-                    break  # a record at a time: the next one need not fit what is left of this
-            try:
-                incoming.write(view[:got], release=lambda b=buf: free.put(b))
-            except OSError as e:  # the worker's disk (full?), not the stream: say so
-                return f"ERR RESOURCE_EXHAUSTED {incoming.name}: cannot write it here: {e}"
-            if broke is not None:  # every byte that came is kept for the resume
-                raise broke
+        if sealed is not None:
+            receive_sealed(sealed, size - incoming.size, BUFFER_BYTES, write, unblock)
+            if incoming.checksum_at_end:  # the last record: what the sender hashed
+                incoming.checksum = _trailing_checksum(sealed, incoming.name)
+        else:
+            _receive_plain(incoming, conn, size, write)
         _, size = incoming.finish()
         return f"OK {size}"
+    except _WriteFailed as e:  # the worker's disk (full?), not the stream: say so
+        return f"ERR RESOURCE_EXHAUSTED {incoming.name}: cannot write it here: {e.error}"
     except InvalidRequest as e:  # refused content: its bytes go
         keep = False
         return f"ERR INVALID_ARGUMENT {e}"
@@ -288,6 +296,42 @@ def _receive(
         return f"ERR INTERNAL {type(e).__name__}: {e}"
     finally:
         incoming.close(keep=keep)
+
+
+def _trailing_checksum(sealed: Sealed, name: str) -> str:
+    line = sealed.receive_line(MAX_REPLY_BYTES)
+    checksum = parse_checksum(line)  # a malformed one is refused (InvalidRequest)
+    if checksum is None:
+        raise InvalidRequest(f"{name}: the stream ended with {line[:80]!r}, expected its {ALGORITHM} checksum")  # fmt: skip
+    return checksum
+
+
+def _receive_plain(
+    incoming: Incoming, conn: socket.socket, size: int,
+    write: Callable[[memoryview, Callable[[], None]], None],
+) -> None:  # fmt: skip
+    # last in, first out: the buffer hashed last (at once, with a checksum) is the one still
+    # in the CPU's cache
+    free: queue.LifoQueue[bytearray] = queue.LifoQueue()
+    for _ in range(BUFFERS):
+        free.put(bytearray(BUFFER_BYTES))
+    while left := size - incoming.size:
+        buf = free.get()  # back once the hasher is done with it
+        view = memoryview(buf)[: min(BUFFER_BYTES, left)]
+        got, broke = 0, None
+        while got < len(view):
+            try:
+                n = conn.recv_into(view[got:])
+            except OSError as e:
+                broke = e
+                break
+            if not n:
+                broke = EOFError(f"{incoming.name}: stream ended before byte {size}")
+                break
+            got += n
+        write(view[:got], lambda b=buf: free.put(b))
+        if broke is not None:  # every byte that came is kept for the resume
+            raise broke
 
 
 def _recv_exactly(conn: socket.socket, n: int) -> bytes:
@@ -322,12 +366,16 @@ def send_file(
     sealed: bool,
     timeout_s: float,
     on_progress: Callable[[int], None] | None = None,
+    checksum_at_end: bool = False,
 ) -> int:
     """Send ``path[offset:size]`` with ``ticket``; the size the worker stored.
 
     ``sealed``: the worker's socket takes sealed streams (a paired network worker's,
-    engine/rpc/sealed.py); else plain TCP and sendfile. Raises BulkUnavailable (use gRPC),
-    BulkBroken (resume) or BulkRefused."""
+    engine/rpc/sealed.py); else plain TCP and sendfile. ``checksum_at_end`` (sealed only, as
+    the ticket says): the file's xxh3-128, computed as it is sealed, ends the stream. Raises
+    BulkUnavailable (use gRPC), BulkBroken (resume) or BulkRefused."""
+    if checksum_at_end and not sealed:
+        raise ValueError("a checksum at the end is for a sealed stream")
     try:
         sock = socket.create_connection((host, port), timeout=min(timeout_s, CONNECT_TIMEOUT_S))
         sock.settimeout(timeout_s)
@@ -350,7 +398,8 @@ def send_file(
                 ) from None
             if line == "GO":
                 kernel_timeout(sock, timeout_s)
-                _send_range(sock, stream, path, offset, size, on_progress=on_progress)
+                _send_range(sock, stream, path, offset, size, on_progress=on_progress,
+                            checksum_at_end=checksum_at_end)  # fmt: skip
                 line = _read_reply(sock, stream)
         except BulkUnavailable:
             raise
@@ -372,26 +421,31 @@ def send_file(
 
 def _send_range(
     sock: socket.socket, stream: Sealed | None, path: str | Path, offset: int, size: int, *,
-    on_progress: Callable[[int], None] | None,
+    on_progress: Callable[[int], None] | None, checksum_at_end: bool = False,
 ) -> None:  # fmt: skip
     with open(path, "rb", buffering=0) as f:
+        if stream is not None:  # sealed: read and seal on one thread, send on this one
+            report = [offset + SEGMENT_BYTES]
+
+            def on_sent(pos: int) -> None:
+                if on_progress is not None and (pos >= report[0] or pos == size):
+                    report[0] = pos + SEGMENT_BYTES
+                    on_progress(pos)
+
+            checksum = new_checksum() if checksum_at_end else None
+            try:
+                send_sealed(stream, f.fileno(), offset, size, on_sent, checksum)
+            except EOFError as e:
+                raise EOFError(f"{path}: {e}") from None
+            if checksum is not None:
+                stream.send_line(tagged(checksum.hexdigest()))
+            return
         pos = offset
-        buf = memoryview(bytearray(RECORD_BYTES)) if stream is not None else None
-        while pos < size:
+        while pos < size:  # plain TCP: the kernel copies page cache to socket
             count = min(SEGMENT_BYTES, size - pos)
-            if buf is None:  # plain TCP: the kernel copies page cache to socket
-                sent = 0
-                while sent < count and (n := os.sendfile(sock.fileno(), f.fileno(), pos + sent, count - sent)):  # fmt: skip
-                    sent += n
-            else:  # sealed: read a record's worth, seal it, send it
-                sent = 0
-                f.seek(pos)
-                while sent < count:
-                    n = f.readinto(buf[: min(len(buf), count - sent)])
-                    if not n:
-                        break
-                    stream.send(buf[:n])  # type: ignore[union-attr]
-                    sent += n
+            sent = 0
+            while sent < count and (n := os.sendfile(sock.fileno(), f.fileno(), pos + sent, count - sent)):  # fmt: skip
+                sent += n
             if sent != count:
                 raise EOFError(f"{path}: ended at byte {pos + sent}, expected {size}")
             pos += sent

@@ -54,7 +54,8 @@ def ticket_id(ticket: bytes) -> bytes:
 
 class Sealed:
     """Records over ``sock`` with the keys of ``ticket``, from the ``coordinator``'s end or
-    the ``worker``'s. Not thread-safe: one reader and one writer, the stream's own thread."""
+    the ``worker``'s. Not thread-safe: one thread seals at a time and one opens (a file's
+    data phase hands them to threads of its own, engine/rpc/sealed_pipeline.py)."""
 
     def __init__(self, sock: socket.socket, ticket: bytes, side: str):
         keys = HKDF(algorithm=SHA256(), length=64, salt=None, info=_INFO).derive(ticket)
@@ -72,15 +73,27 @@ class Sealed:
 
     def send(self, data: bytes | memoryview) -> None:
         """One record of ``data`` (at most RECORD_BYTES)."""
+        self.sock.sendall(self._out[: self.seal_into(data, self._out)])
+
+    def seal_into(self, data: bytes | memoryview, out: memoryview) -> int:
+        """The next record of ``data`` (at most RECORD_BYTES) written into ``out`` (header,
+        ciphertext, tag); its length on the wire. The record's number is spent: it must be
+        sent, in this order, before the next one sealed."""
         n = len(data)
         if n > RECORD_BYTES:
             raise ValueError(f"a record carries at most {RECORD_BYTES} bytes, not {n}")
         header = n.to_bytes(_HEADER, "big")
-        self._out[:_HEADER] = header
         end = _HEADER + n + TAG_BYTES
-        self._seal.encrypt_into(_nonce(self._sent), data, header, self._out[_HEADER:end])
+        out[:_HEADER] = header
+        self._seal.encrypt_into(_nonce(self._sent), data, header, out[_HEADER:end])
         self._sent += 1
-        self.sock.sendall(self._out[:end])
+        return end
+
+    @staticmethod
+    def sealed_size(nbytes: int, record: int = RECORD_BYTES) -> int:
+        """Bytes on the wire for ``nbytes`` of plaintext in records of ``record`` bytes."""
+        records = max(1, -(-nbytes // record))
+        return nbytes + records * (_HEADER + TAG_BYTES)
 
     def receive_into(self, buf: memoryview, limit: int = RECORD_BYTES) -> int:
         """The next record's plaintext into ``buf``; its length. A record longer than

@@ -137,13 +137,16 @@ class WorkerClient:
         sha256: str,
         name: str | None = None,
         on_progress: Callable[[int], None] | None = None,
-        checksum: str = "",
+        checksum: str | Callable[[], str] = "",
     ) -> int:
         """Send a file; the worker verifies the hash. Returns the size it stored.
         ``on_progress(bytes of the file sent so far)`` is called as it goes. ``checksum``: the
         file's tagged xxh3-128, computed with its sha256 (engine/worker/checksum.py): the
         worker checks a bulk stream against it instead of hashing sha256 as the bytes come
-        (empty: it checks the sha256).
+        (empty: it checks the sha256). A function instead (a file whose sha256 is known
+        without reading it: a Hugging Face blob's): called only if the worker needs the
+        checksum first; a sealed stream carries it at its end instead, computed as the bytes
+        are sealed, with no pass over the file before.
 
         A large file goes over the worker's bulk socket (engine/rpc/bulk.py), resuming where
         a broken stream stopped; a small one, or one to a worker without a bulk socket (or
@@ -154,7 +157,13 @@ class WorkerClient:
         offset = 0
         if size >= BULK_MIN_BYTES:
             for attempt in range(1, BULK_ATTEMPTS + 1):
-                opened = self._open_file(sha256, fname, size, checksum)
+                # the checksum at the stream's end: only a paired worker's stream is sealed
+                at_end = callable(checksum) and self._pin is not None
+                opened = self._open_file(sha256, fname, size, "" if at_end else _text(checksum), at_end)  # fmt: skip
+                if opened is not None and at_end and not opened.checksum_at_end and not opened.present:  # fmt: skip
+                    # an older worker: the checksum first, as it takes it (its ticket unused)
+                    checksum = _text(checksum)
+                    opened = self._open_file(sha256, fname, size, checksum)
                 if opened is None:
                     break  # a worker from before OpenFile
                 if opened.present:
@@ -168,7 +177,7 @@ class WorkerClient:
                     return send_file(
                         self._host, opened.bulk_port, opened.ticket, path, offset, size,
                         sealed=opened.bulk_sealed, timeout_s=self.timeout_s,
-                        on_progress=on_progress,
+                        on_progress=on_progress, checksum_at_end=opened.checksum_at_end,
                     )  # fmt: skip
                 except BulkRefused as e:
                     code = getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN)
@@ -189,11 +198,14 @@ class WorkerClient:
         return self._put_stream(path, sha256, fname, offset, size, on_progress)
 
     def _open_file(
-        self, sha256: str, name: str, size: int, checksum: str
+        self, sha256: str, name: str, size: int, checksum: str, at_end: bool = False
     ) -> pb.OpenFileReply | None:
+        request = pb.OpenFileRequest(
+            sha256=sha256, name=name, size=size, checksum=checksum, checksum_at_end=at_end
+        )
         try:
             return self._stub.OpenFile(
-                pb.OpenFileRequest(sha256=sha256, name=name, size=size, checksum=checksum),
+                request,
                 timeout=self.timeout_s, metadata=self._metadata(),
             )  # fmt: skip
         except grpc.RpcError as e:
@@ -379,3 +391,8 @@ class WorkerClient:
         budget = benchmark_s if math.isfinite(benchmark_s) and benchmark_s > 0 else 0.0
         timeout = self.timeout_s + budget + SECONDS_PER_MIB * len(payload) / 2**20
         return self._call("Probe", req, timeout=timeout)
+
+
+def _text(checksum: str | Callable[[], str]) -> str:
+    """A checksum given as a function (see put_file): computed now."""
+    return checksum() if callable(checksum) else checksum

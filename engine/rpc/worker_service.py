@@ -134,10 +134,15 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         offset = held if held <= request.size else 0  # more than the file: not this file's
         if self._bulk is None:
             return pb.OpenFileReply(offset=offset)
-        port, ticket = self._bulk.expect(sha256, name, request.size, offset, checksum, caller)
-        return pb.OpenFileReply(
-            offset=offset, bulk_port=port, ticket=ticket, bulk_sealed=self._bulk.sealed
+        # the checksum after the bytes: only in a sealed stream, whose records prove the sender
+        at_end = request.checksum_at_end and checksum is None and self._bulk.sealed
+        port, ticket = self._bulk.expect(
+            sha256, name, request.size, offset, checksum, caller, checksum_at_end=at_end
         )
+        return pb.OpenFileReply(
+            offset=offset, bulk_port=port, ticket=ticket, bulk_sealed=self._bulk.sealed,
+            checksum_at_end=at_end,
+        )  # fmt: skip
 
     @_guard
     def HasFile(self, request: pb.HasFileRequest, context: grpc.ServicerContext) -> pb.HasFileReply:

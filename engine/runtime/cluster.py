@@ -143,6 +143,18 @@ def wire_checksum(path: Path) -> str:
     return _digest(path, "checksum")
 
 
+def lazy_wire_checksum(path: Path) -> str | Callable[[], str]:
+    """The wire checksum if known (a file read for its sha256 has it), else a function that
+    reads the file for it (a Hugging Face blob's): WorkerClient.put_file calls it only for a
+    worker that needs it before the bytes; a sealed stream carries it at its end instead,
+    computed as the bytes are sealed, with no pass over the file first."""
+    real = path.resolve()
+    st = real.stat()
+    with _HASH_LOCK:
+        known = _DIGESTS.get((str(real), st.st_size, st.st_mtime_ns), {})
+    return known.get("checksum") or partial(wire_checksum, path)
+
+
 class ShipProgress:
     """Per-worker ShipEvents while files stream (several at once), at most every ``every_s``
     seconds."""
@@ -421,7 +433,7 @@ class Cluster:
 
                 try:
                     c.put_file(path, hashes[role], name=name, on_progress=sent,
-                               checksum=wire_checksum(path))  # fmt: skip
+                               checksum=lazy_wire_checksum(path))  # fmt: skip
                 except Exception as e:
                     if not stopped():
                         raise

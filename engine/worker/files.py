@@ -128,13 +128,14 @@ class FileStore:
 
     def begin(
         self, sha256: str, name: str, offset: int = 0, size: int | None = None,
-        checksum: str | None = None, caller: str = "",
+        checksum: str | None = None, caller: str = "", checksum_at_end: bool = False,
     ) -> Incoming:  # fmt: skip
         """Start receiving a file from byte ``offset`` (0, or up to the bytes held from a
         broken stream); ``size`` is the whole file's, when the sender announced it. A transfer
         of the same file still running is cancelled first (the newer one is the live one).
         ``checksum``: the xxh3-128 hex digest to check the whole file against instead of its
-        sha256; the file is then kept as ``caller``'s (see the module's docstring)."""
+        sha256; the file is then kept as ``caller``'s (see the module's docstring).
+        ``checksum_at_end``: that checksum comes after the bytes (Incoming's)."""
         check_sha256(sha256)
         check_name(name)
         limit = MAX_FILE_BYTES if size is None else size
@@ -156,6 +157,7 @@ class FileStore:
             incoming = Incoming(
                 sha256, name, self.partials / f"{sha256}.part", offset, limit,
                 on_close=self._closed, publish=self._publish, checksum=checksum, caller=caller,
+                checksum_at_end=checksum_at_end,
             )  # fmt: skip
             self._active[sha256] = incoming
         return incoming

@@ -143,12 +143,14 @@ class Incoming:
     def __init__(
         self, sha256: str, name: str, partial: Path, offset: int, limit: int,
         on_close: Callable[[Incoming], None], publish: Callable[[Incoming], Path],
-        checksum: str | None = None, caller: str = "",
+        checksum: str | None = None, caller: str = "", checksum_at_end: bool = False,
     ):  # fmt: skip
         """``checksum``: the xxh3-128 hex digest to check instead of the sha256 (which is then
-        ``caller``'s word: the file is kept as theirs)."""
+        ``caller``'s word: the file is kept as theirs). ``checksum_at_end``: that digest comes
+        after the bytes (a sealed stream's last record): set ``checksum`` before finish()."""
         self.sha256, self.name = sha256, name
         self.checksum, self.caller = checksum, caller
+        self.checksum_at_end = checksum_at_end
         self.partial: Path | None = partial
         self.offset = offset  # bytes held before this transfer began
         self.received = 0  # bytes this transfer wrote
@@ -177,7 +179,7 @@ class Incoming:
             os.close(fd)
             raise
         self._fd: int | None = fd
-        self._hasher = (InlineHasher if checksum else Hasher)(partial, offset)
+        self._hasher = (InlineHasher if checksum or checksum_at_end else Hasher)(partial, offset)
 
     @property
     def size(self) -> int:

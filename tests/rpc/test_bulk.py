@@ -319,3 +319,81 @@ def test_a_full_disk_is_named_and_the_bytes_written_are_kept(server, blob, monke
         send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=False, timeout_s=30)
     assert e.value.code == "RESOURCE_EXHAUSTED" and "No space left" in e.value.details
     assert store.held(digest) == sum(written) and not store.has(digest)
+
+
+def _sealed_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("sealed-")]
+
+
+def _sealed_go(s: socket.socket, ticket: bytes) -> sealed.Sealed:
+    """A hand-made sealed sender, once the worker said GO."""
+    s.sendall(sealed.MAGIC_SEALED + sealed.ticket_id(ticket))
+    stream = sealed.Sealed(s, ticket, "coordinator")
+    stream.send_line("OBS1")
+    assert stream.receive_line(100) == "GO"
+    return stream
+
+
+def test_a_sealed_stream_ends_with_the_checksum_sealed_with_it_even_resumed(sealed_server, blob):
+    srv, store = sealed_server
+    path, data, digest = blob
+    record = sealed.RECORD_BYTES
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0, caller="c1",
+                              checksum_at_end=True)  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        _sealed_go(s, ticket).send(data[:record])  # and the stream breaks
+    deadline = time.monotonic() + 10
+    while store.held(digest) != record and time.monotonic() < deadline:
+        time.sleep(0.01)
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), record, caller="c1",
+                              checksum_at_end=True)  # fmt: skip
+    # the sender hashes the first record again from its file: the checksum is the whole file's
+    assert send_file("127.0.0.1", port, ticket, path, record, len(data), sealed=True,
+                     timeout_s=30, checksum_at_end=True) == len(data)  # fmt: skip
+    assert store.path_of(digest, "c1").read_bytes() == data
+    assert store.path_of(digest) is None  # kept on c1's word, as with a checksum before
+    assert not _sealed_threads()
+
+
+def test_a_wrong_or_missing_checksum_at_the_end_publishes_nothing(sealed_server, blob):
+    srv, store = sealed_server
+    path, data, digest = blob
+    record = sealed.RECORD_BYTES
+    for trailer, kept in (("xxh3-128:" + "0" * 32, 0), ("thanks", 0), (None, len(data))):
+        port, ticket = srv.expect(digest, "model.safetensors", len(data), 0, caller="c1",
+                                  checksum_at_end=True)  # fmt: skip
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            stream = _sealed_go(s, ticket)
+            for i in range(0, len(data), record):
+                stream.send(data[i : i + record])
+            if trailer is None:  # the stream ends after the bytes: they stay for a resume
+                s.shutdown(socket.SHUT_WR)
+                with pytest.raises(EOFError):
+                    stream.receive_line(bulk.MAX_REPLY_BYTES)
+            else:
+                stream.send_line(trailer)
+                reply = stream.receive_line(bulk.MAX_REPLY_BYTES)
+                assert reply.startswith("ERR INVALID_ARGUMENT"), reply
+                assert ("xxh3-128 mismatch" if trailer != "thanks" else "expected its xxh3-128") in reply  # fmt: skip
+        assert not _sealed_threads()
+        deadline = time.monotonic() + 10
+        while store.held(digest) != kept and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.held(digest) == kept and not store.has(digest, "c1")
+
+
+def test_a_stuck_sealed_stream_is_taken_over_and_its_opener_ends(sealed_server, blob):
+    srv, store = sealed_server
+    path, data, digest = blob
+    port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stuck:
+        _sealed_go(stuck, ticket).send(data[:1000])  # and then nothing: a link gone silent
+        deadline = time.monotonic() + 10
+        while store.held(digest) != 1000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _sealed_threads() == ["sealed-opener"]  # waiting for the next record
+        port, ticket = srv.expect(digest, "model.safetensors", len(data), 0)
+        assert send_file("127.0.0.1", port, ticket, path, 0, len(data), sealed=True,
+                         timeout_s=30) == len(data)  # fmt: skip
+        assert stuck.recv(100) == b""  # the worker shut the stuck one down, without a word
+    assert store.path_of(digest).read_bytes() == data and not _sealed_threads()

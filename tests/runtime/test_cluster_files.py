@@ -77,9 +77,13 @@ def test_the_wire_checksum_comes_from_the_sha256_pass_or_one_read_of_a_blob(tmp_
     plain = tmp_path / "train.jsonl"
     plain.write_bytes(data)
     assert cluster.content_hash(blob) == blob.name and reads == []  # named by it: not read
-    assert cluster.wire_checksum(blob) == want and reads == ["file_checksum"]
+    lazy = cluster.lazy_wire_checksum(blob)  # read only if a worker needs it before the bytes
+    assert callable(lazy) and reads == []
+    assert lazy() == want and reads == ["file_checksum"]
+    assert cluster.lazy_wire_checksum(blob) == want and reads == ["file_checksum"]
     assert cluster.content_hash(plain) == blob.name and reads[-1] == "file_digests"
     assert cluster.wire_checksum(plain) == want and cluster.wire_checksum(blob) == want
+    assert cluster.lazy_wire_checksum(plain) == want
     assert reads == ["file_checksum", "file_digests"]  # both remembered
 
 

@@ -11,6 +11,7 @@ import pytest
 from engine.rpc import bulk, worker_client
 from engine.rpc.gen import orchard_pb2 as pb
 from engine.rpc.worker_client import WorkerCallError, WorkerClient
+from engine.worker.checksum import file_checksum as checksum_of
 
 MIB = 1024 * 1024
 
@@ -114,3 +115,16 @@ def test_a_paired_worker_gets_files_over_a_sealed_stream(paired, tmp_path, sends
     ((offset, sealed, out),) = sends
     assert offset == 0 and out == len(data) and sealed is True
     assert client.has_file(digest)
+    # a Hugging Face blob's checksum, given as a function: the sealed stream carries it at its
+    # end, computed as it seals the bytes; the function is never called
+    asked, at_end = [], []
+    real = client._open_file
+    client._open_file = lambda *a, **kw: (r := real(*a, **kw), at_end.append(r.checksum_at_end))[0]  # fmt: skip
+    path, data, digest = _blob(tmp_path, "blob.safetensors")
+    assert client.put_file(path, digest, checksum=lambda: asked.append(1) or "") == len(data)
+    assert client.has_file(digest) and asked == [] and at_end == [True]
+    # an older worker ignores checksum_at_end (says false): it gets the checksum first
+    client._open_file = lambda *a, **kw: real(*a[:4])
+    path, data, digest = _blob(tmp_path, "old.safetensors")
+    assert client.put_file(path, digest, checksum=lambda: asked.append(1) or checksum_of(path)) == len(data)  # fmt: skip
+    assert client.has_file(digest) and asked == [1]

@@ -79,32 +79,36 @@ class HasFileReply(_message.Message):
     def __init__(self, present: _Optional[bool] = ...) -> None: ...
 
 class OpenFileRequest(_message.Message):
-    __slots__ = ("sha256", "name", "size", "checksum")
+    __slots__ = ("sha256", "name", "size", "checksum", "checksum_at_end")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_AT_END_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     name: str
     size: int
     checksum: str
-    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
+    checksum_at_end: bool
+    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., checksum: _Optional[str] = ..., checksum_at_end: _Optional[bool] = ...) -> None: ...
 
 class OpenFileReply(_message.Message):
-    __slots__ = ("present", "offset", "bulk_port", "ticket", "bulk_tls", "bulk_sealed")
+    __slots__ = ("present", "offset", "bulk_port", "ticket", "bulk_tls", "bulk_sealed", "checksum_at_end")
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     BULK_PORT_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     BULK_TLS_FIELD_NUMBER: _ClassVar[int]
     BULK_SEALED_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_AT_END_FIELD_NUMBER: _ClassVar[int]
     present: bool
     offset: int
     bulk_port: int
     ticket: bytes
     bulk_tls: bool
     bulk_sealed: bool
-    def __init__(self, present: _Optional[bool] = ..., offset: _Optional[int] = ..., bulk_port: _Optional[int] = ..., ticket: _Optional[bytes] = ..., bulk_tls: _Optional[bool] = ..., bulk_sealed: _Optional[bool] = ...) -> None: ...
+    checksum_at_end: bool
+    def __init__(self, present: _Optional[bool] = ..., offset: _Optional[int] = ..., bulk_port: _Optional[int] = ..., ticket: _Optional[bytes] = ..., bulk_tls: _Optional[bool] = ..., bulk_sealed: _Optional[bool] = ..., checksum_at_end: _Optional[bool] = ...) -> None: ...
 
 class SetupJobRequest(_message.Message):
     __slots__ = ("job_toml", "rank", "world_size", "peers", "run_id", "files", "group_token", "mlx_hostfile", "peer_certs", "protocol_version")
