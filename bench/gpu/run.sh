@@ -10,6 +10,8 @@
 #
 # Usage, from the repository root, with the wheels of /work/shared/gpu.md installed by
 #   pip install --no-index --no-deps --target /tmp/site *.whl
+# (bench/gpu/slim_wheel.py makes an sm_90-only mlx-cuda-13 wheel of 30 MB, so the wheels fit
+# one device call instead of two; not yet run on a device: no machine started that session)
 #     bench/gpu/run.sh [SITE_DIR]          # SITE_DIR defaults to /tmp/site
 # Environment: MODEL_DIR (default /tmp/orchard_1b_bf16; built once, reused), PYTHON (python3),
 # STEPS (lockstep steps per trainer, default 30), E2E_ITERS (steps of each end-to-end run,
