@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import JobSpec, resolve_model_path
 from engine.lora.adapters import model_reference, restamp_config
-from engine.runtime.cluster import ShipProgress, content_hash, files_to_ship
+from engine.runtime.shipped_files import ShipProgress, content_hash, files_to_ship
 from engine.worker.files import sha256_file
 
 
@@ -63,7 +63,7 @@ def test_content_hash_names_a_cache_blob_by_its_name_and_remembers_the_rest(tmp_
 def test_the_wire_checksum_comes_from_the_sha256_pass_or_one_read_of_a_blob(tmp_path, monkeypatch):  # fmt: skip
     import xxhash
 
-    from engine.runtime import cluster
+    from engine.runtime import shipped_files as cluster
 
     reads = []
     for name in ("file_digests", "file_checksum"):

@@ -20,7 +20,7 @@ def set_up_job(
 ) -> str:  # fmt: skip
     """Ship the files and set up stories260K (``rank`` of ``peers``, else rank 0 of one
     worker; ``mode`` for another dist.mode); returns the job id the worker gave the client."""
-    from engine.runtime.cluster import files_to_ship
+    from engine.runtime.shipped_files import files_to_ship
     from engine.worker.checksum import file_digests
     from tests.runtime.helpers import tiny_job
 

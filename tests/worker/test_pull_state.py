@@ -16,9 +16,9 @@ import pytest
 from engine.dist.shards import shard_bounds
 from engine.rpc.auth import new_token
 from engine.rpc.worker_client import WorkerCallError, WorkerClient
-from engine.runtime.cluster import files_to_ship
 from engine.runtime.full_state import FullState, gather, split
 from engine.runtime.join_plan import plan_pulls
+from engine.runtime.shipped_files import files_to_ship
 from engine.worker.files import sha256_file
 from tests.runtime.helpers import tiny_job
 
