@@ -79,6 +79,8 @@ def main() -> int:
 
     def shot(page, name: str) -> None:
         w.go_to(page)
+        if hasattr(page, "clock"):
+            page.clock.flush()  # its charts, all of them, now (they come up one per tick)
         for _ in range(5):
             app.processEvents()
             time.sleep(0.02)

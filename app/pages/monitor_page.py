@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QTextCursor
+from PySide6.QtGui import QShowEvent, QTextCursor
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
@@ -144,6 +144,11 @@ class MonitorPage(Page):
         self._last_message = ""  # the last line logged: a StateEvent may repeat a LogEvent
         self._figures_timer = QTimer(self, singleShot=True, interval=200)  # not per event
         self._figures_timer.timeout.connect(self.figures.refresh)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        if not event.spontaneous():  # the page comes up (not the window restored)
+            self.clock.reveal()  # charts appear one per tick, not all in this frame
+        super().showEvent(event)
 
     # event slots (GUI thread) ---------------------------------------------------------------
     def reset(self, total_steps: int, keep_message: bool = False) -> None:

@@ -1,8 +1,17 @@
 """Live pyqtgraph charts that stay smooth with 100k points.
 
 Points go into growable numpy buffers (amortised O(1) append); a timer pushes dirty curves
-to pyqtgraph a few times a second, with peak downsampling and clip-to-view, so the cost of
-a redraw depends on the pixels on screen, not on the length of the run.
+to pyqtgraph a few times a second, peak-downsampled to the chart's width (and cut to the view
+when the user zoomed), so the cost of a redraw depends on the pixels on screen, not on the
+length of the run.
+
+The downsampling is ours, not pyqtgraph's: pyqtgraph's automatic one picks its block size from
+the view's width, and the auto-range picks the view from the downsampled points' bounds. At
+some lengths (about 1 in 700 over 2k-110k points) the two never agree: each paint moved the
+range, which scheduled the next paint, and the GUI thread painted that chart forever inside
+one event-loop pass (a frozen window, seen in bench/gui_latency.py's flood). Here the first
+and last points are kept exactly and every block's highest and lowest, so the bounds do not
+depend on the block size and nothing feeds back.
 
 Each redraw paints its chart once. pyqtgraph applies a new auto-range and view transform
 lazily, from inside the paint; the changes it makes there schedule a second full paint of
@@ -14,6 +23,7 @@ exposed, a page shown) costs a copy.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -25,9 +35,31 @@ from PySide6.QtWidgets import QGraphicsItem
 REDRAW_MS = 100
 PAINT_WAIT_S = 0.5  # a redraw whose paint has not come by then no longer holds the next
 FAST_DRAW_POINTS = 2000  # above this, thin non-antialiased lines: raster drawPath cost explodes
+MIN_SHOWN_POINTS = 512  # a chart narrower than this many half-pixels still gets this many
 PALETTE = ["#2e7d32", "#c62828", "#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#5d4037"]
 
 pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+
+
+def peak_downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``max_points`` points that draw like all of them at that width: each block
+    of points becomes its highest and its lowest value (at the block's first x), and the points
+    after the last whole block stay as they are. The first and last points are kept exactly,
+    so the curve's bounds do not depend on the block size; blocks are a power of two long, so
+    a growing run changes them only each time it doubles."""
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    ds = 1 << max(1, math.ceil(math.log2(2 * n / max(max_points, 2))))
+    blocks = n // ds
+    head = blocks * ds
+    ys = y[:head].reshape(blocks, ds)
+    peaks = np.empty(2 * blocks)
+    peaks[0::2] = ys.max(axis=1)
+    peaks[1::2] = ys.min(axis=1)
+    tail = slice(head, n) if head < n else slice(n - 1, n)  # the newest point, always
+    return (np.concatenate([np.repeat(x[:head:ds], 2), x[tail]]),
+            np.concatenate([peaks, y[tail]]))  # fmt: skip
 
 
 class SeriesBuffer:
@@ -112,6 +144,8 @@ class LiveChart(pg.PlotWidget):
         self.unpainted: float | None = None  # the same, for points redrawn but not yet painted
         self.paint_s = 0.0  # how long the last paint took
         self.redrawn_at: float | None = None  # monotonic time of a redraw not painted yet
+        self.shown_window: tuple[float, float] | None = None  # x range the data was cut to
+        self.plotItem.vb.sigStateChanged.connect(self._view_changed)
 
     def add_series(
         self, name: str, color: str | None = None, symbol: str | None = None, dash: bool = False
@@ -133,8 +167,6 @@ class LiveChart(pg.PlotWidget):
             symbolBrush=color,
             symbolPen=None,
         )
-        item.setDownsampling(auto=True, method="peak")
-        item.setClipToView(True)
         self.series[name] = (SeriesBuffer(), item)
         self.colors[name] = color
         self.symbols[name] = symbol
@@ -186,13 +218,47 @@ class LiveChart(pg.PlotWidget):
         self.dirty.clear()
         self.last_append.clear()
         self.unpainted = None
+        self.shown_window = None
         self.plotItem.vb.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         self.plotItem.enableAutoRange()  # setRange turned it off
+
+    def _view_changed(self, _view: object = None) -> None:
+        """The user zoomed or panned (or pressed pyqtgraph's auto-range button): the series are
+        cut and downsampled again for what the view now shows. An auto-ranged view changes
+        nothing here (all points are shown at every range), so no change feeds back."""
+        if self._wanted_window() != self.shown_window:
+            for name, (buffer, _item) in self.series.items():
+                if buffer.n:
+                    self.dirty.add(name)
+                    self.last_append.setdefault(name, time.monotonic())
+
+    def _wanted_window(self) -> tuple[float, float] | None:
+        vb = self.plotItem.vb
+        if vb.autoRangeEnabled()[0]:
+            return None
+        left, right = vb.viewRange()[0]
+        return float(left), float(right)
+
+    def _shown(self, buffer: SeriesBuffer) -> tuple[np.ndarray, np.ndarray]:
+        """The points to hand pyqtgraph: those in the view's x window (all, while it follows
+        the data) with one beyond each side, downsampled to about two per pixel."""
+        x, y = buffer.view()
+        if self.shown_window is not None:
+            left, right = self.shown_window
+            i0 = max(0, int(np.searchsorted(x, left)) - 1)
+            i1 = min(len(x), int(np.searchsorted(x, right, side="right")) + 1)
+            x, y = x[i0:i1], y[i0:i1]
+        width = self.plotItem.vb.width()
+        return peak_downsample(x, y, max(MIN_SHOWN_POINTS, int(2 * width)))
 
     def redraw(self) -> None:
         """Push dirty series to pyqtgraph and settle the view; the chart paints them once, at
         the window's next frame (``painted`` says when)."""
         now = time.monotonic()
+        window = self._wanted_window()
+        if window != self.shown_window:  # every series is cut to the same window
+            self.shown_window = window
+            self.dirty.update(name for name, (b, _i) in self.series.items() if b.n)
         for name in self.dirty:
             buffer, item = self.series[name]
             if (buffer.n == 1) != (name in self.dotted) and name not in self.fast:
@@ -203,9 +269,9 @@ class LiveChart(pg.PlotWidget):
                 self.fast.add(name)  # once: style changes make pyqtgraph rebuild the item
                 item.setPen(self._pen(name, self.colors[name], 1))
                 item.setSymbol(None)
-                item.setData(*buffer.view(), antialias=False)
+                item.setData(*self._shown(buffer), antialias=False)
             else:
-                item.setData(*buffer.view())
+                item.setData(*self._shown(buffer))
             first = self.last_append.pop(name, now)
             self.unpainted = first if self.unpainted is None else min(self.unpainted, first)
         self.dirty.clear()
@@ -256,11 +322,27 @@ class ChartClock(QObject):
         self.timer.start()
         for chart in charts:
             chart.painted.connect(self.drawn)
+        self.unrevealed: list[LiveChart] = []
+
+    def reveal(self) -> None:
+        """The charts are about to be shown (their page comes up): they appear one per tick
+        instead of all in the frame that shows the page. Showing a pyqtgraph view paints it
+        two or three times over in one event-loop pass (its scene settles after the first),
+        so six charts made that frame 20-30 ms longer, the longest GUI stall of a run's start."""
+        self.unrevealed = [c for c in self.charts if not c.isHidden()]
+        for chart in self.unrevealed:
+            policy = chart.sizePolicy()
+            policy.setRetainSizeWhenHidden(True)  # the others keep their place meanwhile
+            chart.setSizePolicy(policy)
+            chart.hide()
 
     def tick(self) -> None:
         """Draw the chart whose oldest undrawn point has waited longest, once the last one
         drawn is on screen: the window paints every changed chart in one go, so redrawing
         the next before that would add its paint to the same frame."""
+        if self.unrevealed:
+            self.unrevealed.pop(0).show()
+            return
         now = time.monotonic()
         if any(c.redrawn_at is not None and now - c.redrawn_at < PAINT_WAIT_S and c.isVisible()
                for c in self.charts):  # fmt: skip
@@ -278,7 +360,9 @@ class ChartClock(QObject):
         self.timer.setInterval(max(self.base_ms, int(4000 * cost_s)))
 
     def flush(self) -> None:
-        """Draw every dirty chart now (tests, screenshots)."""
+        """Show and draw every chart now (tests, screenshots)."""
+        while self.unrevealed:
+            self.unrevealed.pop(0).show()
         for chart in self.charts:
             if chart.dirty:
                 self._draw(chart)
