@@ -329,7 +329,8 @@ class ChartClock(QObject):
         instead of all in the frame that shows the page. Showing a pyqtgraph view paints it
         two or three times over in one event-loop pass (its scene settles after the first),
         so six charts made that frame 20-30 ms longer, the longest GUI stall of a run's start."""
-        self.unrevealed = [c for c in self.charts if not c.isHidden()]
+        self.unrevealed = list(self.charts)  # those still hidden from a page left early too
+        self.timer.setInterval(self.base_ms)  # not a slow redraw's stretched interval
         for chart in self.unrevealed:
             policy = chart.sizePolicy()
             policy.setRetainSizeWhenHidden(True)  # the others keep their place meanwhile

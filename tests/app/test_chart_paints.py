@@ -206,3 +206,9 @@ def test_a_page_of_charts_comes_up_one_chart_per_tick(qtbot) -> None:
     stack.setCurrentIndex(0)
     stack.setCurrentWidget(page)
     assert not any(c.isVisible() for c in charts)  # every time the page comes up
+    clock.tick()
+    stack.setCurrentIndex(0)  # left before every chart came up, then back
+    stack.setCurrentWidget(page)
+    for _ in charts:
+        clock.tick()
+    assert all(c.isVisible() for c in charts)
