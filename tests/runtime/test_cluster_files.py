@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -210,7 +211,15 @@ def test_a_stop_while_shipping_ends_it_and_the_next_run_resumes(tmp_path, monkey
             cluster.ship_files()
         c = cluster.clients[0]
         req = pb.OpenFileRequest(sha256=digest, name="train.jsonl", size=24 * mib)
-        held = c._stub.OpenFile(req, metadata=c._metadata(), timeout=10).offset
+
+        def held_now() -> int:
+            return c._stub.OpenFile(req, metadata=c._metadata(), timeout=10).offset
+
+        # The worker writes what reached it after the coordinator stopped sending: asked at
+        # once, it may not have written the first byte yet (seen: held 0 under load).
+        deadline = time.monotonic() + 10
+        while (held := held_now()) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert 0 < held < 24 * mib and not c.has_file(digest)
         stop.clear()
         assert cluster.ship_files()["dataset"] == digest
