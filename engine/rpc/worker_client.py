@@ -156,14 +156,15 @@ class WorkerClient:
         fname = name or path.name
         offset = 0
         if size >= BULK_MIN_BYTES:
+            # the checksum at the stream's end: only a paired worker's stream is sealed
+            at_end = callable(checksum) and self._pin is not None
+            text = "" if at_end else _text(checksum)
             for attempt in range(1, BULK_ATTEMPTS + 1):
-                # the checksum at the stream's end: only a paired worker's stream is sealed
-                at_end = callable(checksum) and self._pin is not None
-                opened = self._open_file(sha256, fname, size, "" if at_end else _text(checksum), at_end)  # fmt: skip
+                opened = self._open_file(sha256, fname, size, text, at_end)
                 if opened is not None and at_end and not opened.checksum_at_end and not opened.present:  # fmt: skip
                     # an older worker: the checksum first, as it takes it (its ticket unused)
-                    checksum = _text(checksum)
-                    opened = self._open_file(sha256, fname, size, checksum)
+                    at_end, text = False, _text(checksum)
+                    opened = self._open_file(sha256, fname, size, text)
                 if opened is None:
                     break  # a worker from before OpenFile
                 if opened.present:
