@@ -10,8 +10,8 @@ rows at a time, and each chunk makes its logits, one exp, its loss and the gradi
 loss w.r.t. the hidden states (through the output layer) at once, then frees them all: no
 (B, T, vocab) buffer lives (each chunk waits for the one before, ``mx.depends``: left free,
 MLX started every chunk's logits before finishing any, and the loss's peak grew with the
-rows: 312 MiB for 1024 rows of a 32k vocabulary, 179 MiB in order), and the backward pass starts from the stored (B, T, hidden)
-gradient (an ``mx.custom_function``). The maths is the same up to float order
+rows: 312 MiB for 1024 rows of a 32k vocabulary, 179 MiB in order), and the backward pass
+starts from the stored (B, T, hidden) gradient (an ``mx.custom_function``). The maths is the same up to float order
 (tests/train/test_chunked_loss.py); the loss is summed in float32.
 
 It applies where the model is a body and an output layer (``head(model.model(x))`` gives
