@@ -34,12 +34,13 @@ class Costs:
     # AdamW on the flat fp32 master vector, seconds per parameter (numpy <-> mx copies and
     # the update; ~4 ns/param measured on this 2-core box with bench/links.py --calibrate)
     update_s_per_param: float = 4e-9
-    # The share of the probe's fp32 matmul rate a LoRA training step reaches (backward,
-    # attention, norms and Python around the matmuls): bench/compute_rate.py runs real
-    # steps of a hidden-512, 8-layer model against the probe's benchmark in one process;
-    # 0.30-0.41 on this project's 2-core Linux VM with OpenBLAS. Measured steps correct it
-    # per Mac during a run (engine/plan/live.py).
-    train_efficiency: float = 0.4
+    # The share of the probe's fp32 matmul rate a LoRA training step of a model 1024 wide
+    # reaches on the work lora_flops_per_token counts (wider models reach more, narrower
+    # less: engine/plan/inputs.py): bench/compute_rate.py fits it with inputs.SCORE_FLOPS over
+    # real steps of 9 model shapes against the probe's benchmark in one process: 0.66 on this
+    # project's 2-core Linux VM with OpenBLAS. Measured steps correct it per Mac during a run
+    # (engine/plan/live.py).
+    train_efficiency: float = 0.66
     # Each micro-batch of gradient accumulation costs a fixed dispatch on top of its FLOPs
     # (one compiled call and its evaluation).
     micro_batch_s: float = 2e-3

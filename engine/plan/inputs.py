@@ -101,11 +101,32 @@ class Workload:
         return self.batch * (self.trained_per_sequence or self.seq_len)
 
 
-def lora_flops_per_token(matmul_params: int, num_layers: int, hidden: int, seq_len: float) -> float:
-    """Forward 2P plus backward 2P (activation gradients only: the base is frozen, LoRA's
-    own weight gradients are tiny), plus attention's two seq x seq products (QK^T, AV) in
-    forward and twice that in backward: 3 x 4 x layers x seq x hidden."""
-    return 4.0 * matmul_params + 12.0 * num_layers * seq_len * hidden
+# How the planner prices a step's compute: tokens x lora_flops_per_token / (the probe's
+# matmul rate x Costs.train_efficiency). A step reaches more of the probe's rate the wider
+# the model (its matmuls are larger): the work is counted in matmul FLOPs of a model
+# REFERENCE_HIDDEN wide, the matmuls weighted by sqrt(REFERENCE_HIDDEN / hidden) (the width
+# capped at twice the reference). The attention-score tensor's elementwise work (scale,
+# mask, softmax and their backward: memory-bound passes over layers x heads x seq x seq
+# values) is SCORE_FLOPS such FLOPs per score. Fitted with Costs.train_efficiency by
+# bench/compute_rate.py over real steps of hidden 64-2048, 2-32 heads and seq 128-1024 on
+# this project's 2-core VM: within 0.9-1.1x of every shape, where the matmuls alone at one
+# efficiency (the earlier model) were up to 20x optimistic for narrow models with many heads
+# (the bundled demo model: hidden 64, 8 heads) and 1.3x pessimistic at hidden 2048. Measured
+# steps correct the rate per Mac during a run (engine/plan/live.py).
+REFERENCE_HIDDEN = 1024
+SCORE_FLOPS = 3900.0
+
+
+def lora_flops_per_token(matmul_params: int, num_layers: int, hidden: int, seq_len: float,
+                         heads: int) -> float:  # fmt: skip
+    """Training work of one token in reference-width matmul FLOPs (see SCORE_FLOPS).
+    Forward 2P plus backward 2P (activation gradients only: the base is frozen, LoRA's own
+    weight gradients are tiny); attention's two seq x seq products (QK^T, AV) in forward and
+    twice that in backward: 3 x 4 x layers x seq x hidden; both weighted by the model's
+    width; then the score tensor's passes, SCORE_FLOPS x layers x heads x seq."""
+    width = math.sqrt(min(hidden, 2 * REFERENCE_HIDDEN) / REFERENCE_HIDDEN)
+    matmul = 4.0 * matmul_params + 12.0 * num_layers * seq_len * hidden
+    return matmul / width + SCORE_FLOPS * num_layers * heads * seq_len
 
 
 def workload_from_job(job: Any, info: Any, memory: Any | None = None,
@@ -135,7 +156,7 @@ def workload_from_job(job: Any, info: Any, memory: Any | None = None,
         batch=job.run.batch_size,
         seq_len=shape.width,
         flops_per_token=lora_flops_per_token(
-            max(matmul, 1), info.num_layers, info.hidden_size, shape.attention_width
+            max(matmul, 1), info.num_layers, info.hidden_size, shape.attention_width, info.num_heads
         ),
         fixed_bytes=est.total_bytes - activations,
         bytes_per_sequence=per_seq,
