@@ -20,14 +20,15 @@ def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
 
 
 def split_array(array: np.ndarray, chunk_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
-    """(offset, piece, last) covering the array's bytes; one empty piece for an empty array."""
-    raw = np.ascontiguousarray(array).tobytes()
-    if not raw:
+    """(offset, piece, last) covering the array's bytes; one empty piece for an empty array.
+    Each piece is copied once, straight from the array (no whole-array bytes first)."""
+    raw = memoryview(np.ascontiguousarray(array)).cast("B")
+    if not len(raw):
         yield 0, b"", True
         return
     for off in range(0, len(raw), chunk_bytes):
         piece = raw[off : off + chunk_bytes]
-        yield off, piece, off + len(piece) >= len(raw)
+        yield off, piece.tobytes(), off + len(piece) >= len(raw)
 
 
 def tensor_header(array: np.ndarray, dtype: str | None = None) -> pb.Tensor:
@@ -38,12 +39,14 @@ def join_array(pieces: list[bytes], shape: list[int], dtype: str, name: str) -> 
     """Rebuild an array from its pieces; raises ValueError naming the tensor when bad."""
     if dtype not in ALLOWED_DTYPES:
         raise ValueError(f"tensor {name!r}: dtype {dtype!r} is not one of {sorted(ALLOWED_DTYPES)}")
-    raw = b"".join(pieces)
     np_dtype = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
     count = int(np.prod(shape)) if shape else 1
-    if len(raw) != count * np_dtype.itemsize:
-        raise ValueError(
-            f"tensor {name!r}: {len(raw)} bytes do not fit shape {list(shape)} of {dtype}"
-        )
-    arr = np.frombuffer(raw, dtype=np_dtype).reshape(shape).copy()
+    size = sum(len(p) for p in pieces)
+    if size != count * np_dtype.itemsize:
+        raise ValueError(f"tensor {name!r}: {size} bytes do not fit shape {list(shape)} of {dtype}")
+    arr = np.empty(shape, np_dtype)  # the pieces are copied into it once
+    flat, at = arr.reshape(-1).view(np.uint8), 0
+    for p in pieces:
+        flat[at : at + len(p)] = np.frombuffer(p, np.uint8)
+        at += len(p)
     return bf16_bits_to_f32(arr) if dtype == "bfloat16" else arr
