@@ -18,6 +18,10 @@
 # default 150: enough that start-up, which both tools pay, is not the whole run).
 # PEAK_PROBE=1: instead of the three benchmarks, run bench/gpu/peak_probe.py on the two
 # lockstep cases (peak memory phase by phase, Orchard's step against mlx-lm's; ~3 minutes).
+# APPLE_LIMITS=1: both tools run with Apple silicon's command-buffer limits (50 operations,
+# 50 MB a buffer, an M-series Max/Ultra) instead of the H100's (100, 1000 MB): on this backend
+# a peak is mostly buffers of queued work, and these limits bound it as Metal does.
+# The run ends with bench/orchard_phases.py: where one orchard train run's wall time goes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE="${1:-/tmp/site}"
@@ -32,6 +36,9 @@ if ls -d "$SP"/nvidia/*/lib >/dev/null 2>&1; then  # CUDA 13 libraries from PyTo
 fi
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export ORCHARD_OPENBLAS=off  # the GPU does the work; no CPU BLAS preload for the worker
+if [ "${APPLE_LIMITS:-0}" = "1" ]; then
+  export MLX_MAX_OPS_PER_BUFFER=50 MLX_MAX_MB_PER_BUFFER=50
+fi
 
 "$PY" - <<'PY'
 import mlx.core as mx
@@ -62,8 +69,12 @@ every=$((STEPS / 3))
 "$PY" bench/e2e_vs_mlx_lm.py --model "$MODEL" --data wikisql --rank 64 \
   --batch 16 --seq 512 --iters "$E2E_ITERS" --packing --warmup 2>&1 | tee "$LOG/e2e.txt" | tail -8
 
+"$PY" bench/orchard_phases.py --model "$MODEL" --iters 60 --batch 16 --seq 512 \
+  --out "$LOG/phases" > "$LOG/phases.txt" 2>&1 || true
+
 echo "== summary (GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)) =="
 echo "rank 8 attention:   $(tail -1 "$LOG/r8_attention.txt")"
 echo "rank 64 all linear: $(tail -1 "$LOG/r64_all.txt")"
 echo "e2e rank 64 all:    $(tail -1 "$LOG/e2e.txt")"
 grep -E "real_tokens_per_s_ratio|engine_overhead_share" "$LOG/e2e.txt" | sed 's/^/  /'
+echo "orchard train phases: $(tail -1 "$LOG/phases.txt")"
