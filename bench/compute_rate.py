@@ -76,14 +76,20 @@ def step_seconds(shape: tuple[int, ...]) -> float:
     return min(times)
 
 
+def matmul_params(shape: tuple[int, ...]) -> int:
+    """The parameters a token's matmuls go through: q, k, v, o, the MLP, the output layer."""
+    hidden, layers, inter, heads, kv, vocab, _seq, _batch = shape
+    per_layer = 2 * hidden * hidden + 2 * hidden * kv * (hidden // heads) + 3 * hidden * inter
+    return layers * per_layer + vocab * hidden
+
+
 def terms(shape: tuple[int, ...]) -> tuple[float, float]:
     """(width-weighted matmul FLOPs, score count) of one step: the two terms
     lora_flops_per_token weighs (its first term without SCORE_FLOPS' part)."""
     from engine.plan import lora_flops_per_token
 
-    hidden, layers, inter, heads, kv, vocab, seq, batch = shape
-    per_layer = 2 * hidden * hidden + 2 * hidden * kv * (hidden // heads) + 3 * hidden * inter
-    matmul = lora_flops_per_token(layers * per_layer + vocab * hidden, layers, hidden, seq, heads=0)
+    hidden, layers, _inter, heads, _kv, _vocab, seq, batch = shape
+    matmul = lora_flops_per_token(matmul_params(shape), layers, hidden, seq, heads=0)
     return batch * seq * matmul, float(batch * seq * layers * heads * seq)
 
 
@@ -101,10 +107,9 @@ def measure() -> None:
     rows, ratios = [], []
     for shape in SHAPES:
         measured = step_seconds(shape)
-        hidden, layers, inter, heads, kv, vocab, seq, batch = shape
+        hidden, layers, _inter, heads, _kv, _vocab, seq, batch = shape
         matmul, scores = terms(shape)
-        per_layer = 2 * hidden * hidden + 2 * hidden * kv * (hidden // heads) + 3 * hidden * inter
-        fpt = lora_flops_per_token(layers * per_layer + vocab * hidden, layers, hidden, seq, heads)
+        fpt = lora_flops_per_token(matmul_params(shape), layers, hidden, seq, heads)
         planned = batch * seq * fpt / (rate * eff)  # what the planner says
         ratios.append(planned / measured)
         rows.append((matmul, scores, measured))
