@@ -22,6 +22,7 @@
 # 50 MB a buffer, an M-series Max/Ultra) instead of the H100's (100, 1000 MB): on this backend
 # a peak is mostly buffers of queued work, and these limits bound it as Metal does.
 # The run ends with bench/orchard_phases.py: where one orchard train run's wall time goes.
+# LOG_DIR: keep every benchmark's whole output there (default: a new folder under /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE="${1:-/tmp/site}"
@@ -59,7 +60,8 @@ if [ "${PEAK_PROBE:-0}" = "1" ]; then
   exit 0
 fi
 
-LOG="$(mktemp -d /tmp/orchard_gpu_bench.XXXX)"
+LOG="${LOG_DIR:-$(mktemp -d /tmp/orchard_gpu_bench.XXXX)}"
+mkdir -p "$LOG"
 echo "logs in $LOG"
 every=$((STEPS / 3))
 "$PY" bench/lora_vs_mlx_lm.py --model "$MODEL" --rank 8 --targets attention \

@@ -300,7 +300,7 @@ class WorkerClient:
         return StepResult(
             r.step, r.loss_sum, r.tokens, r.grad_norm, r.compute_s, r.comm_s,
             r.peak_memory_bytes, r.skipped, r.loss_scale, r.work_tokens, r.grad_s,
-            r.comm_hidden_s,
+            r.comm_hidden_s, r.group_loss_sum, r.group_tokens,
         )  # fmt: skip
 
     def evaluate(

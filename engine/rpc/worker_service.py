@@ -184,7 +184,7 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
             step=r.step, loss_sum=r.loss_sum, tokens=r.tokens, grad_norm=r.grad_norm,
             compute_s=r.compute_s, comm_s=r.comm_s, peak_memory_bytes=r.peak_memory_bytes,
             skipped=r.skipped, loss_scale=r.loss_scale, work_tokens=r.work_tokens, grad_s=r.grad_s,
-            comm_hidden_s=r.comm_hidden_s,
+            comm_hidden_s=r.comm_hidden_s, group_loss_sum=r.group_loss_sum, group_tokens=r.group_tokens,
         )  # fmt: skip
 
     @_guard

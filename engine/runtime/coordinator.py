@@ -27,7 +27,7 @@ from engine.runtime.full_state import (
     split,
     to_checkpoint,
 )
-from engine.runtime.lost_workers import LostWorkers, RunHalted, checkpoint_note
+from engine.runtime.lost_workers import FinishedStep, LostWorkers, RunHalted, checkpoint_note
 from engine.runtime.out_of_memory import memory_failure
 from engine.runtime.recovery import StepAbandoned, Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
@@ -80,6 +80,7 @@ class Coordinator(LostWorkers, ReturningWorkers):
         self._snap_at = 0.0  # time.monotonic() of the last snapshot
         self._snaps = [0, 0.0]  # snapshots taken, seconds they took (reported at the end)
         self._regroup_info: dict = {}  # the last regroup's figures, for its event
+        self.finished_step: FinishedStep | None = None  # by survivors of a lost worker
         self.tracker = None  # dist.mode auto: the plan, against measured steps (engine/plan)
 
     def run(self) -> RunResult:
@@ -152,14 +153,19 @@ class Coordinator(LostWorkers, ReturningWorkers):
                 i = step
                 try:
                     t0, began = time.perf_counter(), time.time()
-                    plan = self.balancer.plan(i)
-                    outs = self.watcher.call("Step", lambda r, c, i=i, sp=plan: c.step(
-                        i, schedule(i), timeout_s=call_deadline(job), shares=sp.shares,
-                        micro_batches=sp.micro_batches[r]))  # fmt: skip
-                    dt = time.perf_counter() - t0
+                    carried, self.finished_step = self.finished_step, None
+                    if carried is not None:  # the survivors of a lost worker finished it
+                        outs, plan, dt = carried.outs, carried.plan, carried.dt
+                    else:
+                        plan = self.balancer.plan(i)
+                        outs = self.watcher.call("Step", lambda r, c, i=i, sp=plan: c.step(
+                            i, schedule(i), timeout_s=call_deadline(job), shares=sp.shares,
+                            micro_batches=sp.micro_batches[r]))  # fmt: skip
+                        dt = time.perf_counter() - t0
                     step = i + 1
-                    train_loss = self._step_metrics(metrics, step, schedule(i), outs, dt, plan)
-                    if note := self.balancer.observe(i, outs):
+                    train_loss = self._step_metrics(metrics, step, schedule(i), outs, dt, plan,
+                                                    whole_group=carried is None)  # fmt: skip
+                    if carried is None and (note := self.balancer.observe(i, outs)):
                         self._note(note)
                     cluster.keep_spares()  # mlx, local workers: fresh processes held ready
                     self.emit(progress.event(step))
@@ -175,7 +181,7 @@ class Coordinator(LostWorkers, ReturningWorkers):
                             self._rejoin(back, step)
                 except WorkerLost as lost:
                     metrics.close()
-                    step = self._recover(lost, i, began, done=step)
+                    step = self._recover(lost, i, began, done=step, plan=plan)
                     saved_at = min(saved_at, step)
                     metrics = MetricsLog(run_dir, self.emit, resume_step=step)
             if stopped and step != saved_at:
@@ -270,12 +276,17 @@ class Coordinator(LostWorkers, ReturningWorkers):
         if running is not None:
             self.emit(StateEvent("running", message, str(self.run_dir), running))
 
-    def _step_metrics(
-        self, metrics: MetricsLog, step: int, lr: float, outs: list, dt: float, plan: bal.Split
-    ) -> float:
+    def _step_metrics(self, metrics: MetricsLog, step: int, lr: float, outs: list, dt: float,
+                      plan: bal.Split, whole_group: bool = True) -> float:  # fmt: skip
+        """The step's metric rows; ``whole_group`` False: ``outs`` are the survivors' of a
+        step a lost worker took part in (the loss and tokens are then the group's, which
+        every worker receives with the gradients; the figures by worker are the survivors')."""
         tokens = sum(o.tokens for o in outs)  # trained tokens: tokens/s counts these
         work = sum(o.work_tokens for o in outs)  # computed, padding included
         loss = sum(o.loss_sum for o in outs) / max(tokens, 1)
+        if not whole_group:
+            tokens = outs[0].group_tokens
+            loss = outs[0].group_loss_sum / max(tokens, 1)
         comm = max(o.comm_s for o in outs)
         hidden = min(o.comm_hidden_s for o in outs)
         values = {
@@ -287,7 +298,10 @@ class Coordinator(LostWorkers, ReturningWorkers):
             "comm_hidden_share": hidden / comm if comm > 0 else 0.0,
             "peak_memory_gb": max(o.peak_memory_bytes for o in outs) / 1e9, "workers": float(len(outs)),
         }  # fmt: skip
-        values.update(self._plan_figures(dt, outs, plan))
+        if whole_group:
+            values.update(self._plan_figures(dt, outs, plan))
+        else:  # work counts the survivors' only: not a throughput to compare
+            del values["work_tokens"], values["work_tokens_per_s"]
         if any(o.skipped for o in outs):
             values["skipped"] = 1.0
             log.warning("step %d: update skipped (fp16 overflow or no target tokens)", step)

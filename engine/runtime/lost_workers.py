@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.events import SHOWN, StateEvent
 from engine.rpc.worker_client import WorkerCallError
+from engine.runtime.balance import Split
 from engine.runtime.full_state import from_survivors, split
 from engine.runtime.recovery import WorkerLost
 from engine.train.checkpoint import list_checkpoints
@@ -23,10 +25,21 @@ from engine.train.checkpoint import list_checkpoints
 log = logging.getLogger("engine.runtime.coordinator")  # one logger for the run's lines
 
 REPLACEMENT_WAIT_S = 120.0  # with every worker lost, how long to wait for one to come back
+SURVIVOR_REPLY_WAIT_S = 10.0  # survivors past the interrupted step: their replies are on the way
+
+
+@dataclass
+class FinishedStep:
+    """A Step the survivors finished though a worker was lost in it (its part of the
+    collective had gone out): their replies, the step's split over them, its time."""
+
+    outs: list  # the survivors' StepResults, in their new rank order
+    plan: Split
+    dt: float
 
 
 class RegroupRefused(RuntimeError):
-    """The survivors' state cannot be trusted to go on in place (they disagree on the step)."""
+    """The group's state cannot be trusted to go on in place (its workers disagree on the step)."""
 
 
 class RunHalted(RuntimeError):
@@ -45,13 +58,16 @@ class LostWorkers:
     """Recovery and rejoin steps of :class:`~engine.runtime.coordinator.Coordinator`; they
     use its cluster, snapshot, balancer and event stream."""
 
-    def _recover(self, lost: WorkerLost, failed_step: int, began: float, done: int) -> int:
+    def _recover(self, lost: WorkerLost, failed_step: int, began: float, done: int,
+                 plan: Split) -> int:  # fmt: skip
         """Re-form the group without the lost workers; returns the step to continue from.
-        ``done``: steps completed when the loss was seen. The survivors keep their job and
-        state (Regroup): only the interrupted step is redone. Where that cannot be (mlx, the
-        parameter server lost, a worker without Regroup, survivors that disagree), every
-        worker sets the job up again and the run restarts from the last snapshot. Raises
-        RunHalted past dist.max_failures."""
+        ``done``: steps completed when the loss was seen; ``plan``: the interrupted step's
+        split. The survivors keep their job and state (Regroup): only the interrupted step is
+        redone, or none where they finished it (then self.finished_step holds their replies
+        of it, for the run loop to take as step ``done``'s), or, where they disagree on the
+        step, those since the last snapshot. Where that cannot be (mlx, the parameter server
+        lost, a worker without Regroup), every worker sets the job up again and the run
+        restarts from the last snapshot. Raises RunHalted past dist.max_failures."""
         job, cluster, snap = self.job, self.cluster, self.snapshot
         assert cluster is not None and snap is not None
         self.failures += 1
@@ -90,8 +106,13 @@ class LostWorkers:
                 self.rejoiner.departed(gone)
             if not cluster.size:  # nobody left: wait (bounded) for a worker to come back
                 set_up = self._wait_for_replacement(what, kept)
-            elif not (mlx or server_lost) and self._regroup(done):
-                return self._regrouped(what, lost, failed_step, done, detect_s, t0)
+            elif (
+                not (mlx or server_lost)
+                and (go_on := self._regroup(done, lost, failed_step, plan)) is not None
+            ):
+                self._regrouped(what, lost, failed_step, go_on, detect_s, t0)
+                # a step the survivors finished: the run loop takes it from self.finished_step
+                return go_on - (self.finished_step is not None)
         if not set_up:
             self._setup_group()
         cluster.put_states(split(snap, job.dist.mode, cluster.size))
@@ -105,44 +126,86 @@ class LostWorkers:
         })  # fmt: skip
         return snap.step
 
-    def _regroup(self, done: int) -> bool:
-        """The survivors go on with their loaded jobs in the smaller group (Regroup); each
-        must be at step ``done``. ZeRO-1: the moment shards are cut again from the
-        survivors' shards and, for the lost ones, the last snapshot. False (every survivor's
-        job stopped): set the group up again instead."""
+    def _regroup(self, done: int, lost: WorkerLost, failed_step: int, plan: Split) -> int | None:
+        """The survivors go on with their loaded jobs in the smaller group (Regroup); each at
+        step ``done``, or every one past the interrupted Step: the lost worker died after
+        its part of the collective went out, so they finished it with the whole group's
+        gradients, and their replies of it are the step's (self.finished_step). Survivors
+        that disagree (one finished the step, another failed sending to the lost worker)
+        all take the last snapshot's state instead, still without reloading anything.
+        ZeRO-1 in place: the moment shards are cut again from the survivors' shards and, for
+        the lost ones, the last snapshot. Returns the step the run has reached; None (every
+        survivor's job stopped): set the group up again instead."""
         job, cluster, snap = self.job, self.cluster, self.snapshot
         assert cluster is not None and snap is not None
-        self._regroup_info = {}
+        self._regroup_info, finished = {}, None
         try:
             replies = cluster.regroup()
             at = sorted({int(r["step"]) for r in replies})
-            if at != [done]:
-                raise RegroupRefused(f"the survivors are at steps {at}, the run at step {done}")
-            if job.dist.mode == "reduce-scatter":
-                full, stale = from_survivors(cluster.get_states(done), snap)
-                cluster.put_states(split(full, job.dist.mode, cluster.size))
-                if stale and snap.step < done:  # else the snapshot is of this very step
-                    self._regroup_info["moments_from_snapshot"] = stale
-                    self._regroup_info["snapshot_step"] = snap.step
-        except (WorkerCallError, RegroupRefused, ValueError) as e:
+            if at == [done + 1] and failed_step == done:
+                finished = self._survivors_step(lost, done, plan)
+            if finished is not None or at == [done]:
+                reached = done + (finished is not None)
+                if job.dist.mode == "reduce-scatter":
+                    full, stale = from_survivors(cluster.get_states(reached), snap)
+                    cluster.put_states(split(full, job.dist.mode, cluster.size))
+                    if stale and snap.step < reached:  # else the snapshot is of this very step
+                        self._regroup_info["moments_from_snapshot"] = stale
+                        self._regroup_info["snapshot_step"] = snap.step
+            else:
+                reached = snap.step
+                cluster.put_states(split(snap, job.dist.mode, cluster.size))
+                self._regroup_info["survivors_at"] = at
+        except (WorkerCallError, ValueError) as e:
             self._note(f"the survivors cannot go on in place ({e}): setting the job up again",
                        "warning")  # fmt: skip
             cluster.stop_jobs(list(range(cluster.size)), "regroup failed: setting up again")
-            return False
+            return None
+        self.finished_step = finished
         self._regroup_info["regroup_s"] = max(float(r["regroup_s"]) for r in replies)
         b = self.balancer
         if b is not None and b.addresses != cluster.addresses:
-            self._note(b.regroup(cluster.addresses, done))
-        return True
+            self._note(b.regroup(cluster.addresses, reached))
+        return reached
 
-    def _regrouped(self, what: str, lost: WorkerLost, failed_step: int, done: int,
-                   detect_s: float, t0: float) -> int:  # fmt: skip
-        """Report a regroup; returns the step to go on from (nothing before it is redone)."""
+    def _survivors_step(self, lost: WorkerLost, step: int, plan: Split) -> FinishedStep | None:
+        """The survivors' replies of the Step they finished without the lost worker's reply;
+        None (logged) where they cannot stand for the whole group's step."""
+        outs = lost.survivor_results(SURVIVOR_REPLY_WAIT_S)
+        totals = {(o.group_loss_sum, o.group_tokens) for o in outs or ()}
+        if not outs or any(o.step != step for o in outs):
+            why = "not all of their replies of it came"
+        elif len(totals) != 1 or outs[0].group_tokens <= 0:  # a worker without group_* says 0
+            why = f"they do not report the same group loss of it: {sorted(totals)}"
+        else:
+            kept = [r for r in range(len(plan.shares)) if r not in lost.ranks]
+            survivors_plan = Split(tuple(plan.shares[r] for r in kept),
+                                   tuple(plan.micro_batches[r] for r in kept))  # fmt: skip
+            # the step's time as the slowest survivor measured it (its compute and the
+            # collective time it waited for): the coordinator's clock saw the loss, not the end
+            dt = max(o.compute_s + max(0.0, o.comm_s - o.comm_hidden_s) for o in outs)
+            return FinishedStep(outs, survivors_plan, dt)
+        log.info(
+            "the survivors finished step %d, but %s: going on from the snapshot", step + 1, why
+        )
+        return None
+
+    def _regrouped(self, what: str, lost: WorkerLost, failed_step: int, reached: int,
+                   detect_s: float, t0: float) -> None:  # fmt: skip
+        """Report a regroup at step ``reached`` (nothing before it is redone)."""
         cluster, info = self.cluster, self._regroup_info
         assert cluster is not None
         took = time.perf_counter() - t0
-        redo = (f"redoing the interrupted step {done + 1} only" if done <= failed_step
-                else "nothing to redo")  # fmt: skip
+        if reached > failed_step + 1:
+            redo = "nothing to redo"
+        elif reached == failed_step + 1:
+            redo = (f"nothing to redo: the survivors finished step {reached} (the lost "
+                    f"worker's part of it had gone out)")  # fmt: skip
+        elif "survivors_at" in info:
+            redo = (f"the survivors ended at steps {info['survivors_at']}, so they take the "
+                    f"step-{reached} snapshot and redo steps {reached + 1}..{failed_step + 1}")  # fmt: skip
+        else:
+            redo = f"redoing the interrupted step {reached + 1} only"
         stale = ""
         if "moments_from_snapshot" in info:
             stale = (f"; ZeRO-1: {info['moments_from_snapshot']} moment values of the lost "
@@ -152,11 +215,10 @@ class LostWorkers:
                f"(failure {self.failures} of at most {self.job.dist.max_failures})")  # fmt: skip
         self._note(msg, "warning", running={
             "recovered": True, "regrouped": True, "lost": lost.addresses,
-            "detected_at": lost.detected_at, "detect_s": detect_s, "redo_from": done,
-            "failed_step": failed_step + 1, "steps_redone": max(0, failed_step + 1 - done),
+            "detected_at": lost.detected_at, "detect_s": detect_s, "redo_from": reached,
+            "failed_step": failed_step + 1, "steps_redone": max(0, failed_step + 1 - reached),
             "workers": cluster.size, "failures": self.failures, "recover_s": took, **info,
         })  # fmt: skip
-        return done
 
     def _wait_for_replacement(self, what: str, kept: str) -> bool:
         """Every worker is gone; go on only once one is back (restarted, or answering).

@@ -43,14 +43,31 @@ STOP_GRACE_STEPS = 3.0
 class WorkerLost(RuntimeError):
     """Workers that stopped answering during a call; the survivors have been told to stop."""
 
-    def __init__(self, ranks: list[int], addresses: list[str], detected_at: float, cause: str):
+    def __init__(self, ranks: list[int], addresses: list[str], detected_at: float, cause: str,
+                 calls: list[Future] | None = None):  # fmt: skip
         self.ranks, self.addresses, self.detected_at, self.cause = (
             ranks,
             addresses,
             detected_at,
             cause,
         )
+        # the interrupted call on every worker (by rank): a survivor's may still end well,
+        # e.g. a Step whose lost peer died after its part of the collective went out
+        self.calls = calls or []
         super().__init__(f"lost worker {', '.join(addresses)}: {cause}")
+
+    def survivor_results(self, timeout_s: float) -> list | None:
+        """The survivors' results of the interrupted call, in rank order, waiting at most
+        ``timeout_s`` for each; None where any of them failed or did not end."""
+        out = []
+        for r, f in enumerate(self.calls):
+            if r in self.ranks:
+                continue
+            try:
+                out.append(f.result(timeout=timeout_s))
+            except BaseException:  # noqa: BLE001 - failed, cancelled or still running
+                return None
+        return out
 
 
 class StepAbandoned(RuntimeError):
@@ -127,7 +144,7 @@ class Watcher:
         log.info("%s: lost %s (%s)", name, [c.addresses[r] for r in lost], cause)
         if self.abort_survivors:
             self._abort(futures, [r for r in range(c.size) if r not in lost])
-        raise WorkerLost(lost, [c.addresses[r] for r in lost], detected_at, cause)
+        raise WorkerLost(lost, [c.addresses[r] for r in lost], detected_at, cause, futures)
 
     def stop_grace_s(self) -> float:
         return max(STOP_GRACE_S, STOP_GRACE_STEPS * self._last_step_s)

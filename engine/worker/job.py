@@ -56,6 +56,8 @@ class StepResult:
     work_tokens: int = 0  # tokens computed, padding included: the balancer's unit of work
     grad_s: float = 0.0  # seconds computing the gradients, before any communication
     comm_hidden_s: float = 0.0  # collective time that ran while the step computed
+    group_loss_sum: float = 0.0  # the whole group's, combined with the gradients
+    group_tokens: int = 0
 
 
 ENDED_KEPT = 64  # ended jobs whose reason a late call still gets told

@@ -24,6 +24,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from engine.config import AUTO_MODE, JobSpec
 from engine.train.update import resolve_precision, trainable_dtype
+from engine.worker import failpoints
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.job import SetupResult, StepResult
 
@@ -208,6 +209,7 @@ class TrainingJob:
         # lazy until here: the optimizer evaluates the gradients bucket by bucket and sends
         # each while the next is computed (one eval in all with one worker)
         new_params, stats = self.optimizer.step(grads, loss_sum, ntok, lr, grad_scale=scale)
+        failpoints.reached("exit-after-update", self.rank, step)
         # what the balancer evens out: the data's own cost, before any wait on a collective
         grad_s = (stats.grads_done_at or time.perf_counter()) - t0
         if self.loss_scale is not None:
@@ -221,6 +223,7 @@ class TrainingJob:
             compute_s=(t2 - t0) - stats.comm_exposed_s, comm_s=stats.comm_s,
             peak_memory_bytes=float(mx.get_peak_memory()), skipped=bool(stats.skipped), loss_scale=scale,
             work_tokens=work, grad_s=grad_s, comm_hidden_s=stats.comm_hidden_s,
+            group_loss_sum=float(stats.loss_sum), group_tokens=int(stats.n_tokens),
         )  # fmt: skip
 
     def evaluate(self, max_batches: int) -> tuple[float, int]:

@@ -71,9 +71,10 @@ class Recorder:
         )
 
 
-# ZeRO-1: the lost shard's moments come from the last snapshot; one a step or two old moves
-# this tiny run's curve by ~3% (lr 0.01, 12 steps); docs/reliability.md row 9
-STALE_MOMENTS_RTOL = 5e-2
+# ZeRO-1: the lost shard's moments come from the last snapshot. This run loses them at step
+# ~6, where one step is a sixth of AdamW's (bias-corrected) history: one a step or two old
+# moved its curve by 3-6% (lr 0.01, 12 steps); docs/reliability.md row 9
+STALE_MOMENTS_RTOL = 1e-1
 
 
 def assert_on_curve(losses: np.ndarray, reference: np.ndarray, recoveries: list[dict]) -> float:
@@ -90,7 +91,9 @@ def assert_on_curve(losses: np.ndarray, reference: np.ndarray, recoveries: list[
 
 def kill(pid: int, mid_collective: bool) -> float:
     """SIGKILL ``pid``; returns the kill time. Mid-collective: freeze it first, so its peers
-    are certainly blocked in a collective waiting for its part when it dies."""
+    are blocked in a collective when it dies: waiting for its part, or (where the freeze came
+    after its part went out) done with the step it never answered, which they then finish
+    for the group (test_a_worker_lost_after_its_part_went_out pins that case down)."""
     if mid_collective:
         os.kill(pid, signal.SIGSTOP)
         time.sleep(1.0)
@@ -150,10 +153,15 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
     redone = sorted(s for s, n in done.items() if n > 1)
     if regrouped_in_place(mode, rank):
         assert info["regrouped"] is True, info
-        # only the interrupted step is redone (none when the loss came in a snapshot after
-        # it): it never completed, so no step went out twice
-        assert info["failed_step"] - info["redo_from"] == info["steps_redone"] in (0, 1), info
-        assert redone == [], f"steps redone: {redone}"
+        if "survivors_at" in info:  # one survivor failed sending to the lost worker after
+            # the other finished the step: both took the snapshot, no model reloaded
+            assert info["survivors_at"] == [info["failed_step"] - 1, info["failed_step"]], info
+            assert info["steps_redone"] == info["failed_step"] - info["redo_from"] >= 1, info
+            assert redone == list(range(info["redo_from"] + 1, info["failed_step"])), redone
+        else:  # only the interrupted step is redone (none when the survivors finished it, or
+            # the loss came in a snapshot after it): no step went out twice
+            assert info["failed_step"] - info["redo_from"] == info["steps_redone"] in (0, 1), info
+            assert redone == [], f"steps redone: {redone}"
         assert "survivors keeping their loaded model" in log_txt
         survivors = [r for r in range(3) if r != rank]
         for r in survivors:  # each survivor loaded the model once, and regrouped in place
@@ -172,6 +180,41 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
     assert losses.shape == reference.shape == (STEPS,)
     worst = assert_on_curve(losses, reference, [info])
     print(f"worst rel diff from a run that never failed: {worst:.1e}")
+    assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["all-reduce", "reduce-scatter", "parameter-server"])
+def test_a_worker_lost_after_its_part_went_out(tmp_path, reference, mode, monkeypatch):
+    """Rank 1 ends its process right after its update of step 6 (a failpoint), so its
+    gradients were in the collective and its peers finished the step without its reply:
+    they go on in place from step 6 with nothing redone, and step 6's loss is the whole
+    group's (it travels with the gradients), on the curve of a run that never failed."""
+    from engine.worker.failpoints import ENV
+
+    monkeypatch.setenv(ENV, "exit-after-update@1:5")  # 0-based step 5: the run's step 6
+    # a checkpoint (so a snapshot) at step 5: ZeRO-1's lost moments are then one step old
+    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 5,
+            "dist.step_timeout_s": TIMEOUT_S, "run.name": f"after-{mode}"}  # fmt: skip
+    rec = Recorder(after_step=STEPS)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    result = handle.wait(300)
+    assert result is not None and result.status == "finished", result
+    info = rec.recovery()
+    assert info["regrouped"] is True and info["workers"] == 2, info
+    assert (info["failed_step"], info["redo_from"], info["steps_redone"]) == (6, 6, 0), info
+    log_txt = (result.run_dir / "log.txt").read_text()
+    assert f"worker {info['lost'][0]} lost during step 6" in log_txt
+    assert "nothing to redo: the survivors finished step 6" in log_txt
+    trained = [e for _, e in rec.events if isinstance(e, MetricEvent) and e.kind == "train"]
+    assert sorted(e.step for e in trained) == list(range(1, STEPS + 1))  # each once
+    step6 = next(e for e in trained if e.step == 6)
+    assert step6.values["tokens"] > 0 and "work_tokens" not in step6.values
+    worker1 = (result.run_dir / "workers" / "worker1.log").read_text()
+    assert "failpoint exit-after-update@1:5" in worker1
+    if mode == "reduce-scatter":
+        assert info["snapshot_step"] == 5 and info["moments_from_snapshot"] > 0, info
+    assert_on_curve(train_losses(result.run_dir), reference, [info])
     assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
 
 

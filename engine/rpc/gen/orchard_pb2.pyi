@@ -164,7 +164,7 @@ class StepRequest(_message.Message):
     def __init__(self, step: _Optional[int] = ..., learning_rate: _Optional[float] = ..., shares: _Optional[_Iterable[int]] = ..., micro_batches: _Optional[int] = ...) -> None: ...
 
 class StepReply(_message.Message):
-    __slots__ = ("step", "loss_sum", "tokens", "grad_norm", "compute_s", "comm_s", "peak_memory_bytes", "skipped", "loss_scale", "work_tokens", "grad_s", "comm_hidden_s")
+    __slots__ = ("step", "loss_sum", "tokens", "grad_norm", "compute_s", "comm_s", "peak_memory_bytes", "skipped", "loss_scale", "work_tokens", "grad_s", "comm_hidden_s", "group_loss_sum", "group_tokens")
     STEP_FIELD_NUMBER: _ClassVar[int]
     LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +177,8 @@ class StepReply(_message.Message):
     WORK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     GRAD_S_FIELD_NUMBER: _ClassVar[int]
     COMM_HIDDEN_S_FIELD_NUMBER: _ClassVar[int]
+    GROUP_LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
+    GROUP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     step: int
     loss_sum: float
     tokens: int
@@ -189,7 +191,9 @@ class StepReply(_message.Message):
     work_tokens: int
     grad_s: float
     comm_hidden_s: float
-    def __init__(self, step: _Optional[int] = ..., loss_sum: _Optional[float] = ..., tokens: _Optional[int] = ..., grad_norm: _Optional[float] = ..., compute_s: _Optional[float] = ..., comm_s: _Optional[float] = ..., peak_memory_bytes: _Optional[float] = ..., skipped: _Optional[bool] = ..., loss_scale: _Optional[float] = ..., work_tokens: _Optional[int] = ..., grad_s: _Optional[float] = ..., comm_hidden_s: _Optional[float] = ...) -> None: ...
+    group_loss_sum: float
+    group_tokens: int
+    def __init__(self, step: _Optional[int] = ..., loss_sum: _Optional[float] = ..., tokens: _Optional[int] = ..., grad_norm: _Optional[float] = ..., compute_s: _Optional[float] = ..., comm_s: _Optional[float] = ..., peak_memory_bytes: _Optional[float] = ..., skipped: _Optional[bool] = ..., loss_scale: _Optional[float] = ..., work_tokens: _Optional[int] = ..., grad_s: _Optional[float] = ..., comm_hidden_s: _Optional[float] = ..., group_loss_sum: _Optional[float] = ..., group_tokens: _Optional[int] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("step", "max_batches")
