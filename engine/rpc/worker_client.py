@@ -312,12 +312,15 @@ class WorkerClient:
         return r.loss_sum, r.tokens
 
     def get_state(
-        self, step: int, adapter: bool = False, timeout_s: float | None = None
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """This worker's state, or (``adapter``) its adapter files as uint8 tensors."""
+        self, step: int, adapter: bool = False, timeout_s: float | None = None,
+        params_only: bool = False,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
+        """This worker's state, or (``adapter``) its adapter files as uint8 tensors, or
+        (``params_only``) its parameters and counters without the moments (an older worker
+        sends the whole state)."""
         try:
             stream = self._stub.GetState(
-                pb.GetStateRequest(step=step, adapter=adapter),
+                pb.GetStateRequest(step=step, adapter=adapter, params_only=params_only),
                 timeout=timeout_s or self.timeout_s * 10,
                 metadata=self._metadata(),
             )

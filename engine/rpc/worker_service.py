@@ -201,7 +201,9 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
         failure = None
         with self._coordinator_call("GetState", context) as (job_id, _):
             try:
-                meta, tensors = self._runner.get_state(request.step, request.adapter, job_id)
+                meta, tensors = self._runner.get_state(
+                    request.step, request.adapter, job_id, request.params_only
+                )
             except Exception as e:  # noqa: BLE001 - reported below, once the call has ended
                 failure = e
             else:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from engine.config import JobSpec
 from engine.events import SHOWN, EventSink, LogEvent, MetricEvent, StateEvent
 from engine.optim import make_schedule
@@ -24,6 +26,7 @@ from engine.runtime.full_state import (
     FullState,
     from_checkpoint,
     gather,
+    moment_range,
     split,
     to_checkpoint,
 )
@@ -137,7 +140,7 @@ class Coordinator(LostWorkers, ReturningWorkers):
                                        f"({ckpt.meta.get('world', '?')} -> {cluster.size} workers)"))  # fmt: skip
             self._resume_balancer(ckpt.meta, start)
         else:
-            self._take_snapshot(0)
+            self._take_start_snapshot()
         metrics = MetricsLog(run_dir, self.emit, resume_step=start if self.resume_from else None)
         progress = Progress(start, total)
         self.emit(StateEvent("running", f"{total - start} steps on {cluster.size} workers", str(run_dir),
@@ -364,6 +367,33 @@ class Coordinator(LostWorkers, ReturningWorkers):
         self._snap_cost = self._snap_at - t0
         self._snaps[0] += 1
         self._snaps[1] += self._snap_cost
+
+    def _take_start_snapshot(self) -> None:
+        """The state at step 0, for a recovery before the first snapshot: rank 0's
+        parameters (every worker starts from the same ones) and AdamW's zero moments, a
+        third of one worker's state instead of every worker's whole state (46M trainable
+        parameters: 184 MB, not 550 MB per worker). Its cost, scaled to the bytes of a whole
+        snapshot, paces the next one."""
+        assert self.watcher is not None and self.cluster is not None
+        t0 = time.monotonic()
+        parts = self.watcher.call("GetState", lambda r, c: c.get_state(0, params_only=True) if r == 0 else None)  # fmt: skip
+        meta, tensors = parts[0]
+        params = np.asarray(tensors["params"], np.float32)
+        n = params.size
+        m, v = tensors.get("m"), tensors.get("v")  # an older worker sends its whole state
+        if m is None or v is None or m.size != n or v.size != n:
+            m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        self.snapshot = FullState(
+            step=0, params=params, m=np.asarray(m, np.float32), v=np.asarray(v, np.float32),
+            adam_step=int(meta.get("adam_step", 0)), opt_steps=int(meta.get("steps", 0)),
+            loss_scale=meta.get("loss_scale"),
+        )  # fmt: skip
+        self._snap_at = time.monotonic()
+        mode, world = self.job.dist.mode, self.cluster.size
+        whole = sum(n + 2 * (hi - lo) for lo, hi in (moment_range(mode, r, world, n) for r in range(world)))  # fmt: skip
+        self._snap_cost = (self._snap_at - t0) * whole / max(n, 1)
+        self._snaps[0] += 1
+        self._snaps[1] += self._snap_at - t0
 
     def _gather_state(self, step: int) -> FullState:
         assert self.watcher is not None

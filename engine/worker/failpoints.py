@@ -2,7 +2,9 @@
 (docs/reliability.md). A SIGKILL from outside lands wherever the process happens to be; these
 name the point. Off unless ``ORCHARD_FAILPOINT`` is set in the worker's environment:
 
-    ORCHARD_FAILPOINT=exit-after-update@RANK:STEP
+    ORCHARD_FAILPOINT=exit-after-update@RANK:STEP       (in a group of any size)
+    ORCHARD_FAILPOINT=exit-after-update@RANK/WORLD:STEP (only in a group of WORLD workers:
+                                                         once the group re-forms smaller, no more)
 
 ``exit-after-update``: rank RANK ends its process (exit status 1, no reply) once its update of
 0-based step STEP is done, so its part of the collective has gone out and its peers finish
@@ -24,10 +26,11 @@ ENV = "ORCHARD_FAILPOINT"
 ACK_GRACE_S = 2.0  # under the coordinator's 4 s health-check timeout: no step is held long
 
 
-def reached(name: str, rank: int, step: int) -> None:
-    """End this process here when ``ORCHARD_FAILPOINT`` names this point, rank and step."""
+def reached(name: str, rank: int, world: int, step: int) -> None:
+    """End this process here when ``ORCHARD_FAILPOINT`` names this point, rank (and group
+    size) and step."""
     spec = os.environ.get(ENV, "")
-    if not spec or spec != f"{name}@{rank}:{step}":
+    if spec not in (f"{name}@{rank}:{step}", f"{name}@{rank}/{world}:{step}"):
         return
     log.warning("failpoint %s: rank %d ends its process at step %d", spec, rank, step)
     time.sleep(ACK_GRACE_S)

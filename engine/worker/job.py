@@ -343,11 +343,17 @@ class JobRunner:
         return self._locked("Evaluate", lambda job: job.evaluate(max_batches), job_id)
 
     def get_state(
-        self, step: int, adapter: bool = False, job_id: str = ""
+        self, step: int, adapter: bool = False, job_id: str = "", params_only: bool = False
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return self._locked(
-            "GetState", lambda job: job.adapter_files() if adapter else job.get_state(), job_id
-        )
+        """The job's state (``params_only``: parameters and counters of ``step``, no
+        moments), or its adapter files."""
+
+        def read(job: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+            if adapter:
+                return job.adapter_files()
+            return job.serve_state(step, True, 0, 0) if params_only else job.get_state()
+
+        return self._locked("GetState", read, job_id)
 
     def put_state(
         self, meta: dict[str, Any], tensors: dict[str, np.ndarray], job_id: str = ""

@@ -209,7 +209,7 @@ class TrainingJob:
         # lazy until here: the optimizer evaluates the gradients bucket by bucket and sends
         # each while the next is computed (one eval in all with one worker)
         new_params, stats = self.optimizer.step(grads, loss_sum, ntok, lr, grad_scale=scale)
-        failpoints.reached("exit-after-update", self.rank, step)
+        failpoints.reached("exit-after-update", self.rank, self.world, step)
         # what the balancer evens out: the data's own cost, before any wait on a collective
         grad_s = (stats.grads_done_at or time.perf_counter()) - t0
         if self.loss_scale is not None:

@@ -192,7 +192,7 @@ def test_a_worker_lost_after_its_part_went_out(tmp_path, reference, mode, monkey
     group's (it travels with the gradients), on the curve of a run that never failed."""
     from engine.worker.failpoints import ENV
 
-    monkeypatch.setenv(ENV, "exit-after-update@1:5")  # 0-based step 5: the run's step 6
+    monkeypatch.setenv(ENV, "exit-after-update@1/3:5")  # 0-based step 5: the run's step 6
     # a checkpoint (so a snapshot) at step 5: ZeRO-1's lost moments are then one step old
     over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 5,
             "dist.step_timeout_s": TIMEOUT_S, "run.name": f"after-{mode}"}  # fmt: skip
@@ -211,10 +211,32 @@ def test_a_worker_lost_after_its_part_went_out(tmp_path, reference, mode, monkey
     step6 = next(e for e in trained if e.step == 6)
     assert step6.values["tokens"] > 0 and "work_tokens" not in step6.values
     worker1 = (result.run_dir / "workers" / "worker1.log").read_text()
-    assert "failpoint exit-after-update@1:5" in worker1
+    assert "failpoint exit-after-update@1/3:5" in worker1
     if mode == "reduce-scatter":
         assert info["snapshot_step"] == 5 and info["moments_from_snapshot"] > 0, info
     assert_on_curve(train_losses(result.run_dir), reference, [info])
+    assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
+
+
+@pytest.mark.timeout(300)
+def test_a_loss_before_any_checkpoint_goes_on_from_the_start_snapshot(
+    tmp_path, reference, monkeypatch
+):
+    """The step-0 snapshot holds only rank 0's parameters and zero moments (a third of one
+    worker's state): the parameter server, rank 0, lost in the first step sets the group up
+    again from it, and the curve is the one of a run that never failed."""
+    from engine.worker.failpoints import ENV
+
+    monkeypatch.setenv(ENV, "exit-after-update@0/3:0")  # not again in the group of two
+    over = {"dist.workers": 3, "dist.mode": "parameter-server", "run.checkpoint_every": 100,
+            "dist.step_timeout_s": TIMEOUT_S, "run.name": "start-snapshot"}  # fmt: skip
+    rec = Recorder(after_step=STEPS)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    result = handle.wait(300)
+    assert result is not None and result.status == "finished", result
+    info = rec.recovery()
+    assert "regrouped" not in info and (info["redo_from"], info["failed_step"]) == (0, 1), info
+    np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
     assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
 
 

@@ -212,12 +212,14 @@ class EvaluateReply(_message.Message):
     def __init__(self, loss_sum: _Optional[float] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ("step", "adapter")
+    __slots__ = ("step", "adapter", "params_only")
     STEP_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_ONLY_FIELD_NUMBER: _ClassVar[int]
     step: int
     adapter: bool
-    def __init__(self, step: _Optional[int] = ..., adapter: _Optional[bool] = ...) -> None: ...
+    params_only: bool
+    def __init__(self, step: _Optional[int] = ..., adapter: _Optional[bool] = ..., params_only: _Optional[bool] = ...) -> None: ...
 
 class StateChunk(_message.Message):
     __slots__ = ("name", "tensor", "meta_json", "offset", "last")
