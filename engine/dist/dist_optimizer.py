@@ -34,6 +34,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from engine import failpoints
 from engine.config import SYNC_MODES, OptimSpec
 from engine.dist.bucketing import bucket_ranges, bucket_shards
 from engine.dist.compression import check_codec
@@ -152,6 +153,7 @@ class DistributedAdamW:
                 out = self._step_mlx(leaves, local, inv, lr_arr)
             else:
                 out = self._step_wire(leaves, local, inv, lr_arr)
+            failpoints.reached("fail-before-commit", self.group.rank, self.group.size, kept[2])
         except BaseException:
             self._drain_lane()
             self._set_params(kept[0])

@@ -22,9 +22,9 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
+from engine import failpoints
 from engine.config import AUTO_MODE, JobSpec
 from engine.train.update import resolve_precision, trainable_dtype
-from engine.worker import failpoints
 from engine.worker.errors import InvalidRequest, OutOfOrder
 from engine.worker.job import SetupResult, StepResult
 

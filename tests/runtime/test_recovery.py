@@ -190,7 +190,7 @@ def test_a_worker_lost_after_its_part_went_out(tmp_path, reference, mode, monkey
     gradients were in the collective and its peers finished the step without its reply:
     they go on in place from step 6 with nothing redone, and step 6's loss is the whole
     group's (it travels with the gradients), on the curve of a run that never failed."""
-    from engine.worker.failpoints import ENV
+    from engine.failpoints import ENV
 
     monkeypatch.setenv(ENV, "exit-after-update@1/3:5")  # 0-based step 5: the run's step 6
     # a checkpoint (so a snapshot) at step 5: ZeRO-1's lost moments are then one step old
@@ -219,13 +219,42 @@ def test_a_worker_lost_after_its_part_went_out(tmp_path, reference, mode, monkey
 
 
 @pytest.mark.timeout(300)
+def test_survivors_at_different_steps_take_the_snapshot_in_place(tmp_path, reference, monkeypatch):
+    """Rank 1 ends its process after its update of step 6, and rank 0's step then fails
+    after its collective (as one whose last send to the dying peer failed): rank 2 finished
+    step 6, rank 0 is back at step 5. Both take the step-5 snapshot in place (no model
+    reloaded), step 6 is redone, and the curve is the one of a run that never failed."""
+    from engine.failpoints import ENV
+
+    monkeypatch.setenv(ENV, "exit-after-update@1/3:5,fail-before-commit@0/3:5")
+    over = {"dist.workers": 3, "dist.mode": "all-reduce", "run.checkpoint_every": 5,
+            "dist.step_timeout_s": TIMEOUT_S, "run.name": "apart"}  # fmt: skip
+    rec = Recorder(after_step=STEPS)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    result = handle.wait(300)
+    assert result is not None and result.status == "finished", result
+    info = rec.recovery()
+    assert info["regrouped"] is True and info["survivors_at"] == [5, 6], info
+    assert (info["failed_step"], info["redo_from"], info["steps_redone"]) == (6, 5, 1), info
+    log_txt = (result.run_dir / "log.txt").read_text()
+    assert "take the step-5 snapshot and redo steps 6..6" in log_txt
+    for r in (0, 2):  # each survivor loaded the model once, and took the snapshot
+        wlog = (result.run_dir / "workers" / f"worker{r}.log").read_text()
+        assert wlog.count(" ready in ") == 1 and "state of step 5 put by the coordinator" in wlog
+    trained = [e.step for _, e in rec.events if isinstance(e, MetricEvent) and e.kind == "train"]
+    assert sorted(trained) == list(range(1, STEPS + 1))  # step 6 never completed before
+    np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
+    assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
+
+
+@pytest.mark.timeout(300)
 def test_a_loss_before_any_checkpoint_goes_on_from_the_start_snapshot(
     tmp_path, reference, monkeypatch
 ):
     """The step-0 snapshot holds only rank 0's parameters and zero moments (a third of one
     worker's state): the parameter server, rank 0, lost in the first step sets the group up
     again from it, and the curve is the one of a run that never failed."""
-    from engine.worker.failpoints import ENV
+    from engine.failpoints import ENV
 
     monkeypatch.setenv(ENV, "exit-after-update@0/3:0")  # not again in the group of two
     over = {"dist.workers": 3, "dist.mode": "parameter-server", "run.checkpoint_every": 100,
