@@ -42,7 +42,13 @@ from engine.dist.group import Group
 from engine.dist.overlap import CommLane
 from engine.dist.shards import shard_bounds
 from engine.optim import is_no_decay_name
-from engine.optim.flat_adamw import FlatAdamW, piece_sumsq, sumsq_pieces, total_sumsq
+from engine.optim.flat_adamw import (
+    FlatAdamW,
+    piece_sumsq,
+    readonly_view,
+    sumsq_pieces,
+    total_sumsq,
+)
 from engine.optim.flat_layout import FlatLayout
 
 log = logging.getLogger(__name__)
@@ -371,11 +377,12 @@ class DistributedAdamW:
         return self.adamw.state_bytes()
 
     def state_dict(self) -> dict[str, Any]:
-        """This worker's part: full parameters, its shard of the moments, and where it lies."""
+        """This worker's part: full parameters, its shard of the moments, and where it lies
+        (read-only numpy views of the arrays, no copies: see readonly_view)."""
         m, v = self.adamw.moments_numpy()
         out = {
             "mode": self.mode, "rank": self.group.rank, "size": self.group.size,
-            "lo": self.lo, "hi": self.hi, "steps": self.steps, "params": np.array(self.params),
+            "lo": self.lo, "hi": self.hi, "steps": self.steps, "params": readonly_view(self.params),
             "adam_step": self.adamw.steps_applied, "m": m, "v": v,
         }  # fmt: skip
         if self.previous is not None:  # ZeRO-1 after a regroup: the shard to rebuild from
@@ -387,11 +394,11 @@ class DistributedAdamW:
         """What a peer takes of this worker's state (a worker joining the group): the
         counters, the parameters if ``params``, and the moments ``[lo, hi)``, from ZeRO-1's
         shard kept from before the last regroup where that holds them (the peers re-cut
-        their shards from it), else from the shard held now. Only these are copied. Raises
+        their shards from it), else from the shard held now: read-only views, no copies. Raises
         ValueError naming what is held when neither holds them."""
         out: dict[str, Any] = {"steps": self.steps, "adam_step": self.adamw.steps_applied}
         if params:
-            out["params"] = np.array(self.params)
+            out["params"] = readonly_view(self.params)
         if hi <= lo:
             return out
         held = [] if self.awaiting_shard else [(self.lo, self.hi, self.adamw.m, self.adamw.v)]
@@ -402,10 +409,9 @@ class DistributedAdamW:
             if start <= lo and hi <= stop:
                 if m is None or v is None:  # AdamW has not started: its moments are zeros
                     out["m"] = out["v"] = np.zeros(hi - lo, np.float32)
-                else:
-                    out["m"], out["v"] = np.array(m[lo - start : hi - start]), np.array(
-                        v[lo - start : hi - start]
-                    )
+                else:  # views of the moments held, as state_dict's
+                    out["m"] = readonly_view(m)[lo - start : hi - start]
+                    out["v"] = readonly_view(v)[lo - start : hi - start]
                 return out
         ranges = " and, from before its last regroup, ".join(f"[{a}, {b})" for a, b, *_ in held[::-1])
         raise ValueError(f"moments [{lo}, {hi}): not held here (this worker holds "
