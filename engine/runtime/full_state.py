@@ -126,9 +126,10 @@ def split(full: FullState, mode: str, world: int) -> list[WorkerState]:
     return out
 
 
-def to_checkpoint(full: FullState) -> tuple[dict[str, mx.array], dict[str, Any]]:
-    """Arrays and meta for engine.train.save_checkpoint (no rank or world inside)."""
-    arrays = {"params": mx.array(full.params), "m": mx.array(full.m), "v": mx.array(full.v)}
+def to_checkpoint(full: FullState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays (the state's own, no copies) and meta for engine.train.save_checkpoint (no
+    rank or world inside)."""
+    arrays = {"params": full.params, "m": full.m, "v": full.v}
     meta = {"adam_step": full.adam_step, "opt_steps": full.opt_steps, "loss_scale": full.loss_scale}
     return arrays, meta
 

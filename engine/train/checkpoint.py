@@ -21,6 +21,8 @@ from typing import Any
 
 import mlx.core as mx
 
+from engine.train.safetensors_write import dtype_name, write_safetensors
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.safetensors"
@@ -71,26 +73,28 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
-    arrays: dict[str, mx.array],
+    arrays: dict[str, Any],
     meta: dict[str, Any],
     job_toml: str,
     keep: int = 2,
 ) -> Path:
-    """Write a complete checkpoint for ``step`` atomically; prune to ``keep`` newest."""
+    """Write a complete checkpoint for ``step`` atomically; prune to ``keep`` newest.
+    ``arrays``: numpy or mx arrays (engine/train/safetensors_write.py)."""
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
     tmp, final = root / f"{name}.tmp", root / name
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    mx.save_safetensors(str(tmp / STATE_FILE), arrays)
+    state_sha, tensors = write_safetensors(tmp / STATE_FILE, arrays)  # hashed as written
     (tmp / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=1), encoding="utf-8")
     (tmp / JOB_FILE).write_text(job_toml, encoding="utf-8")
     files = {}
     for fname in (STATE_FILE, META_FILE, JOB_FILE):
         _fsync_file(tmp / fname)
-        files[fname] = {"sha256": _sha256(tmp / fname), "bytes": (tmp / fname).stat().st_size}
-    shapes = {k: [list(v.shape), str(v.dtype)] for k, v in arrays.items()}
+        sha = state_sha if fname == STATE_FILE else _sha256(tmp / fname)
+        files[fname] = {"sha256": sha, "bytes": (tmp / fname).stat().st_size}
+    shapes = {k: [shape, dtype_name(code)] for k, (shape, code) in tensors.items()}
     manifest = {"step": step, "files": files, "shapes": shapes}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     _fsync_file(tmp / MANIFEST)
