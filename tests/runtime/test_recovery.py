@@ -219,7 +219,10 @@ def test_a_worker_lost_after_its_part_went_out(tmp_path, reference, mode, monkey
 
 
 @pytest.mark.timeout(300)
-def test_survivors_at_different_steps_take_the_snapshot_in_place(tmp_path, reference, monkeypatch):
+@pytest.mark.parametrize("mode", ["all-reduce", "reduce-scatter"])
+def test_survivors_at_different_steps_take_the_snapshot_in_place(
+    tmp_path, reference, monkeypatch, mode
+):
     """Rank 1 ends its process after its update of step 6, and rank 0's step then fails
     after its collective (as one whose last send to the dying peer failed): rank 2 finished
     step 6, rank 0 is back at step 5. Both take the step-5 snapshot in place (no model
@@ -227,7 +230,7 @@ def test_survivors_at_different_steps_take_the_snapshot_in_place(tmp_path, refer
     from engine.failpoints import ENV
 
     monkeypatch.setenv(ENV, "exit-after-update@1/3:5,fail-before-commit@0/3:5")
-    over = {"dist.workers": 3, "dist.mode": "all-reduce", "run.checkpoint_every": 5,
+    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 5,
             "dist.step_timeout_s": TIMEOUT_S, "run.name": "apart"}  # fmt: skip
     rec = Recorder(after_step=STEPS)
     handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
