@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +149,7 @@ class Coordinator(LostWorkers, ReturningWorkers):
                               **self._plan_details()}))  # fmt: skip
         train_loss = val_loss = None
         step, saved_at, stopped = start, start, False
+        saving: Future | None = None  # the final checkpoint, written on a thread of its own
         try:
             while step < total:
                 if self.stop_event.is_set():
@@ -175,7 +177,8 @@ class Coordinator(LostWorkers, ReturningWorkers):
                     if r.val_every and (step % r.val_every == 0 or step == total):
                         val_loss = self._validate(metrics, step) or val_loss
                     if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total:
-                        self._checkpoint(step, total)
+                        # the last one is written while the adapter comes from the workers
+                        saving = self._checkpoint(step, total, background=step == total)
                         saved_at = step
                     elif self._snapshot_due():
                         self._take_snapshot(step)
@@ -198,7 +201,11 @@ class Coordinator(LostWorkers, ReturningWorkers):
             return self._stopped_mid_step(e, saved_at, total, train_loss, val_loss)
         finally:
             metrics.close()
-        adapter_dir = self._write_adapter(cluster, step)
+        try:
+            adapter_dir = self._write_adapter(cluster, step)
+        finally:
+            if saving is not None:
+                saving.result()  # complete on disk before the run ends, whatever else failed
         (n, spent), elapsed = self._snaps, time.perf_counter() - progress.t0
         log.info("%d snapshots (checkpoints included) took %.2fs of %.1fs training (%.1f%%)",
                  n, spent, elapsed, 100 * spent / max(elapsed, 1e-9))  # fmt: skip
@@ -414,10 +421,20 @@ class Coordinator(LostWorkers, ReturningWorkers):
         return RunResult("stopped", self.run_dir, snap.step, total, train_loss, val_loss,
                          message=msg)  # fmt: skip
 
-    def _checkpoint(self, step: int, total: int) -> None:
-        """Save the world-size-independent state; it is also what a recovery restarts from."""
+    def _checkpoint(self, step: int, total: int, background: bool = False) -> Future | None:
+        """Save the world-size-independent state; it is also what a recovery restarts from.
+        ``background``: the file is written on a thread (its future is returned) once the
+        state is gathered; the caller waits for it (the last checkpoint: 40M trainable
+        parameters on a 2-core VM, a 1.0-1.7 s write that overlaps the adapter's fetch)."""
         self._take_snapshot(step)
-        self._save_checkpoint(total)
+        if not background:
+            self._save_checkpoint(total)
+            return None
+        saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orchard-checkpoint")
+        try:
+            return saver.submit(self._save_checkpoint, total)
+        finally:
+            saver.shutdown(wait=False)  # the thread ends with the write
 
     def _save_checkpoint(self, total: int) -> None:
         assert self.cluster is not None and self.snapshot is not None
