@@ -183,6 +183,21 @@ def test_kill_one_of_three_workers_and_the_curve_goes_on(
     assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
 
 
+def run_with_failpoints(tmp_path, monkeypatch, failpoints: str, mode: str, checkpoint_every: int):
+    """A 12-step run of three workers with ``ORCHARD_FAILPOINT=failpoints`` (engine/failpoints.py),
+    to the end: (the run's handle, its finished result, its events, its recovery event)."""
+    from engine.failpoints import ENV
+
+    monkeypatch.setenv(ENV, failpoints)
+    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": checkpoint_every,
+            "dist.step_timeout_s": TIMEOUT_S, "run.name": f"failpoint-{mode}"}  # fmt: skip
+    rec = Recorder(after_step=STEPS)
+    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
+    result = handle.wait(300)
+    assert result is not None and result.status == "finished", result
+    return handle, result, rec, rec.recovery()
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", ["all-reduce", "reduce-scatter", "parameter-server"])
 def test_a_worker_lost_after_its_part_went_out(tmp_path, reference, mode, monkeypatch):
@@ -190,17 +205,11 @@ def test_a_worker_lost_after_its_part_went_out(tmp_path, reference, mode, monkey
     gradients were in the collective and its peers finished the step without its reply:
     they go on in place from step 6 with nothing redone, and step 6's loss is the whole
     group's (it travels with the gradients), on the curve of a run that never failed."""
-    from engine.failpoints import ENV
-
-    monkeypatch.setenv(ENV, "exit-after-update@1/3:5")  # 0-based step 5: the run's step 6
-    # a checkpoint (so a snapshot) at step 5: ZeRO-1's lost moments are then one step old
-    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 5,
-            "dist.step_timeout_s": TIMEOUT_S, "run.name": f"after-{mode}"}  # fmt: skip
-    rec = Recorder(after_step=STEPS)
-    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
-    result = handle.wait(300)
-    assert result is not None and result.status == "finished", result
-    info = rec.recovery()
+    # 0-based step 5: the run's step 6. A checkpoint (so a snapshot) at step 5: ZeRO-1's
+    # lost moments are then one step old
+    handle, result, rec, info = run_with_failpoints(
+        tmp_path, monkeypatch, "exit-after-update@1/3:5", mode, checkpoint_every=5
+    )
     assert info["regrouped"] is True and info["workers"] == 2, info
     assert (info["failed_step"], info["redo_from"], info["steps_redone"]) == (6, 6, 0), info
     log_txt = (result.run_dir / "log.txt").read_text()
@@ -227,16 +236,10 @@ def test_survivors_at_different_steps_take_the_snapshot_in_place(
     after its collective (as one whose last send to the dying peer failed): rank 2 finished
     step 6, rank 0 is back at step 5. Both take the step-5 snapshot in place (no model
     reloaded), step 6 is redone, and the curve is the one of a run that never failed."""
-    from engine.failpoints import ENV
-
-    monkeypatch.setenv(ENV, "exit-after-update@1/3:5,fail-before-commit@0/3:5")
-    over = {"dist.workers": 3, "dist.mode": mode, "run.checkpoint_every": 5,
-            "dist.step_timeout_s": TIMEOUT_S, "run.name": "apart"}  # fmt: skip
-    rec = Recorder(after_step=STEPS)
-    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
-    result = handle.wait(300)
-    assert result is not None and result.status == "finished", result
-    info = rec.recovery()
+    handle, result, rec, info = run_with_failpoints(
+        tmp_path, monkeypatch, "exit-after-update@1/3:5,fail-before-commit@0/3:5", mode,
+        checkpoint_every=5,
+    )  # fmt: skip
     assert info["regrouped"] is True and info["survivors_at"] == [5, 6], info
     assert (info["failed_step"], info["redo_from"], info["steps_redone"]) == (6, 5, 1), info
     log_txt = (result.run_dir / "log.txt").read_text()
@@ -257,16 +260,9 @@ def test_a_loss_before_any_checkpoint_goes_on_from_the_start_snapshot(
     """The step-0 snapshot holds only rank 0's parameters and zero moments (a third of one
     worker's state): the parameter server, rank 0, lost in the first step sets the group up
     again from it, and the curve is the one of a run that never failed."""
-    from engine.failpoints import ENV
-
-    monkeypatch.setenv(ENV, "exit-after-update@0/3:0")  # not again in the group of two
-    over = {"dist.workers": 3, "dist.mode": "parameter-server", "run.checkpoint_every": 100,
-            "dist.step_timeout_s": TIMEOUT_S, "run.name": "start-snapshot"}  # fmt: skip
-    rec = Recorder(after_step=STEPS)
-    handle = start_run(tiny_job(tmp_path, STEPS, **over), rec, data_dir=tmp_path / "cache")
-    result = handle.wait(300)
-    assert result is not None and result.status == "finished", result
-    info = rec.recovery()
+    handle, result, _, info = run_with_failpoints(  # "/3": not again in the group of two
+        tmp_path, monkeypatch, "exit-after-update@0/3:0", "parameter-server", checkpoint_every=100
+    )
     assert "regrouped" not in info and (info["redo_from"], info["failed_step"]) == (0, 1), info
     np.testing.assert_allclose(train_losses(result.run_dir), reference, rtol=1e-4)
     assert wait_gone([w.pid for w in handle._coordinator.cluster.local], 15) == []
