@@ -370,10 +370,15 @@ class Coordinator(LostWorkers, ReturningWorkers):
         """The group's whole state, in memory: what a recovery restarts from."""
         t0 = time.monotonic()
         self.snapshot = self._gather_state(step)
+        self._count_snapshot(t0)
+
+    def _count_snapshot(self, t0: float, whole_share: float = 1.0) -> None:
+        """Account for a snapshot begun at ``t0``; ``whole_share``: the share of a whole
+        snapshot's bytes it moved (its cost, scaled to a whole one, paces the next)."""
         self._snap_at = time.monotonic()
-        self._snap_cost = self._snap_at - t0
+        self._snap_cost = (self._snap_at - t0) / whole_share
         self._snaps[0] += 1
-        self._snaps[1] += self._snap_cost
+        self._snaps[1] += self._snap_at - t0
 
     def _take_start_snapshot(self) -> None:
         """The state at step 0, for a recovery before the first snapshot: rank 0's
@@ -395,12 +400,9 @@ class Coordinator(LostWorkers, ReturningWorkers):
             adam_step=int(meta.get("adam_step", 0)), opt_steps=int(meta.get("steps", 0)),
             loss_scale=meta.get("loss_scale"),
         )  # fmt: skip
-        self._snap_at = time.monotonic()
         mode, world = self.job.dist.mode, self.cluster.size
         whole = sum(n + 2 * (hi - lo) for lo, hi in (moment_range(mode, r, world, n) for r in range(world)))  # fmt: skip
-        self._snap_cost = (self._snap_at - t0) * whole / max(n, 1)
-        self._snaps[0] += 1
-        self._snaps[1] += self._snap_at - t0
+        self._count_snapshot(t0, whole_share=max(n, 1) / max(whole, 1))
 
     def _gather_state(self, step: int) -> FullState:
         assert self.watcher is not None
