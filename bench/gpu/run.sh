@@ -23,6 +23,7 @@
 # a peak is mostly buffers of queued work, and these limits bound it as Metal does.
 # The run ends with bench/orchard_phases.py: where one orchard train run's wall time goes.
 # LOG_DIR: keep every benchmark's whole output there (default: a new folder under /tmp).
+# SKIP_LOCKSTEP=1: only the end-to-end run and the phases (about 4 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE="${1:-/tmp/site}"
@@ -64,10 +65,12 @@ LOG="${LOG_DIR:-$(mktemp -d /tmp/orchard_gpu_bench.XXXX)}"
 mkdir -p "$LOG"
 echo "logs in $LOG"
 every=$((STEPS / 3))
+if [ "${SKIP_LOCKSTEP:-0}" != "1" ]; then
 "$PY" bench/lora_vs_mlx_lm.py --model "$MODEL" --rank 8 --targets attention \
   --batch 8 --seq 512 --steps "$STEPS" --every "$every" --rounds 1 2>&1 | tee "$LOG/r8_attention.txt" | grep -v '^\s*\[' | tail -4
 "$PY" bench/lora_vs_mlx_lm.py --model "$MODEL" --rank 64 --targets all \
   --batch 16 --seq 256 --steps "$STEPS" --every "$every" --rounds 1 2>&1 | tee "$LOG/r64_all.txt" | grep -v '^\s*\[' | tail -4
+fi
 "$PY" bench/e2e_vs_mlx_lm.py --model "$MODEL" --data wikisql --rank 64 \
   --batch 16 --seq 512 --iters "$E2E_ITERS" --packing --warmup 2>&1 | tee "$LOG/e2e.txt" | tail -8
 
@@ -75,8 +78,10 @@ every=$((STEPS / 3))
   --out "$LOG/phases" > "$LOG/phases.txt" 2>&1 || true
 
 echo "== summary (GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)) =="
-echo "rank 8 attention:   $(tail -1 "$LOG/r8_attention.txt")"
-echo "rank 64 all linear: $(tail -1 "$LOG/r64_all.txt")"
+if [ "${SKIP_LOCKSTEP:-0}" != "1" ]; then
+  echo "rank 8 attention:   $(tail -1 "$LOG/r8_attention.txt")"
+  echo "rank 64 all linear: $(tail -1 "$LOG/r64_all.txt")"
+fi
 echo "e2e rank 64 all:    $(tail -1 "$LOG/e2e.txt")"
 grep -E "real_tokens_per_s_ratio|engine_overhead_share" "$LOG/e2e.txt" | sed 's/^/  /'
 echo "orchard train phases: $(tail -1 "$LOG/phases.txt")"

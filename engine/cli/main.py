@@ -42,7 +42,7 @@ def _stop_on_sigint(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-REFUSED = 2  # the exit code of a run the preflight refused (no worker was started)
+REFUSED = 2  # the exit code of a run the preflight refused (no run was started)
 
 
 def _preflight(job: JobSpec, set_flags: bool = True) -> bool:
@@ -59,19 +59,29 @@ def _preflight(job: JobSpec, set_flags: bool = True) -> bool:
     return True
 
 
-def _run_job(job: JobSpec) -> tuple[object, int]:
+def _run_job(job: JobSpec, resume_from: Path | None = None) -> tuple[object, int]:
     """Run a job through the engine (worker processes), even on one worker: every run
-    folder then holds the world-size-independent checkpoint that resumes on any number."""
-    from engine.cli.progress import TerminalProgress
-    from engine.runtime import start_run
+    folder then holds the world-size-independent checkpoint that resumes on any number.
+    Its local workers start first, so their imports overlap the preflight's (a refusal
+    ends them: they hold no job yet)."""
+    from engine.runtime.warm_workers import WarmWorkers  # spawns before MLX is imported here
 
-    if not _preflight(job):
-        return None, REFUSED
-    sink = TerminalProgress()
-    stop = threading.Event()
-    _stop_on_sigint(stop)
-    result = start_run(job, sink, stop_event=stop).wait()
-    return result, _report(result)
+    warm = WarmWorkers.spawn(job, run_dir=resume_from)
+    try:
+        if not _preflight(job, set_flags=resume_from is None):
+            return None, REFUSED
+        from engine.cli.progress import TerminalProgress
+        from engine.runtime import start_run
+
+        sink = TerminalProgress()
+        stop = threading.Event()
+        _stop_on_sigint(stop)
+        handle = start_run(job, sink, stop_event=stop, resume_from=resume_from, warm=warm)
+        result = handle.wait()
+        return result, _report(result)
+    finally:
+        if warm is not None:
+            warm.close()  # those the run took are its own; this ends only the others
 
 
 def _report(result: object) -> int:
@@ -128,11 +138,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from engine.cli.progress import TerminalProgress
-
-    sink = TerminalProgress()
-    stop = threading.Event()
-    _stop_on_sigint(stop)
     run_dir = Path(args.run_dir).expanduser().resolve()  # the same folder from any cwd
     job = JobSpec.load(run_dir / "job.toml")
     if args.workers is not None:
@@ -144,14 +149,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
             return 2
         if not _preflight(job, set_flags=False):
             return REFUSED
+        from engine.cli.progress import TerminalProgress
         from engine.train.run_local import resume_local
 
-        return _report(resume_local(run_dir, sink, stop))
-    from engine.runtime import start_run
-
-    if not _preflight(job, set_flags=False):
-        return REFUSED
-    return _report(start_run(job, sink, stop_event=stop, resume_from=run_dir).wait())
+        stop = threading.Event()
+        _stop_on_sigint(stop)
+        return _report(resume_local(run_dir, TerminalProgress(), stop))
+    return _run_job(job, resume_from=run_dir)[1]
 
 
 def _trained_in_one_process(run_dir: Path) -> bool:

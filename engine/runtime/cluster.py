@@ -40,6 +40,7 @@ from engine.runtime.shipped_files import (
     resolve_model,
     shipped_name,
 )
+from engine.runtime.warm_workers import WarmWorkers
 from engine.worker.agent import default_data_dir
 from engine.worker.job import StepResult
 
@@ -81,9 +82,12 @@ class ShipStopped(RuntimeError):
 
 class Cluster:
     def __init__(self, job: JobSpec, run_dir: Path, data_dir: Path | None = None,
-                 sink: EventSink | None = None, cancel: threading.Event | None = None):  # fmt: skip
+                 sink: EventSink | None = None, cancel: threading.Event | None = None,
+                 warm: WarmWorkers | None = None):  # fmt: skip
         """``sink`` gets the model download's and each worker's shipping progress;
-        ``cancel`` (the run's stop event) ends a model download or the shipping early."""
+        ``cancel`` (the run's stop event) ends a model download or the shipping early;
+        ``warm``: local workers spawned ahead of the run (engine/runtime/warm_workers.py),
+        taken by start() when they fit the job."""
         self.job = job
         self.sink, self.cancel = sink, cancel
         self.model_dir: Path | None = None  # the coordinator's snapshot of a Hugging Face id
@@ -99,6 +103,7 @@ class Cluster:
         self._started = 0  # local worker processes started so far
         self._spares: list[Pending] = []  # mlx mode: fresh processes for a re-form
         self._ended = threading.Event()
+        self._warm = warm
 
     @property
     def size(self) -> int:
@@ -109,11 +114,23 @@ class Cluster:
         return [c.address for c in self.clients]
 
     def start(self) -> None:
-        """Start the local workers (or connect to the hosts) and wait until all answer."""
+        """Start the local workers (or take the warm ones, or connect to the hosts) and wait
+        until all answer."""
+        warm, self._warm = self._warm, None
+        if warm is not None and not warm.fits(self.job, self.data_dir):
+            log.info("the workers started ahead do not fit this run's settings: ending them")
+            warm.close()
+            warm = None
         if self.remote:
             addresses = list(self.job.dist.hosts)
             if not self.token:  # network workers: pinned TLS + signed calls, or a clear refusal
                 self._connect_paired(addresses)
+        elif warm is not None:
+            self.token = warm.token
+            pending = warm.take(self.run_dir / "workers")
+            self._started += len(pending)
+            self.local = await_local_workers(pending)
+            addresses = [w.address for w in self.local]
         else:
             self.local = self._start_locals(self.job.dist.workers)
             addresses = [w.address for w in self.local]

@@ -36,6 +36,7 @@ from engine.runtime.out_of_memory import memory_failure
 from engine.runtime.recovery import StepAbandoned, Watcher, WorkerLost
 from engine.runtime.rejoin import Rejoiner
 from engine.runtime.returning_workers import ReturningWorkers
+from engine.runtime.warm_workers import WarmWorkers
 from engine.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from engine.train.metrics import METRICS_FILE, MetricsLog, Progress, read_metrics
 from engine.train.run_dir import (
@@ -66,12 +67,14 @@ class RunResult:
 
 class Coordinator(LostWorkers, ReturningWorkers):
     def __init__(self, job: JobSpec, sink: EventSink | None, stop_event: threading.Event,
-                 resume_from: str | Path | None = None, data_dir: Path | None = None):  # fmt: skip
+                 resume_from: str | Path | None = None, data_dir: Path | None = None,
+                 warm: WarmWorkers | None = None):  # fmt: skip
         self.job = job
         self.emit: EventSink = sink or (lambda _e: None)
         self.stop_event = stop_event
         self.resume_from = Path(resume_from) if resume_from else None
         self.data_dir = data_dir
+        self.warm = warm  # local workers started ahead (engine/runtime/warm_workers.py)
         self.run_dir: Path | None = None
         self.cluster: Cluster | None = None
         self.watcher: Watcher | None = None
@@ -107,12 +110,16 @@ class Coordinator(LostWorkers, ReturningWorkers):
                 self.rejoiner.close()
             if self.cluster is not None:
                 self.cluster.stop("run ended")
+            if self.warm is not None:  # workers started ahead that no cluster took
+                self.warm.close()
             detach_log_file(handler)
 
     def _run(self, job: JobSpec, run_dir: Path) -> RunResult:
         r = job.run
         self.emit(StateEvent("preparing", "starting workers", str(run_dir)))
-        cluster = self.cluster = Cluster(job, run_dir, self.data_dir, self.emit, self.stop_event)
+        cluster = self.cluster = Cluster(
+            job, run_dir, self.data_dir, self.emit, self.stop_event, self.warm
+        )
         cluster.start()
         self.emit(LogEvent("info", f"{cluster.size} workers: {', '.join(cluster.addresses)}"))
         job = self._resolve_auto(cluster, run_dir)

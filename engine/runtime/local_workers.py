@@ -195,6 +195,12 @@ def _spawn(
     return proc
 
 
+def discard_pending(pending: list[Pending]) -> None:
+    """Kill spawned workers that no run took (they hold no job) and reap them."""
+    for proc, _ in pending:
+        _kill(proc)
+
+
 def kill_local_workers(workers: list[LocalWorker]) -> None:
     """SIGKILL every worker at once (their state is not needed: a re-form from a snapshot),
     then reap them: no grace to wait out for a process stuck in a C++ collective."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from engine.config import JobSpec
 from engine.events import EventSink
 from engine.runtime.coordinator import Coordinator, RunResult
+from engine.runtime.warm_workers import WarmWorkers
 
 
 class RunHandle:
@@ -44,10 +45,13 @@ def start_run(
     stop_event: threading.Event | None = None,
     resume_from: str | Path | None = None,
     data_dir: Path | None = None,
+    warm: WarmWorkers | None = None,
 ) -> RunHandle:
-    """Start ``job`` on its workers in a background thread; returns at once."""
+    """Start ``job`` on its workers in a background thread; returns at once. ``warm``: its
+    local workers, spawned ahead by the caller (engine/runtime/warm_workers.py); the run
+    takes them if they fit its settings and ends them otherwise."""
     job.validate()
     stop = stop_event or threading.Event()
-    handle = RunHandle(Coordinator(job, sink, stop, resume_from, data_dir), stop)
+    handle = RunHandle(Coordinator(job, sink, stop, resume_from, data_dir, warm), stop)
     handle._thread.start()
     return handle
