@@ -24,6 +24,7 @@
 # The run ends with bench/orchard_phases.py: where one orchard train run's wall time goes.
 # LOG_DIR: keep every benchmark's whole output there (default: a new folder under /tmp).
 # SKIP_LOCKSTEP=1: only the end-to-end run and the phases (about 4 minutes).
+# E2E_PACKING=0: the end-to-end run without its third, packed, Orchard variant.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE="${1:-/tmp/site}"
@@ -31,6 +32,8 @@ PY="${PYTHON:-python3}"
 MODEL="${MODEL_DIR:-/tmp/orchard_1b_bf16}"
 STEPS="${STEPS:-30}"
 E2E_ITERS="${E2E_ITERS:-150}"
+PACKING="--packing"
+[ "${E2E_PACKING:-1}" = "0" ] && PACKING=""
 
 SP="$("$PY" -c 'import site; print(site.getsitepackages()[0])')"
 if ls -d "$SP"/nvidia/*/lib >/dev/null 2>&1; then  # CUDA 13 libraries from PyTorch's wheels
@@ -72,7 +75,7 @@ if [ "${SKIP_LOCKSTEP:-0}" != "1" ]; then
   --batch 16 --seq 256 --steps "$STEPS" --every "$every" --rounds 1 2>&1 | tee "$LOG/r64_all.txt" | grep -v '^\s*\[' | tail -4
 fi
 "$PY" bench/e2e_vs_mlx_lm.py --model "$MODEL" --data wikisql --rank 64 \
-  --batch 16 --seq 512 --iters "$E2E_ITERS" --packing --warmup 2>&1 | tee "$LOG/e2e.txt" | tail -8
+  --batch 16 --seq 512 --iters "$E2E_ITERS" $PACKING --warmup 2>&1 | tee "$LOG/e2e.txt" | tail -8
 
 "$PY" bench/orchard_phases.py --model "$MODEL" --iters 60 --batch 16 --seq 512 \
   --out "$LOG/phases" > "$LOG/phases.txt" 2>&1 || true

@@ -22,8 +22,13 @@ copies of each hidden/MLP vector, one and a half of the attention scores) were r
 measured peaks of real steps on MLX 0.32 across hidden, MLP width, vocabulary, heads, layers
 and sequence length; tests/model/test_memory.py measures a real step against this estimate.
 With gradient checkpointing (run.grad_checkpoint) the layers' term becomes each layer's
-input plus one layer recomputed at a time. It assumes attention that materialises its
-scores (true of MLX's backward pass) and a trainer that casts the non-quantized base to the
+input plus one layer recomputed at a time. The attention term assumes a backward pass that
+materialises the scores: true of MLX on Metal and on the CPU, whose fused attention has no
+fused backward (ScaledDotProductAttentionVJP::use_fallback is true there, MLX 0.30-0.32), so
+training runs the unfused composition. MLX's CUDA backend has a cuDNN backward since 0.30,
+which keeps only the log-sum-exp: ``attention_scores=False`` leaves the term out (measured on
+an H100, 1B-wide models at seq 256-1024: with it the estimate was 1.10-1.54x the peak,
+without it 0.81-1.26x). It also assumes a trainer that casts the non-quantized base to the
 compute dtype (run.precision "auto" keeps the base's own dtype). Allocator caching and
 fragmentation come on top.
 engine/model/memory_probe.py measures a real step of any job against the estimate.
@@ -82,8 +87,21 @@ def compute_bytes(info: ModelInfo, job: JobSpec) -> int:
     return _DTYPE_BYTES.get(info.dtype, 4)
 
 
-def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEstimate:
-    """Peak bytes per worker for one training step of `job` on the model `info` describes."""
+def attention_scores_kept() -> bool:
+    """Whether this process's MLX backend keeps the attention scores for backward (see the
+    module doc): everywhere but on CUDA."""
+    import mlx.core as mx
+
+    cuda = getattr(mx, "cuda", None)
+    return not (cuda is not None and cuda.is_available() and mx.default_device() == mx.gpu)
+
+
+def estimate_memory(
+    info: ModelInfo, job: JobSpec, workers: int = 1, attention_scores: bool = True
+) -> MemoryEstimate:
+    """Peak bytes per worker for one training step of `job` on the model `info` describes.
+    ``attention_scores``: the backend keeps them for backward (a Mac, a CPU; not CUDA:
+    :func:`attention_scores_kept` says for this process)."""
     cb = compute_bytes(info, job)
     adapted = _adapted_modules(info, job)
     lora_params = sum(job.lora.rank * (m_in + m_out) for m_in, m_out, _ in adapted)
@@ -98,7 +116,8 @@ def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEs
     micro = micro_batch_size(job, workers)
     tokens = micro * job.data.max_seq_len
     per_layer = 4 * info.hidden_size + 4 * info.intermediate_size
-    per_layer += 1.5 * info.num_heads * job.data.max_seq_len
+    if attention_scores:
+        per_layer += 1.5 * info.num_heads * job.data.max_seq_len
     lora_acts = sum(job.lora.rank + (m_in if job.lora.dropout > 0 else 0) for m_in, _, _ in adapted)
     in_backward = _layers_in_backward(info, job)
     layers_kept = in_backward
@@ -139,6 +158,8 @@ def estimate_memory(info: ModelInfo, job: JobSpec, workers: int = 1) -> MemoryEs
             "gradient checkpointing: each layer's input is kept, one layer is recomputed at a time"
             if job.run.grad_checkpoint
             else "no gradient checkpointing; attention scores are kept for backward"
+            if attention_scores
+            else "no gradient checkpointing; a fused attention backward (CUDA) keeps no scores"
         ),
     ]
     if job.model.quantize and not info.quantization:

@@ -103,6 +103,21 @@ def test_checkpointing_and_dora_move_the_estimate_the_right_way():
     assert dora.trainable_params == plain.trainable_params + 5 * (64 + 32 + 32 + 64)
 
 
+
+def test_a_backend_with_a_fused_attention_backward_keeps_no_scores():
+    """CUDA's cuDNN backward keeps no scores; Metal and the CPU do (this box: the CPU)."""
+    from engine.model.memory import attention_scores_kept
+
+    info = inspect_model("demo")
+    job = JobSpec().with_overrides(["data.max_seq_len=1024"])
+    kept, fused = estimate_memory(info, job), estimate_memory(info, job, attention_scores=False)
+    tokens = kept.micro_batch * 1024
+    scores = tokens * 4 * info.num_layers * 1.5 * info.num_heads * 1024  # fp32 base: 4 bytes
+    assert kept.breakdown["activations"] - fused.breakdown["activations"] == pytest.approx(scores)
+    assert "keeps no scores" in fused.format_text()
+    assert attention_scores_kept()
+
+
 # llama2.c's stories42M shape (dim 512, 8 layers, 8 heads, MLP 1376, vocabulary 32000): a
 # small model of a real shape with 41.7M parameters
 STORIES42M = {
