@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from engine.config import JobSpec
@@ -29,6 +30,9 @@ from engine.runtime.local_workers import Pending, discard_pending, spawn_local_w
 from engine.worker.agent import default_data_dir
 
 log = logging.getLogger(__name__)
+
+PREFIX = ".orchard-starting-"
+STALE_S = 3600.0  # a hidden folder this old was left by a command killed before its run
 
 
 class WarmWorkers:
@@ -49,7 +53,8 @@ class WarmWorkers:
             if not out_dir.exists():
                 out_dir.mkdir(parents=True)
                 self._root = out_dir
-            logs_dir = self._dir = Path(tempfile.mkdtemp(prefix=".orchard-starting-", dir=out_dir))
+            _remove_stale(out_dir)
+            logs_dir = self._dir = Path(tempfile.mkdtemp(prefix=PREFIX, dir=out_dir))
         logs = [logs_dir / f"worker{i}.log" for i in range(count)]
         self._pending: list[Pending] = spawn_local_workers(
             self.token, self.data_dir, logs, workers_on_host=count, niceness=niceness
@@ -117,3 +122,14 @@ class WarmWorkers:
             except OSError:
                 pass
             self._root = None
+
+
+def _remove_stale(out_dir: Path) -> None:
+    """Hidden log folders of commands killed (kill -9) between spawning and their run."""
+    now = time.time()
+    for old in out_dir.glob(f"{PREFIX}*"):
+        try:
+            if now - old.stat().st_mtime > STALE_S:
+                shutil.rmtree(old)
+        except OSError:
+            pass

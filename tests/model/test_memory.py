@@ -103,7 +103,6 @@ def test_checkpointing_and_dora_move_the_estimate_the_right_way():
     assert dora.trainable_params == plain.trainable_params + 5 * (64 + 32 + 32 + 64)
 
 
-
 def test_a_backend_with_a_fused_attention_backward_keeps_no_scores():
     """CUDA's cuDNN backward keeps no scores; Metal and the CPU do (this box: the CPU)."""
     from engine.model.memory import attention_scores_kept

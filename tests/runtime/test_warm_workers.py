@@ -65,3 +65,22 @@ def test_closing_unused_workers_ends_them_and_removes_what_they_made(tmp_path: P
 def test_a_job_on_remote_hosts_starts_nothing_ahead(tmp_path: Path) -> None:
     job = tiny_job(tmp_path / "runs", **{"dist.hosts": ["studio.local:50051"]})
     assert WarmWorkers.spawn(job) is None and not (tmp_path / "runs").exists()
+
+
+def test_a_folder_left_by_a_killed_command_is_cleared_by_the_next(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from engine.runtime.warm_workers import PREFIX, STALE_S
+
+    out = tmp_path / "runs"
+    stale, fresh = out / f"{PREFIX}old", out / f"{PREFIX}new"  # fresh: a command starting now
+    for d in (stale, fresh):
+        d.mkdir(parents=True)
+        (d / "worker0.log").write_text("started\n")
+    old = time.time() - STALE_S - 60
+    os.utime(stale, (old, old))
+    warm = WarmWorkers.spawn(tiny_job(out, **{"dist.workers": 1}))
+    assert warm is not None
+    warm.close()
+    assert not stale.exists() and fresh.is_dir()
