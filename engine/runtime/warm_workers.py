@@ -1,10 +1,10 @@
 """Local workers spawned before their run exists, so their start overlaps the preflight.
 
 A local worker's first seconds go to importing the training stack (MLX, mlx-lm, the
-tokenizer's libraries: 3 s on a quiet Mac, 8-12 s on a GPU machine with PyTorch installed,
-which transformers brings in). The command's preflight imports the same stack and reads the
-dataset, and only then would the run spawn its workers: the two imports ran one after the
-other. ``WarmWorkers.spawn(job)`` starts the job's local workers first. The run adopts them
+tokenizer's libraries: about 3 s of CPU, engine/worker/spare.py; 11.5 s of wall time on the
+H100 machine bench/gpu/run.sh runs on). The command's preflight imports the same stack and
+reads the dataset (13.5 s there), and only then would the run spawn its workers: the two
+imports ran one after the other. ``WarmWorkers.spawn(job)`` starts the job's local workers first. The run adopts them
 (``Cluster.start``) when its job still asks for as many at the same niceness; otherwise, and
 when the preflight refuses, ``close()`` ends them. They hold no job until the run's SetupJob,
 so ending them loses nothing.
