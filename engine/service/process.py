@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _preload() -> None:
     """Import the coordinator (MLX, the runtime) while no run waits on it."""
     try:
-        import engine.runtime  # noqa: F401
+        import engine.runtime.run_handle  # noqa: F401 - the package itself loads lazily
     except Exception:  # noqa: BLE001 - a start reports import errors with its own message
         log.debug("preload failed", exc_info=True)
 
