@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.no_torch import keep_torch_out
+
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +54,7 @@ def generate_text(model: str, prompt: str, max_tokens: int, adapter: str = "") -
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_torch_out()  # before mlx-lm imports transformers (engine/no_torch.py)
     parser = argparse.ArgumentParser(description="Generate one answer (used by the Results page)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--adapter", default="")

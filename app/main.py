@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 from app.errors import ErrorReporter, install_excepthook
 from app.gc_gui_thread import GuiThreadCollector
 from app.settings import APPLICATION, ORGANIZATION
+from engine.no_torch import keep_torch_out
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "orchard-512.png"
 
@@ -32,6 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the app until its window closes; returns the exit code."""
+    keep_torch_out()  # the app's previews load tokenizers (engine/no_torch.py)
     argv = list(sys.argv if argv is None else argv)
     args = parse_args(argv[1:])
     logging.basicConfig(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.cli import plan_cmd
 from engine.config import DIST_MODES, ConfigError, JobSpec
+from engine.no_torch import keep_torch_out
 
 log = logging.getLogger("orchard")
 
@@ -388,6 +389,7 @@ def console_handler(verbose: bool) -> logging.Handler:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_torch_out()  # before anything imports transformers (engine/no_torch.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["app"]:
         # Everything after `app` belongs to the app (argparse's REMAINDER drops leading flags).

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from engine.config import JobSpec
+from engine.no_torch import keep_torch_out
 
 
 def measure_step_peak(job: JobSpec, workers: int = 1, steps: int = 2) -> dict[str, Any]:
@@ -76,6 +77,7 @@ def compare(folder: str, overrides: list[str], workers: int = 1) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_torch_out()  # as in a worker (engine/no_torch.py)
     args = sys.argv[1:] if argv is None else argv
     if not args:
         sys.stderr.write(__doc__ or "")

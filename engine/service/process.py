@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from engine.no_torch import keep_torch_out
 from engine.rpc.auth import new_token
 from engine.rpc.engine_servicer import serve_engine
 from engine.service.connection import (
@@ -87,6 +88,7 @@ def _on_signals(service: EngineService, done: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_torch_out()  # before the preload imports transformers (engine/no_torch.py)
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr,

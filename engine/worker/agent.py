@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from engine.no_torch import keep_torch_out
 from engine.rpc.auth import TOKEN_ENV
 from engine.rpc.server import serve
 from engine.rpc.worker_service import WorkerServicer
@@ -165,6 +166,7 @@ def _preload() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_torch_out()  # before the preload imports transformers (engine/no_torch.py)
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.dist.mailbox import MAX_PART_BYTES, Mailbox
+from engine.no_torch import keep_torch_out
 from engine.worker.errors import JobLost
 from engine.worker.memory_guard import MEMORY_EXIT_CODE, exit_message, install_memory_guard
 
@@ -264,6 +265,7 @@ def _pump_frames(frames: Connection, mailbox: Mailbox) -> None:
 
 
 def _child_main(conn: Connection, frames: Connection) -> None:
+    keep_torch_out()  # a spawned child starts afresh (engine/no_torch.py)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,
         format=f"%(asctime)s job[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
