@@ -25,6 +25,7 @@
 # LOG_DIR: keep every benchmark's whole output there (default: a new folder under /tmp).
 # SKIP_LOCKSTEP=1: only the end-to-end run and the phases (about 4 minutes).
 # E2E_PACKING=0: the end-to-end run without its third, packed, Orchard variant.
+# E2E_ROUNDS: rounds of the end-to-end run (default 1; each round runs every variant once).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE="${1:-/tmp/site}"
@@ -75,7 +76,7 @@ if [ "${SKIP_LOCKSTEP:-0}" != "1" ]; then
   --batch 16 --seq 256 --steps "$STEPS" --every "$every" --rounds 1 2>&1 | tee "$LOG/r64_all.txt" | grep -v '^\s*\[' | tail -4
 fi
 "$PY" bench/e2e_vs_mlx_lm.py --model "$MODEL" --data wikisql --rank 64 \
-  --batch 16 --seq 512 --iters "$E2E_ITERS" $PACKING --warmup 2>&1 | tee "$LOG/e2e.txt" | tail -8
+  --batch 16 --seq 512 --iters "$E2E_ITERS" --rounds "${E2E_ROUNDS:-1}" $PACKING --warmup 2>&1 | tee "$LOG/e2e.txt" | tail -8
 
 "$PY" bench/orchard_phases.py --model "$MODEL" --iters 60 --batch 16 --seq 512 \
   --out "$LOG/phases" > "$LOG/phases.txt" 2>&1 || true

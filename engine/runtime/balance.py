@@ -228,8 +228,8 @@ class Balancer:
                 if share and work > 0 and secs > 0:
                     self.samples.setdefault(a, deque(maxlen=WINDOW)).append((work, secs))
             self._measured += 1
-        if self.policy != "speed" or self._measured < MIN_MEASURED:
-            return None
+        if self.policy != "speed" or self._measured < MIN_MEASURED or len(outs) < 2:
+            return None  # (one worker: nothing to even out, every step)
         if any(s > step for s in self._replay):  # a resume still repeats recorded steps
             return None
         speeds = self.speeds()
