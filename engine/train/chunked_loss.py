@@ -6,8 +6,9 @@ exp over the logits runs twice (forward, then the softmax of the backward), and 
 and their gradient are the step's largest buffers. With a 32k vocabulary on a CPU that is
 about a quarter of a LoRA step (58M-parameter Llama shape, rank 64: 3.75 s a step, 3.25 s
 here; peak 245 MiB lower). Here the output layer and the cross-entropy run a few hundred
-rows at a time, and each chunk makes its logits, one exp, its loss and the gradient of that
-loss w.r.t. the hidden states (through the output layer) at once, then frees them all: no
+rows at a time, and each chunk makes its logits, its loss and the gradient of that loss
+w.r.t. the hidden states (through the output layer) at once, then frees them all (the exp
+is made twice, each time inside a fused kernel, rather than kept in float32: ``_logits_grad``): no
 (B, T, vocab) buffer lives (each chunk waits for the one before, ``mx.depends``: left free,
 MLX started every chunk's logits before finishing any, and the loss's peak grew with the
 rows: 312 MiB for 1024 rows of a 32k vocabulary, 179 MiB in order), and the backward pass
