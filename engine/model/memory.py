@@ -28,9 +28,13 @@ input plus one layer recomputed at a time. The attention term assumes a backward
 materialises the scores: true of MLX on Metal and on the CPU, whose fused attention has no
 fused backward (ScaledDotProductAttentionVJP::use_fallback is true there, MLX 0.30-0.32), so
 training runs the unfused composition. MLX's CUDA backend has a cuDNN backward since 0.30,
-which keeps only the log-sum-exp: ``attention_scores=False`` leaves the term out (measured on
-an H100, 1B-wide models at seq 256-1024: with it the estimate was 1.10-1.54x the peak,
-without it 0.81-1.26x). It also assumes a trainer that casts the non-quantized base to the
+for bf16/fp16 only, which keeps only the log-sum-exp; there its chunked loss also keeps less
+(native bf16 GEMMs: 11-15 bytes a logit for a chunk alone). ``cuda=True`` leaves the scores
+out in half precision and counts 22 bytes a bf16 logit (measured on an H100 under Apple's
+command-buffer limits, 27 steps of 2-8-layer models at Llama-3.2-1B widths, vocabulary 32k
+and 128k, seq 256-1024, rank 8 attention and rank 64 all, bf16 and fp32, with and without
+gradient checkpointing: the estimate is 0.82-1.20x the peak; 22 is fitted on those steps,
+the Mac's figures are the CPU's). It also assumes a trainer that casts the non-quantized base to the
 compute dtype (run.precision "auto" keeps the base's own dtype). Allocator caching and
 fragmentation come on top.
 engine/model/memory_probe.py measures a real step of any job against the estimate.
@@ -89,21 +93,22 @@ def compute_bytes(info: ModelInfo, job: JobSpec) -> int:
     return _DTYPE_BYTES.get(info.dtype, 4)
 
 
-def attention_scores_kept() -> bool:
-    """Whether this process's MLX backend keeps the attention scores for backward (see the
-    module doc): everywhere but on CUDA."""
+def runs_on_cuda() -> bool:
+    """Whether this process's MLX runs on its CUDA backend (``estimate_memory(cuda=...)``)."""
     import mlx.core as mx
 
     cuda = getattr(mx, "cuda", None)
-    return not (cuda is not None and cuda.is_available() and mx.default_device() == mx.gpu)
+    return bool(cuda is not None and cuda.is_available() and mx.default_device() == mx.gpu)
 
 
 def estimate_memory(
-    info: ModelInfo, job: JobSpec, workers: int = 1, attention_scores: bool = True
+    info: ModelInfo, job: JobSpec, workers: int = 1, cuda: bool = False
 ) -> MemoryEstimate:
     """Peak bytes per worker for one training step of `job` on the model `info` describes.
-    ``attention_scores``: the backend keeps them for backward (a Mac, a CPU; not CUDA:
-    :func:`attention_scores_kept` says for this process)."""
+    ``cuda``: the step runs on MLX's CUDA backend (:func:`runs_on_cuda` says for this
+    process), whose half-precision attention backward keeps no scores and whose chunked
+    loss keeps about half of the CPU's bytes a logit (see the module doc). The preflight
+    counts a Mac's."""
     cb = compute_bytes(info, job)
     adapted = _adapted_modules(info, job)
     lora_params = sum(job.lora.rank * (m_in + m_out) for m_in, m_out, _ in adapted)
@@ -118,7 +123,7 @@ def estimate_memory(
     micro = micro_batch_size(job, workers)
     tokens = micro * job.data.max_seq_len
     per_layer = 4 * info.hidden_size + 4 * info.intermediate_size
-    if attention_scores:
+    if not (cuda and cb == 2):  # cuDNN's fused backward is for half types only
         per_layer += 1.5 * info.num_heads * job.data.max_seq_len
     lora_acts = sum(job.lora.rank + (m_in if job.lora.dropout > 0 else 0) for m_in, _, _ in adapted)
     in_backward = _layers_in_backward(info, job)
@@ -133,7 +138,7 @@ def estimate_memory(
     per_token = cb * (kept + 4 * info.hidden_size)
     if chunked_loss(info, job):
         rows = min(tokens, loss_chunk_rows(info.vocab_size, info.hidden_size))
-        loss = rows * info.vocab_size * (24 if cb == 4 else 30)
+        loss = rows * info.vocab_size * (24 if cb == 4 else 22 if cuda else 30)
     else:
         loss = tokens * info.vocab_size * (16 if cb == 4 else 20)
     activations = int(tokens * (per_token + cb * lora_acts) + loss)
@@ -159,9 +164,9 @@ def estimate_memory(
         (
             "gradient checkpointing: each layer's input is kept, one layer is recomputed at a time"
             if job.run.grad_checkpoint
-            else "no gradient checkpointing; attention scores are kept for backward"
-            if attention_scores
             else "no gradient checkpointing; a fused attention backward (CUDA) keeps no scores"
+            if cuda and cb == 2
+            else "no gradient checkpointing; attention scores are kept for backward"
         ),
     ]
     if job.model.quantize and not info.quantization:

@@ -63,10 +63,10 @@ def measure_step_peak(job: JobSpec, workers: int = 1, steps: int = 2) -> dict[st
 def compare(folder: str, overrides: list[str], workers: int = 1) -> dict[str, Any]:
     """Estimate and measured peak of one job on one model folder."""
     from engine.model.inspect import inspect_model
-    from engine.model.memory import attention_scores_kept, estimate_memory
+    from engine.model.memory import estimate_memory, runs_on_cuda
 
     job = JobSpec().with_overrides([f'model.path="{folder}"', *overrides])
-    estimate = estimate_memory(inspect_model(folder), job, workers, attention_scores_kept())
+    estimate = estimate_memory(inspect_model(folder), job, workers, cuda=runs_on_cuda())
     measured = measure_step_peak(job, workers)
     return {
         **measured,

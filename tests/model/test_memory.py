@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import JobSpec
 from engine.model import estimate_memory, inspect_model
-from engine.model.memory import chunked_loss, loss_chunk_rows
+from engine.model.memory import chunked_loss, loss_chunk_rows, runs_on_cuda
 from engine.model.memory_probe import measure_step_peak
 
 from .conftest import build, save_folder, tiny_config
@@ -103,18 +103,28 @@ def test_checkpointing_and_dora_move_the_estimate_the_right_way():
     assert dora.trainable_params == plain.trainable_params + 5 * (64 + 32 + 32 + 64)
 
 
-def test_a_backend_with_a_fused_attention_backward_keeps_no_scores():
-    """CUDA's cuDNN backward keeps no scores; Metal and the CPU do (this box: the CPU)."""
-    from engine.model.memory import attention_scores_kept
-
+def test_the_cuda_backend_keeps_no_half_precision_scores_and_less_of_the_loss():
+    """CUDA's cuDNN attention backward (bf16/fp16 only) keeps no scores, and its chunked loss
+    keeps fewer bytes a bf16 logit; Metal and the CPU keep both (this box: the CPU)."""
     info = inspect_model("demo")
-    job = JobSpec().with_overrides(["data.max_seq_len=1024"])
-    kept, fused = estimate_memory(info, job), estimate_memory(info, job, attention_scores=False)
-    tokens = kept.micro_batch * 1024
-    scores = tokens * 4 * info.num_layers * 1.5 * info.num_heads * 1024  # fp32 base: 4 bytes
-    assert kept.breakdown["activations"] - fused.breakdown["activations"] == pytest.approx(scores)
-    assert "keeps no scores" in fused.format_text()
-    assert attention_scores_kept()
+    job = JobSpec().with_overrides(["data.max_seq_len=1024", "run.precision='bf16'"])
+    mac, cuda = estimate_memory(info, job), estimate_memory(info, job, cuda=True)
+    tokens = mac.micro_batch * 1024
+    scores = tokens * 2 * info.num_layers * 1.5 * info.num_heads * 1024  # bf16: 2 bytes
+    assert chunked_loss(info, job)
+    rows = min(tokens, loss_chunk_rows(info.vocab_size, info.hidden_size))
+    loss = rows * info.vocab_size * (30 - 22)
+    saved = mac.breakdown["activations"] - cuda.breakdown["activations"]
+    assert saved == pytest.approx(scores + loss, abs=1)
+    assert "keeps no scores" in cuda.format_text()
+    assert "scores are kept" in mac.format_text()
+    # fp32: cuDNN's fused backward does not apply, and the fp32 chunk is the same
+    fp32 = job.with_overrides(["run.precision='fp32'"])
+    assert (
+        estimate_memory(info, fp32).total_bytes
+        == estimate_memory(info, fp32, cuda=True).total_bytes
+    )
+    assert not runs_on_cuda()
 
 
 # llama2.c's stories42M shape (dim 512, 8 layers, 8 heads, MLP 1376, vocabulary 32000): a
