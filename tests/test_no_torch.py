@@ -11,10 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT.parent / "shared" / "models" / "stories260K"
+MODEL = ROOT / "resources" / "models" / "stories260K"  # the bundled demo model
 
 LOAD = """
 import sys
@@ -61,7 +59,6 @@ def _load(tmp_path: Path, how: str, allow: bool = False):
     return _run(tmp_path, ["-c", LOAD, how, str(MODEL)], allow)
 
 
-@pytest.mark.skipif(not MODEL.exists(), reason="needs ../shared/models/stories260K")
 def test_the_tokenizer_loads_without_importing_an_installed_torch(tmp_path: Path) -> None:
     # without the guard this transformers imports the stand-in (the test can fail)
     _, imported = _load(tmp_path, "plain")
@@ -74,14 +71,12 @@ def test_the_tokenizer_loads_without_importing_an_installed_torch(tmp_path: Path
     assert not imported
 
 
-@pytest.mark.skipif(not MODEL.exists(), reason="needs ../shared/models/stories260K")
 def test_orchard_allow_torch_lets_it_in(tmp_path: Path) -> None:
     proc, imported = _load(tmp_path, "keep-out", allow=True)
     assert "kept out: False" in proc.stdout
     assert imported
 
 
-@pytest.mark.skipif(not MODEL.exists(), reason="needs ../shared/models/stories260K")
 def test_the_orchard_command_tokenizes_without_torch(tmp_path: Path) -> None:
     """The CLI's own entry point calls the guard: a dataset checked with the model's
     tokenizer imports no torch."""
