@@ -87,3 +87,21 @@ def test_the_orchard_command_tokenizes_without_torch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "token" in proc.stdout.lower()
     assert not imported
+
+
+def test_a_tokenizer_whose_code_needs_torch_is_named_with_the_way_out(monkeypatch) -> None:
+    """A remote-code tokenizer that imports torch gets one clear line, not a traceback."""
+    import engine.model.load as load
+    from engine.model.errors import ModelError
+
+    def needs_torch(folder, extra):
+        import torch  # noqa: F401 - what such a tokenizer's own code does
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(load, "mlx_load_tokenizer", needs_torch)
+    try:
+        load.load_tokenizer(str(MODEL), trust_remote_code=True)
+    except ModelError as e:
+        assert "ORCHARD_ALLOW_TORCH=1" in str(e) and "stories260K" in str(e)
+    else:
+        raise AssertionError("no ModelError")

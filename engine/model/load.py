@@ -104,5 +104,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     try:
         extra = {"trust_remote_code": True} if trust_remote_code else {}
         return mlx_load_tokenizer(folder, extra)
+    except ImportError as e:
+        if e.name != "torch":
+            raise
+        raise ModelError(  # engine/no_torch.py kept it out: say how to let it in
+            f"{folder}: the tokenizer's own code imports PyTorch, which Orchard keeps out of "
+            "its processes; install torch and set ORCHARD_ALLOW_TORCH=1 to let it in"
+        ) from None
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise ModelError(f"{folder}: cannot load the tokenizer: {e}") from None
