@@ -33,8 +33,9 @@ for bf16/fp16 only, which keeps only the log-sum-exp; there its chunked loss als
 out in half precision and counts 22 bytes a bf16 logit (measured on an H100 under Apple's
 command-buffer limits, 27 steps of 2-8-layer models at Llama-3.2-1B widths, vocabulary 32k
 and 128k, seq 256-1024, rank 8 attention and rank 64 all, bf16 and fp32, with and without
-gradient checkpointing: the estimate is 0.82-1.20x the peak; 22 is fitted on those steps,
-the Mac's figures are the CPU's). It also assumes a trainer that casts the non-quantized base to the
+gradient checkpointing: with these terms the estimate is 0.82-1.20x those measured peaks,
+recomputed rather than run again, and 22 is fitted on the same steps; the Mac's figures are
+the CPU's). It also assumes a trainer that casts the non-quantized base to the
 compute dtype (run.precision "auto" keeps the base's own dtype). Allocator caching and
 fragmentation come on top.
 engine/model/memory_probe.py measures a real step of any job against the estimate.
