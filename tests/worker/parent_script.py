@@ -1,7 +1,8 @@
 """A stand-in engine process for the lifeline tests: starts local workers, prints their pids.
 
-Usage: parent_script.py <data_dir> <n> <exit|wait>. With "wait" it sleeps until signalled;
-SIGINT (KeyboardInterrupt) stops the workers in the finally block, as the CLI does.
+Usage: parent_script.py <data_dir> <n> <exit|wait>. With "exit" it ends normally once a line
+arrives on its stdin, so the test can see the workers alive first; with "wait" it sleeps until
+signalled, and SIGINT (KeyboardInterrupt) stops the workers in the finally block, as the CLI does.
 """
 
 import signal
@@ -22,6 +23,8 @@ try:
     for i in range(n):
         workers.append(start_local_worker(token, data_dir, data_dir / f"worker{i}.log", n))
     print("PIDS=" + ",".join(str(w.pid) for w in workers), flush=True)
+    if how == "exit":
+        sys.stdin.readline()
     if how == "wait":
         while True:
             time.sleep(0.2)

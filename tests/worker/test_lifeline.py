@@ -41,7 +41,8 @@ def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
 def start_parent(tmp_path: Path, how: str) -> tuple[subprocess.Popen, list[int]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), "2", how],
-                            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)  # fmt: skip
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT)  # fmt: skip
     line = proc.stdout.readline()  # bounded by the pytest timeout; workers start in ~1 s
     assert line.startswith("PIDS="), f"parent printed {line!r}"
     pids = [int(p) for p in line.strip()[5:].split(",")]
@@ -52,6 +53,8 @@ def start_parent(tmp_path: Path, how: str) -> tuple[subprocess.Popen, list[int]]
 @pytest.mark.timeout(120)
 def test_workers_end_with_a_normal_exit(tmp_path):
     proc, pids = start_parent(tmp_path, "exit")
+    proc.stdin.write("end\n")  # the parent ends normally only after the workers were seen alive
+    proc.stdin.close()
     assert proc.wait(timeout=60) == 0
     assert wait_gone(pids, 10) == []
 
