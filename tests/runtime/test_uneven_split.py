@@ -66,18 +66,22 @@ def back_to_checkpoint(run_dir: Path, step: int, out: Path) -> Path:
 @pytest.mark.timeout(600)
 def test_a_wrong_speed_claim_is_corrected_and_a_resume_repeats_the_splits(tmp_path):
     with worker_pool(tmp_path, 2) as hosts:
-        over = {"dist.hosts": hosts, "dist.mode": "all-reduce", "dist.speeds": [4, 1], "run.batch_size": 10,
+        over = {"dist.hosts": hosts, "dist.mode": "all-reduce", "dist.speeds": [19, 1], "run.batch_size": 20,
                 "run.checkpoint_every": EVERY, "run.keep_checkpoints": 10, "run.name": "claim"}  # fmt: skip
         job = tiny_job(tmp_path / "runs", STEPS, **over)
         run_dir, logs = run(job, tmp_path / "cache")
         shares = shares_by_step(run_dir)
         assert list(shares) == list(range(1, STEPS + 1))
-        assert shares[1] == (8, 2), shares  # the claim (two equal workers in truth)
+        # The claim (two equal workers in truth) is far enough off that the callout below does
+        # not hang on noise: a fixed cost per step biases a small share's rate down, and at a
+        # 4:1 claim two samples of a busy CI machine read 1.45x, under LIAR_RATIO (1.5x). At
+        # 19:1 the one-sequence worker still reads about 5x faster than claimed.
+        assert shares[1] == (19, 1), shares
         changed = [s for s in range(2, STEPS + 1) if shares[s] != shares[s - 1]]
         assert changed and changed[0] > EVERY + 1, shares  # crossed by the resume below
-        assert shares[changed[0]][1] > 2, shares  # corrected towards the truth
+        assert shares[changed[0]][1] > 1, shares  # corrected towards the truth
         resplits = [m for m in logs if "re-split after step" in m]
-        assert resplits and "faster than dist.speeds said" in resplits[0], logs
+        assert resplits and any("faster than dist.speeds said" in m for m in resplits), logs
         resumed_dir = back_to_checkpoint(run_dir, EVERY, tmp_path / "resumed")
         job2 = JobSpec.load(resumed_dir / JOB_FILE)
         _, logs2 = run(job2, tmp_path / "cache", resume_from=resumed_dir)
