@@ -31,7 +31,7 @@ from engine.worker.checksum import parse_checksum
 from engine.worker.errors import InvalidRequest, JobLost, OutOfOrder
 from engine.worker.files import MAX_FILE_BYTES, FileStore, Piece, check_name, check_sha256
 from engine.worker.job import JobRunner
-from engine.worker.probe import check_protocol, probe
+from engine.worker.probe import SETTLE_S, check_protocol, probe
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +257,11 @@ class WorkerServicer(orchard_pb2_grpc.WorkerServicer):
 
     @_guard
     def Probe(self, request: pb.ProbeRequest, context: grpc.ServicerContext) -> pb.ProbeReply:
+        left = context.time_remaining()  # the wait for start-up imports fits the deadline
+        settle = SETTLE_S if left is None else min(SETTLE_S, left - request.benchmark_s - 1.0)
         r = probe(
             len(request.payload), request.run_benchmark, request.benchmark_s,
-            request.protocol_version,
+            request.protocol_version, settle_s=max(0.0, settle),
         )  # fmt: skip
         return pb.ProbeReply(
             free_memory_bytes=r.free_memory_bytes,

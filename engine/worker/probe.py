@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from engine.machine import PROTOCOL_VERSION, free_memory_bytes
+from engine.worker import startup
 from engine.worker.errors import InvalidRequest, ProtocolMismatch
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BENCHMARK_S = 1.0
 MAX_BENCHMARK_S = 10.0  # a caller cannot tie up a worker's cores for longer than this
 MATMUL_N = 512
+SETTLE_S = 15.0  # the longest a benchmark waits for the worker's start-up imports
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,15 @@ def matmul_gflops(budget_s: float = DEFAULT_BENCHMARK_S, n: int = MATMUL_N) -> f
 
 
 def probe(
-    payload_bytes: int, run_benchmark: bool, benchmark_s: float, protocol_version: str
+    payload_bytes: int,
+    run_benchmark: bool,
+    benchmark_s: float,
+    protocol_version: str,
+    settle_s: float = SETTLE_S,
 ) -> ProbeReport:
-    """Answer one Probe request (the version check comes first, as for SetupJob)."""
+    """Answer one Probe request (the version check comes first, as for SetupJob). The
+    benchmark first waits up to ``settle_s`` for the worker's start-up imports
+    (engine/worker/startup.py), so it measures the machine as a step will find it."""
     check_protocol(protocol_version)
     if not math.isfinite(benchmark_s) or not 0.0 <= benchmark_s <= MAX_BENCHMARK_S:
         raise InvalidRequest(
@@ -70,6 +78,12 @@ def probe(
         )
     gflops = 0.0
     if run_benchmark:
+        t0 = time.monotonic()
+        if not startup.settle(settle_s):
+            log.info("probe: start-up imports still going after %.1fs; benchmarking anyway",
+                     settle_s)  # fmt: skip
+        elif (waited := time.monotonic() - t0) > 0.05:
+            log.info("probe: waited %.1fs for the start-up imports", waited)
         gflops = matmul_gflops(benchmark_s or DEFAULT_BENCHMARK_S)
         log.info("probe: %.1f GFLOP/s fp32 matmul", gflops)
     return ProbeReport(free_memory_bytes(), gflops, payload_bytes)

@@ -59,3 +59,43 @@ def test_probe_refuses_a_bad_benchmark_budget_and_payload_size(local_worker):
         with pytest.raises(ValueError, match="message limit"):
             probe_worker(c, payload_mb=500)
         assert c.probe().free_memory_bytes > 0
+
+
+def test_a_probe_just_after_the_start_benchmarks_after_the_start_up_imports(local_worker):
+    """The worker imports the training stack as it starts; a benchmark beside that import
+    measured the machine at less than half its speed (engine/worker/startup.py)."""
+    worker, token = local_worker
+    with WorkerClient(worker.address, token, timeout_s=20) as c:
+        assert probe_worker(c, payload_mb=0.1, benchmark_s=0.2).matmul_gflops > 0
+    lines = worker.log_path.read_text().splitlines()
+    imported = [i for i, line in enumerate(lines) if "imported the training stack" in line]
+    benchmarked = [i for i, line in enumerate(lines) if "GFLOP/s fp32 matmul" in line]
+    assert imported and benchmarked and imported[0] < benchmarked[0], lines
+
+
+def test_the_benchmark_waits_for_start_up_work_within_its_bound(monkeypatch):
+    import threading
+    import time
+
+    from engine.machine import PROTOCOL_VERSION
+    from engine.worker import probe as probe_module
+    from engine.worker import startup
+
+    monkeypatch.setattr(startup, "_waits", [])
+    done = threading.Event()
+    startup.add(done.wait)
+    marks: list[str] = []
+    monkeypatch.setattr(probe_module, "matmul_gflops", lambda s: marks.append("bench") or 1.0)
+    threading.Timer(0.3, lambda: (marks.append("imported"), done.set())).start()
+    probe_module.probe(0, True, 0.1, PROTOCOL_VERSION, settle_s=30.0)
+    assert marks == ["imported", "bench"]
+
+    never = threading.Event()  # start-up work that does not end: the bound holds
+    startup.add(never.wait)
+    t0 = time.monotonic()
+    assert probe_module.probe(0, True, 0.1, PROTOCOL_VERSION, settle_s=0.2).matmul_gflops == 1.0
+    assert 0.2 <= time.monotonic() - t0 < 5.0
+    assert not startup.settle(0.0)
+    marks.clear()
+    probe_module.probe(0, False, 0.0, PROTOCOL_VERSION, settle_s=30.0)  # no benchmark: no wait
+    assert marks == []
