@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
@@ -340,16 +341,22 @@ class ClusterPage(Page):
     def _show_plan(self, view: PlanView) -> None:
         self.plan_line.setText(short_line(view))
         self.plan_line.setStyleSheet("color:#c62828;" if view.slows else "")
+        local = self.plan.probes.get("local")  # a plan probes this machine too
+        if local is not None:
+            self._show_measured(local)
+
+    def _show_measured(self, result: Any) -> None:
+        self.facts["measured"].setText(
+            f"{result.free_memory_bytes / 2**30:.1f} GiB free, "
+            f"{result.matmul_gflops:.1f} GFLOP/s (fp32 matmul)"
+        )
 
     def _probed(self, w: Worker, result: object) -> None:
         self.plan.add_probe("local" if w.local else w.address, result)
         if not w.local:
             self.cluster.mark_paired(w.id)  # the paired channel worked
         else:
-            self.facts["measured"].setText(
-                f"{result.free_memory_bytes / 2**30:.1f} GiB free, "
-                f"{result.matmul_gflops:.1f} GFLOP/s (fp32 matmul)"
-            )
+            self._show_measured(result)
         self._probe_done(describe_probe(w.name, result, remote=not w.local), "info")
 
     def _probe_done(self, text: str, level: str) -> None:

@@ -191,6 +191,8 @@ def test_this_machine_is_probed_and_the_plan_follows_the_batch(window, qtbot) ->
     assert page.mode.currentText().startswith("auto (recommended): ")
     assert window.cluster_page.plan_line.text().startswith("Plan: 2 local processes")
     measured = preview.probes["local"]
+    facts = window.cluster_page.facts["measured"].text()  # the Cluster page shows that probe
+    assert f"{measured.matmul_gflops:.1f} GFLOP/s" in facts, facts
 
     type_into(qtbot, window, controls(window)[("run", "batch_size")], "4")
     qtbot.waitUntil(lambda: page.plan_panel.view.plan.work.batch == 4, timeout=30_000)
